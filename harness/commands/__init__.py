@@ -1,0 +1,1 @@
+"""Built-in CLI subcommands, one module each, registered through ``register_commands``."""

@@ -1,0 +1,56 @@
+"""``harness eval RUN_DIR [--evaluator NAME]``: evaluate a trained run, print a table, save JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tabulate import tabulate
+
+import harness
+from harness.data_root import resolve_data_root
+from harness.devices import DEVICE_CHOICES, resolve_device
+from harness.rundir import load_run, write_json
+
+
+def format_rows(rows: list[dict]) -> str:
+    table = [[row["name"], f"{100 * row['mean']:.2f}", f"{100 * row['ci95']:.2f}", row["tasks"]] for row in rows]
+    return tabulate(table, headers=["evaluation", "accuracy %", "95% CI +-", "tasks"], tablefmt="github")
+
+
+class EvalCommand:
+    name = "eval"
+    description = "evaluate a run directory with an evaluator (default: fewshot on 600 test tasks)"
+
+    def add_arguments(self, parser):
+        parser.add_argument("run_dir", metavar="RUN_DIR")
+        parser.add_argument("--evaluator", default="fewshot", help="evaluator name (harness list)")
+        parser.add_argument("--checkpoint", help="checkpoint file to evaluate (default RUN_DIR/best.pt)")
+        parser.add_argument("--test-tasks", type=int, default=None, help="number of test tasks (default: the run's, 600)")
+        parser.add_argument("--test-inner-steps", type=int, default=None, help="inner steps at test (default: the run's)")
+        parser.add_argument("--data-root", default=None, help="data root (default: the run's, then HARNESS_DATA_ROOT)")
+        parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+        parser.add_argument("--no-download", action="store_true")
+
+    def run(self, args) -> int:
+        from harness.plugin_manager import get_plugins
+
+        plugins = get_plugins()
+        evaluator = plugins.evaluators.get(args.evaluator)
+        run = load_run(Path(args.run_dir), plugins, args.checkpoint)
+        run.device = resolve_device(args.device)
+        run.model.to(run.device)
+        run.data_root = resolve_data_root(args.data_root or run.config.data_root)
+        run.download = not args.no_download
+        options = {"num_tasks": args.test_tasks or run.config.test_tasks, "test_inner_steps": args.test_inner_steps}
+        result = evaluator.evaluate(run, options)
+        result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
+        out = run.path / f"eval-{evaluator.name}.json"
+        write_json(out, result)
+        print(format_rows(result["rows"]))
+        print(f"written to {out}")
+        return 0
+
+
+@harness.hookimpl
+def register_commands(registry):
+    registry.add(EvalCommand())

@@ -1,0 +1,31 @@
+"""``harness list``: every registered algorithm, backbone, task sampler and evaluator."""
+
+from tabulate import tabulate
+
+import harness
+
+KINDS = ("algorithms", "backbones", "task_samplers", "evaluators")
+
+
+class ListCommand:
+    name = "list"
+    description = "list algorithms, backbones, task samplers and evaluators"
+
+    def add_arguments(self, parser):
+        parser.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")
+
+    def run(self, args) -> int:
+        from harness.plugin_manager import get_plugins
+
+        plugins = get_plugins()
+        for kind in [args.kind] if args.kind else KINDS:
+            rows = [[name, getattr(obj, "description", ""), plugin] for name, obj, plugin in plugins.registries[kind].items()]
+            print(f"{kind.replace('_', ' ')}:")
+            print(tabulate(rows, headers=["name", "description", "plugin"], tablefmt="simple"))
+            print()
+        return 0
+
+
+@harness.hookimpl
+def register_commands(registry):
+    registry.add(ListCommand())

@@ -1,0 +1,85 @@
+"""The resolved configuration of one run.
+
+Values come from three layers, later ones winning: the dataclass defaults
+below, the task sampler's ``paper_defaults(spec)`` (the paper's
+hyperparameters for that dataset, each with its source), and command-line
+flags. The resolved config is written to ``config.json`` in the run
+directory and stored in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class RunConfig:
+    algo: str
+    data: str  # task spec, e.g. "omniglot-20w1s"
+    backbone: str | None = None  # None: the task sampler's default_backbone
+    seed: int = 0
+    iterations: int = 30_000  # Raghu et al. 2020, App. A (Omniglot); datasets override
+    meta_batch_size: int = 16  # tasks per outer step; datasets override
+    inner_steps: int = 5  # inner-loop steps during meta-training
+    test_inner_steps: int = 10  # inner-loop steps at validation/test
+    inner_lr: float = 0.1  # alpha
+    outer_lr: float = 1e-3  # beta, Adam (Finn et al. 2017, Section 5.2)
+    queries: int = 1  # query images per class; datasets override
+    bn_mode: str = "batch"  # see harness_plugins.backbones.conv4
+    split: str = "default"  # dataset-specific class split (omniglot: "maml" or "vinyals")
+    val_every: int = 500  # iterations between validations (0: never)
+    val_tasks: int = 100  # validation tasks (fixed seed, same tasks every time)
+    test_tasks: int = 600  # Raghu et al. 2020 / Finn et al. 2017: 600 test tasks, 95% CI
+    eval_batch_size: int = 32  # tasks per vectorised evaluation chunk (speed only)
+    checkpoint_every: int = 0  # also keep checkpoints/step-XXXXXXX.pt every N iterations (0: off)
+    log_every: int = 50  # iterations between training rows in metrics.jsonl
+    device: str = "auto"
+    data_root: str | None = None  # resolved at run time; not part of the identity of a run
+    sources: dict[str, str] = field(default_factory=dict)  # where each non-default value came from
+
+    @property
+    def tunable_fields(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if f.name not in ("algo", "data", "sources")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def validate(self) -> None:
+        positive = ["iterations", "meta_batch_size", "test_tasks", "eval_batch_size", "log_every", "val_tasks"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise HarnessError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ["inner_steps", "test_inner_steps", "val_every", "checkpoint_every"]:
+            if getattr(self, name) < 0:
+                raise HarnessError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if not self.inner_lr >= 0 or not self.outer_lr > 0:
+            raise HarnessError(f"learning rates must be positive: inner {self.inner_lr}, outer {self.outer_lr}")
+
+
+def resolve_config(algo: str, data: str, task_sampler, spec, overrides: dict[str, Any]) -> RunConfig:
+    """Defaults, then the dataset's paper defaults, then explicit overrides."""
+    config = RunConfig(algo=algo, data=data)
+    for name, (value, source) in task_sampler.paper_defaults(spec).items():
+        setattr(config, name, value)
+        config.sources[name] = source
+    if spec.queries is not None:
+        config.queries = spec.queries
+        config.sources["queries"] = "task spec"
+    if config.backbone is None:
+        config.backbone = task_sampler.default_backbone
+        config.sources["backbone"] = f"default of task sampler {task_sampler.name!r}"
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(config, name, value)
+            config.sources[name] = "command line"
+    config.validate()
+    return config

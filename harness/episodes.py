@@ -1,0 +1,110 @@
+"""Episodes (meta-batches of few-shot tasks) and the in-memory class-pool sampler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+
+
+@dataclass
+class Episodes:
+    """A meta-batch of ``tasks`` N-way K-shot tasks with Q queries per class."""
+
+    support_x: torch.Tensor  # [tasks, ways*shots, C, H, W] float32
+    support_y: torch.Tensor  # [tasks, ways*shots] int64 in 0..ways-1
+    query_x: torch.Tensor  # [tasks, ways*queries, C, H, W]
+    query_y: torch.Tensor  # [tasks, ways*queries]
+    ways: int
+
+    @property
+    def num_tasks(self) -> int:
+        return self.support_x.shape[0]
+
+    def to(self, device: torch.device | str) -> "Episodes":
+        return Episodes(
+            self.support_x.to(device, non_blocking=True),
+            self.support_y.to(device, non_blocking=True),
+            self.query_x.to(device, non_blocking=True),
+            self.query_y.to(device, non_blocking=True),
+            self.ways,
+        )
+
+    def chunk(self, start: int, stop: int) -> "Episodes":
+        return Episodes(
+            self.support_x[start:stop], self.support_y[start:stop], self.query_x[start:stop], self.query_y[start:stop], self.ways
+        )
+
+
+class ClassPoolSampler:
+    """Samples episodes from a uint8 image pool ``[classes, images_per_class, C, H, W]``.
+
+    Each task draws ``ways`` distinct classes, then ``shots + queries``
+    distinct images of each class. Class ``i`` of a task gets label ``i``;
+    support and query are ordered class-major. ``rotate_classes`` applies a
+    random multiple of 90 degrees per sampled class (the same rotation for all
+    of that class's images in the task), as the reference MAML code does for
+    Omniglot. ``invert`` maps pixel ``v`` to ``1 - v/255`` (strokes = 1).
+    """
+
+    def __init__(self, images: torch.Tensor, ways: int, shots: int, queries: int, *, rotate_classes: bool,
+                 invert: bool = False, mean=None, std=None, split_name: str = "split", class_names=None):
+        if images.dtype != torch.uint8 or images.dim() != 5:
+            raise ValueError("images must be uint8 [classes, images_per_class, C, H, W]")
+        num_classes, per_class = images.shape[:2]
+        if ways > num_classes:
+            raise HarnessError(f"{ways}-way tasks need {ways} classes but the {split_name} split has only {num_classes}")
+        if shots + queries > per_class:
+            raise HarnessError(
+                f"{shots}-shot tasks with {queries} queries need {shots + queries} images per class but the "
+                f"{split_name} split has {per_class}"
+            )
+        self.images = images
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.rotate_classes = rotate_classes
+        self.invert = invert
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1, 1)
+        self.class_names = class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def in_channels(self) -> int:
+        return self.images.shape[2]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def sample(self, num_tasks: int, rng: np.random.Generator) -> Episodes:
+        ways, shots, per_class = self.ways, self.shots, self.shots + self.queries
+        # Sorting uniform keys gives independent uniform permutations per row.
+        classes = rng.random((num_tasks, self.num_classes)).argsort(axis=1)[:, :ways]  # [tasks, ways]
+        picks = rng.random((num_tasks, ways, self.images.shape[1])).argsort(axis=2)[:, :, :per_class]
+        pixels = self.images[torch.from_numpy(classes)[:, :, None], torch.from_numpy(picks)]  # [tasks, ways, K+Q, C, H, W]
+        if self.rotate_classes:
+            quarter_turns = torch.from_numpy(rng.integers(0, 4, size=(num_tasks, ways)))
+            rotated = pixels.clone()
+            for k in (1, 2, 3):
+                mask = quarter_turns == k
+                if mask.any():
+                    rotated[mask] = torch.rot90(pixels[mask], k, dims=(-2, -1))
+            pixels = rotated
+        x = pixels.float().div_(255.0)
+        if self.invert:
+            x = 1.0 - x
+        tasks, _, _, c, h, w = x.shape
+        if self.mean is not None:
+            x = (x - self.mean.unsqueeze(1)) / self.std.unsqueeze(1)
+        labels = torch.arange(ways).view(1, ways, 1)
+        support_x = x[:, :, :shots].reshape(tasks, ways * shots, c, h, w)
+        query_x = x[:, :, shots:].reshape(tasks, ways * self.queries, c, h, w)
+        support_y = labels.expand(tasks, ways, shots).reshape(tasks, ways * shots)
+        query_y = labels.expand(tasks, ways, self.queries).reshape(tasks, ways * self.queries)
+        return Episodes(support_x.contiguous(), support_y.contiguous(), query_x.contiguous(), query_y.contiguous(), ways)

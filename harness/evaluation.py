@@ -1,0 +1,59 @@
+"""Few-shot evaluation: fixed task sets, mean accuracy and 95% confidence interval.
+
+Task ``i`` of a task set is drawn from its own generator seeded with
+``(set_seed, i)``, so every run, algorithm and chunk size sees exactly the
+same validation and test tasks (paired comparisons, as in the paper's tables).
+The interval is ``1.96 * std / sqrt(n)`` over per-task accuracies (sample
+standard deviation), the convention of Finn et al. (2017) and Raghu et al.
+(2020) with their 600 test tasks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from harness.episodes import Episodes
+from harness.meta_learning import query_accuracy
+
+VAL_TASK_SEED = 1
+TEST_TASK_SEED = 2
+
+
+def fixed_tasks(sampler, start: int, stop: int, set_seed: int) -> Episodes:
+    """Tasks ``start..stop-1`` of the task set ``set_seed`` as one meta-batch."""
+    parts = [sampler.sample(1, np.random.default_rng([set_seed, index])) for index in range(start, stop)]
+    return Episodes(
+        torch.cat([p.support_x for p in parts]), torch.cat([p.support_y for p in parts]),
+        torch.cat([p.query_x for p in parts]), torch.cat([p.query_y for p in parts]), parts[0].ways,
+    )
+
+
+def mean_and_ci95(accuracies: np.ndarray) -> tuple[float, float]:
+    n = len(accuracies)
+    mean = float(np.mean(accuracies))
+    if n < 2:
+        return mean, float("nan")
+    return mean, float(1.96 * np.std(accuracies, ddof=1) / math.sqrt(n))
+
+
+def per_task_accuracies(predict, sampler, num_tasks: int, set_seed: int, chunk: int, device) -> np.ndarray:
+    """``predict(episodes) -> logits`` on ``num_tasks`` fixed tasks, chunked for memory."""
+    results = []
+    with torch.no_grad():
+        for start in range(0, num_tasks, chunk):
+            episodes = fixed_tasks(sampler, start, min(start + chunk, num_tasks), set_seed).to(device)
+            logits = predict(episodes)  # [tasks, ways*queries, ways]
+            results.append(query_accuracy(logits, episodes.query_y).cpu())
+    return torch.cat(results).numpy()
+
+
+def evaluate(algorithm, model, sampler, config, num_tasks: int, set_seed: int, device) -> dict:
+    accuracies = per_task_accuracies(
+        lambda episodes: algorithm.predict(model, episodes, config), sampler, num_tasks, set_seed,
+        config.eval_batch_size, device,
+    )
+    mean, ci95 = mean_and_ci95(accuracies)
+    return {"accuracy": mean, "ci95": ci95, "tasks": int(num_tasks), "inner_steps": config.test_inner_steps}

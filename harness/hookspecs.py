@@ -1,0 +1,141 @@
+"""Hook specifications: the plugin author's reference.
+
+A plugin is a module (or object) with functions decorated by
+``harness.hookimpl`` whose names match the specs below. Bundled plugins
+(``harness_plugins.*``, the ``plugins/`` folder of the repository) use exactly
+these hooks; third-party plugins are found through the ``harness`` entry-point
+group::
+
+    # pyproject.toml of your package
+    [project.entry-points.harness]
+    reptile = "harness_reptile"
+
+    # harness_reptile.py
+    import harness
+
+    @harness.hookimpl
+    def register_algorithms(registry):
+        registry.add(Reptile())
+
+Registration hooks receive a :class:`harness.registry.Registry`. Every
+registered object needs a unique string attribute ``name`` (what users type on
+the command line) and should have a one-line ``description``. Registering a
+name twice is an error that names both plugins.
+
+Lifecycle hooks are called by ``harness run`` for every plugin that implements
+them (loggers, trackers, notifiers). They must not modify their arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("harness")
+
+
+# -- registration -----------------------------------------------------------
+
+
+@hookspec
+def register_algorithms(registry) -> None:
+    """Register meta-learning algorithms.
+
+    An algorithm is an object with
+
+    - ``name: str`` and ``description: str``;
+    - ``train_step(model, episodes, hp) -> dict``: compute the meta-loss of one
+      meta-batch (:class:`harness.episodes.Episodes`, tensors shaped
+      ``[tasks, ways*shots, C, H, W]``) and leave the meta-gradient in
+      ``p.grad`` of ``model.parameters()``; the harness zeroes gradients
+      before and calls the outer optimiser after. Return at least
+      ``{"loss": float, "accuracy": float}`` (query-set values, mean over
+      tasks). ``hp`` is the resolved :class:`harness.config.RunConfig`;
+    - ``predict(model, episodes, hp) -> Tensor``: adapt to each task's support
+      set with ``hp.test_inner_steps`` steps and return query logits shaped
+      ``[tasks, ways*queries, ways]``. Called under ``torch.no_grad()``.
+
+    Subclassing :class:`harness.meta_learning.GradientMetaLearner` gives a
+    vmapped inner loop; see ``plugins/algorithms/anil.py`` for a short example.
+    """
+
+
+@hookspec
+def register_backbones(registry) -> None:
+    """Register network architectures.
+
+    A backbone has ``name``, ``description`` and
+    ``build(in_channels: int, image_size: int, ways: int, bn_mode: str)
+    -> torch.nn.Module``. The module must expose ``body`` (feature extractor,
+    an ``nn.Sequential`` of blocks, returning ``[batch, features]``) and
+    ``head`` (the final ``nn.Linear``); algorithms such as ANIL rely on that
+    split, and analyses address layers by ``body.<i>``.
+    """
+
+
+@hookspec
+def register_task_samplers(registry) -> None:
+    """Register few-shot datasets (task samplers).
+
+    A task sampler has ``name`` (the ``<dataset>`` part of a task spec such as
+    ``omniglot-20w1s``), ``description`` and
+
+    - ``default_backbone: str``;
+    - ``paper_defaults(spec) -> dict``: default hyperparameters for this
+      dataset and ``N``-way ``K``-shot, every value with its source;
+    - ``open(spec, split, data_root, options) -> EpisodeSampler``: load the
+      split (``"train"``, ``"val"`` or ``"test"``) and return an object with
+      ``sample(num_tasks, rng) -> Episodes``, ``num_classes``,
+      ``in_channels`` and ``image_size``.
+
+    Raise :class:`harness.errors.HarnessError` with a one-line message when
+    data are missing or malformed; say where you looked.
+    """
+
+
+@hookspec
+def register_evaluators(registry) -> None:
+    """Register evaluators used by ``harness eval RUN_DIR --evaluator NAME``.
+
+    An evaluator has ``name``, ``description`` and
+    ``evaluate(run, options) -> dict`` where ``run`` is a
+    :class:`harness.rundir.LoadedRun` (config, model, algorithm, task sampler).
+    Return ``{"rows": [{"name", "mean", "ci95", "tasks", ...}, ...]}``; the
+    command prints the rows as a table and writes them as JSON into the run
+    directory. Raise ``HarnessError`` when the run does not fit the evaluator.
+    """
+
+
+@hookspec
+def register_commands(registry) -> None:
+    """Register CLI subcommands (``harness <name> ...``).
+
+    A command has ``name``, ``description`` (the one-line help),
+    ``add_arguments(parser: argparse.ArgumentParser)`` and
+    ``run(args: argparse.Namespace) -> int`` (the exit status). Raise
+    ``HarnessError`` for bad input: the CLI prints it on one line and exits 2.
+    """
+
+
+# -- run lifecycle (loggers) ------------------------------------------------
+
+
+@hookspec
+def on_run_start(run_dir: str, config: dict[str, Any]) -> None:
+    """A run starts (or resumes) in ``run_dir`` with the resolved config."""
+
+
+@hookspec
+def on_metrics(run_dir: str, step: int, row: dict[str, Any]) -> None:
+    """A metrics row was appended to ``metrics.jsonl`` (training or validation)."""
+
+
+@hookspec
+def on_checkpoint(run_dir: str, step: int, path: str) -> None:
+    """A checkpoint for ``step`` was written atomically to ``path``."""
+
+
+@hookspec
+def on_run_end(run_dir: str, summary: dict[str, Any]) -> None:
+    """The run finished; ``summary`` is what was written to ``summary.json``."""

@@ -1,0 +1,175 @@
+"""Loading plugins: the built-in list, the ``harness`` entry points, and filters.
+
+Environment variables (comma-separated plugin names, as ``harness plugins``
+prints them):
+
+- ``HARNESS_PLUGINS``: allow-list; only these plugins load (an empty value
+  loads none, which leaves even the built-in commands out);
+- ``HARNESS_BLOCK_PLUGINS``: these plugins never load.
+
+A plugin that fails to import is reported by name and entry point on stderr
+(and by ``harness plugins``); the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pluggy
+
+from harness import hookspecs
+from harness.errors import HarnessError
+from harness.registry import Registry
+
+ENTRY_POINT_GROUP = "harness"
+
+#: Bundled plugins, registered exactly like third-party ones.
+BUILTIN_PLUGINS = (
+    "harness.commands.run",
+    "harness.commands.eval",
+    "harness.commands.list",
+    "harness.commands.plugins",
+    "harness_plugins.backbones.conv4",
+    "harness_plugins.datasets.omniglot",
+    "harness_plugins.algorithms.maml",
+    "harness_plugins.algorithms.fomaml",
+    "harness_plugins.algorithms.anil",
+    "harness_plugins.evaluators.fewshot",
+)
+
+REGISTRY_HOOKS = {
+    "algorithms": ("register_algorithms", "algorithm"),
+    "backbones": ("register_backbones", "backbone"),
+    "task_samplers": ("register_task_samplers", "task sampler"),
+    "evaluators": ("register_evaluators", "evaluator"),
+    "commands": ("register_commands", "command"),
+}
+
+
+@dataclass
+class LoadError:
+    plugin: str
+    source: str  # "builtin" or "entry point name = module:attr"
+    error: str
+
+
+@dataclass
+class Plugins:
+    manager: pluggy.PluginManager
+    registries: dict[str, Registry]
+    load_errors: list[LoadError] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it came from
+
+    @property
+    def hook(self):
+        return self.manager.hook
+
+    def __getattr__(self, kind: str) -> Registry:
+        registries = self.__dict__.get("registries", {})
+        if kind in registries:
+            return registries[kind]
+        raise AttributeError(kind)
+
+
+def _ensure_bundled_package() -> None:
+    """Make ``harness_plugins`` importable from a source checkout.
+
+    An install maps ``plugins/`` to ``harness_plugins``; a plain checkout has
+    only the folder, so bind it under the same name.
+    """
+    if "harness_plugins" in sys.modules or importlib.util.find_spec("harness_plugins") is not None:
+        return
+    folder = Path(__file__).resolve().parent.parent / "plugins"
+    spec = importlib.util.spec_from_file_location(
+        "harness_plugins", folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    if spec is None or spec.loader is None:  # pragma: no cover - broken checkout
+        raise HarnessError(f"bundled plugins not found at {folder}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["harness_plugins"] = module
+    spec.loader.exec_module(module)
+
+
+def _names_from_env(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def load_plugins(extra_plugins: tuple = ()) -> Plugins:
+    """Build a plugin manager with built-ins, entry points and ``extra_plugins``."""
+    manager = pluggy.PluginManager("harness")
+    manager.add_hookspecs(hookspecs)
+    allowed = _names_from_env("HARNESS_PLUGINS")
+    blocked = _names_from_env("HARNESS_BLOCK_PLUGINS") or set()
+    plugins = Plugins(manager=manager, registries={})
+
+    def wanted(name: str) -> bool:
+        return name not in blocked and (allowed is None or name in allowed)
+
+    _ensure_bundled_package()
+    for module_name in BUILTIN_PLUGINS:
+        if not wanted(module_name):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a broken bundled plugin must not hide the others
+            plugins.load_errors.append(LoadError(module_name, "builtin", f"{type(exc).__name__}: {exc}"))
+            continue
+        manager.register(module, name=module_name)
+        plugins.sources[module_name] = "builtin"
+
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        source = f"entry point {entry_point.name} = {entry_point.value}"
+        if not wanted(entry_point.name):
+            continue
+        if manager.has_plugin(entry_point.name):
+            plugins.load_errors.append(LoadError(entry_point.name, source, "a plugin with this name is already loaded"))
+            continue
+        try:
+            plugin = entry_point.load()
+            manager.register(plugin, name=entry_point.name)
+        except Exception as exc:
+            plugins.load_errors.append(LoadError(entry_point.name, source, f"{type(exc).__name__}: {exc}"))
+            continue
+        plugins.sources[entry_point.name] = source
+
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", None) or repr(plugin)
+        manager.register(plugin, name=name)
+        plugins.sources[name] = "registered in code"
+
+    for key, (hook_name, kind) in REGISTRY_HOOKS.items():
+        registry = Registry(kind)
+        # Call each implementation ourselves so the registry knows which
+        # plugin registered what (needed for duplicate-name errors).
+        for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
+            registry.current_plugin = manager.get_name(impl.plugin) or repr(impl.plugin)
+            impl.function(registry=registry)
+        registry.current_plugin = "<unknown>"
+        plugins.registries[key] = registry
+    return plugins
+
+
+_cached: Plugins | None = None
+
+
+def get_plugins(refresh: bool = False) -> Plugins:
+    """The process-wide plugins (loaded once)."""
+    global _cached
+    if _cached is None or refresh:
+        _cached = load_plugins()
+    return _cached
+
+
+def report_load_errors(plugins: Plugins, stream=None) -> None:
+    stream = stream or sys.stderr
+    for error in plugins.load_errors:
+        print(f"harness: warning: plugin {error.plugin!r} ({error.source}) failed to load: {error.error}", file=stream)

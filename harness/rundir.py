@@ -1,0 +1,149 @@
+"""Run directories: atomic files, checkpoints, and loading a finished run.
+
+Layout of one run::
+
+    RUN_DIR/config.json        resolved RunConfig
+    RUN_DIR/metrics.jsonl      one JSON row per logged step (train and val)
+    RUN_DIR/checkpoint.pt      latest state: model, optimiser, step, RNG states, config
+    RUN_DIR/best.pt            model with the best validation accuracy so far
+    RUN_DIR/checkpoints/       periodic checkpoints (--checkpoint-every)
+    RUN_DIR/summary.json       test accuracy, CI, wall time, device, versions
+    RUN_DIR/eval-<name>.json   evaluator outputs (harness eval)
+
+Every file is written to a temporary name in the same directory and renamed
+into place, so a killed process never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.config import RunConfig
+from harness.errors import HarnessError
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+    _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path} is not valid JSON: {exc}") from None
+
+
+def save_torch(path: Path, value: Any) -> None:
+    _atomic_write(Path(path), lambda handle: torch.save(value, handle))
+
+
+def load_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise HarnessError(f"{path} does not exist") from None
+    except Exception as exc:
+        raise HarnessError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+
+
+class MetricsLog:
+    """``metrics.jsonl``; rewritten atomically on every append (it stays small)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        if self.path.exists():
+            self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step`` (they are recomputed on resume)."""
+        self.rows = [row for row in self.rows if row["step"] <= step]
+        self._flush()
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        self._flush()
+
+    def _flush(self) -> None:
+        data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in self.rows).encode()
+        _atomic_write(self.path, lambda handle: handle.write(data))
+
+
+def prepare_run_dir(path: Path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise HarnessError(f"cannot write to output directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+@dataclass
+class LoadedRun:
+    """A run directory opened for evaluation: config, model (best weights), plugins."""
+
+    path: Path
+    config: RunConfig
+    model: torch.nn.Module
+    algorithm: Any
+    task_sampler: Any
+    spec: Any
+    checkpoint_path: Path
+    data_root: Path | None = None
+    download: bool = True
+    device: Any = "cpu"
+
+    def open_split(self, split: str):
+        """The task sampler of ``split`` with this run's task spec and options."""
+        options = {"split": self.config.split, "queries": self.config.queries, "download": self.download}
+        return self.task_sampler.open(self.spec, split, self.data_root, options)
+
+
+def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
+    """Open ``path`` and build its model from ``best.pt`` (or the given checkpoint)."""
+    from harness.taskspec import parse_task_spec
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise HarnessError(f"{path} is not a run directory (no config.json)")
+    config = RunConfig.from_dict(read_json(path / "config.json"))
+    spec = parse_task_spec(config.data)
+    algorithm = plugins.algorithms.get(config.algo)
+    task_sampler = plugins.task_samplers.get(spec.dataset)
+    backbone = plugins.backbones.get(config.backbone)
+    checkpoint_path = Path(checkpoint) if checkpoint else path / "best.pt"
+    if not checkpoint_path.exists() and checkpoint is None:
+        checkpoint_path = path / "checkpoint.pt"
+    state = load_torch(checkpoint_path)
+    geometry = state["geometry"]
+    model = backbone.build(geometry["in_channels"], geometry["image_size"], spec.ways, bn_mode=config.bn_mode)
+    model.load_state_dict(state["model"])
+    return LoadedRun(path, config, model, algorithm, task_sampler, spec, checkpoint_path)

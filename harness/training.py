@@ -1,0 +1,190 @@
+"""The meta-training loop behind ``harness run``: train, validate, checkpoint, test.
+
+A run is deterministic on the CPU given its config: training episodes come
+from one ``numpy`` generator seeded with ``config.seed``, validation and test
+tasks from fixed task sets (``harness.evaluation``). Everything the loop
+needs to continue (model, optimiser, step, generator and torch RNG states,
+best validation so far) is in ``checkpoint.pt``, so ``--resume`` ends with the
+same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.config import RunConfig
+from harness.data_root import resolve_data_root
+from harness.devices import describe_device, resolve_device
+from harness.errors import HarnessError, NonFiniteLossError
+from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
+from harness.rundir import MetricsLog, load_torch, prepare_run_dir, save_torch, write_json
+from harness.taskspec import parse_task_spec
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, plugins, run_dir: Path, download: bool = True, progress: bool = True):
+        self.config = config
+        self.plugins = plugins
+        self.spec = parse_task_spec(config.data)
+        self.algorithm = plugins.algorithms.get(config.algo)
+        self.task_sampler = plugins.task_samplers.get(self.spec.dataset)
+        self.backbone = plugins.backbones.get(config.backbone)
+        self.device = resolve_device(config.device)
+        self.run_dir = prepare_run_dir(run_dir)
+        self.progress = progress
+        options = {"split": config.split, "queries": config.queries, "download": download}
+        data_root = resolve_data_root(config.data_root)
+        self.samplers = {
+            split: self.task_sampler.open(self.spec, split, data_root, options) for split in ("train", "val", "test")
+        }
+        train = self.samplers["train"]
+        self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size}
+        torch.manual_seed(config.seed)
+        self.model = self.backbone.build(train.in_channels, train.image_size, self.spec.ways, bn_mode=config.bn_mode)
+        self.model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.outer_lr)
+        self.rng = np.random.default_rng(config.seed)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.best = {"accuracy": -1.0, "step": 0}
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+
+    # -- state ---------------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "geometry": self.geometry,
+            "rng": {
+                "episodes": self.rng.bit_generator.state,
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy_global": np.random.get_state(),
+            },
+            "best": dict(self.best),
+            "train_seconds": self.train_seconds,
+        }
+
+    def save_checkpoint(self) -> None:
+        path = self.run_dir / "checkpoint.pt"
+        save_torch(path, self._state())
+        self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(path))
+        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+            periodic = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
+            save_torch(periodic, self._state())
+            self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(periodic))
+
+    def restore(self) -> None:
+        path = self.run_dir / "checkpoint.pt"
+        if not path.exists():
+            raise HarnessError(f"cannot resume: {path} does not exist")
+        state = load_torch(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.rng.bit_generator.state = state["rng"]["episodes"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy_global"])
+        self.best = state["best"]
+        self.train_seconds = state["train_seconds"]
+        self.metrics.truncate_after(self.step)
+
+    # -- loop ----------------------------------------------------------------
+
+    def _log(self, row: dict) -> None:
+        self.metrics.append(row)
+        self.plugins.hook.on_metrics(run_dir=str(self.run_dir), step=row["step"], row=row)
+
+    def validate(self) -> dict:
+        self.model.train()  # batch-statistics BatchNorm either way; see conv4.py
+        result = evaluate(self.algorithm, self.model, self.samplers["val"], self.config,
+                          self.config.val_tasks, VAL_TASK_SEED, self.device)
+        self._log({"step": self.step, "split": "val", **result})
+        if result["accuracy"] > self.best["accuracy"]:
+            self.best = {"accuracy": result["accuracy"], "ci95": result["ci95"], "step": self.step}
+            save_torch(self.run_dir / "best.pt", {"model": self.model.state_dict(), "step": self.step,
+                                                  "config": self.config.to_dict(), "geometry": self.geometry})
+        return result
+
+    def train(self) -> dict:
+        config = self.config
+        self.plugins.hook.on_run_start(run_dir=str(self.run_dir), config=config.to_dict())
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.iterations, initial=self.step, desc=f"{config.algo} {config.data}", unit="it",
+                       dynamic_ncols=True)
+        last = {"loss": float("nan"), "accuracy": float("nan")}
+        try:
+            while self.step < config.iterations:
+                started = time.perf_counter()
+                episodes = self.samplers["train"].sample(config.meta_batch_size, self.rng).to(self.device)
+                self.optimizer.zero_grad(set_to_none=True)
+                last = self.algorithm.train_step(self.model, episodes, config)
+                if not math.isfinite(last["loss"]) or not all(
+                    p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters()
+                ):
+                    saved = self.run_dir / "checkpoint.pt"
+                    kept = f"last good checkpoint {saved} (step {load_torch(saved)['step']})" if saved.exists() \
+                        else "no checkpoint was written yet"
+                    raise NonFiniteLossError(
+                        f"non-finite loss or gradient ({last['loss']}) at step {self.step + 1}; training stopped, {kept}"
+                    )
+                self.optimizer.step()
+                self.step += 1
+                self.train_seconds += time.perf_counter() - started
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}", best_val=f"{self.best['accuracy']:.3f}")
+                logged = False
+                if self.step % config.log_every == 0 or self.step == config.iterations:
+                    self._log({"step": self.step, "split": "train", "loss": last["loss"], "accuracy": last["accuracy"],
+                               "train_seconds": round(self.train_seconds, 3)})
+                    logged = True
+                if config.val_every and (self.step % config.val_every == 0 or self.step == config.iterations):
+                    self.validate()
+                    logged = True
+                if logged or (config.checkpoint_every and self.step % config.checkpoint_every == 0):
+                    self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.test()
+
+    def test(self) -> dict:
+        best_path = self.run_dir / "best.pt"
+        tested_step = self.step
+        if best_path.exists():
+            state = load_torch(best_path)
+            self.model.load_state_dict(state["model"])
+            tested_step = state["step"]
+        started = time.perf_counter()
+        result = evaluate(self.algorithm, self.model, self.samplers["test"], self.config,
+                          self.config.test_tasks, TEST_TASK_SEED, self.device)
+        summary = {
+            "algo": self.config.algo,
+            "data": self.config.data,
+            "seed": self.config.seed,
+            "test": result,
+            "tested_checkpoint": {"file": best_path.name if best_path.exists() else "final model", "step": tested_step},
+            "best_val": self.best,
+            "iterations": self.step,
+            "train_seconds": round(self.train_seconds, 3),
+            "seconds_per_iteration": round(self.train_seconds / max(self.step, 1), 5),
+            "test_seconds": round(time.perf_counter() - started, 3),
+            "environment": describe_device(self.device),
+        }
+        write_json(self.run_dir / "summary.json", summary)
+        self.plugins.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
+        return summary

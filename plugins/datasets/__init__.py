@@ -1,0 +1,1 @@
+"""Bundled few-shot datasets (task samplers)."""

@@ -1,0 +1,1 @@
+"""Bundled evaluators (harness eval RUN_DIR --evaluator NAME)."""

@@ -1,0 +1,27 @@
+"""The standard few-shot test: adapt with the run's own algorithm, score the query set.
+
+    harness eval RUN_DIR                      # 600 test tasks, 95% CI
+    harness eval RUN_DIR --test-inner-steps 5 # same tasks, fewer adaptation steps
+"""
+
+import harness
+from harness.evaluation import TEST_TASK_SEED, evaluate
+
+
+class FewShotEvaluator:
+    name = "fewshot"
+    description = "adapt with the run's algorithm on each test task's support set; query accuracy with 95% CI"
+
+    def evaluate(self, run, options) -> dict:
+        config = run.config
+        if options.get("test_inner_steps") is not None:
+            config.test_inner_steps = options["test_inner_steps"]
+        sampler = run.open_split(options.get("split", "test"))
+        result = evaluate(run.algorithm, run.model, sampler, config, options["num_tasks"], TEST_TASK_SEED, run.device)
+        return {"rows": [{"name": f"{config.algo} ({config.test_inner_steps} inner steps)", "mean": result["accuracy"],
+                          "ci95": result["ci95"], "tasks": result["tasks"]}]}
+
+
+@harness.hookimpl
+def register_evaluators(registry):
+    registry.add(FewShotEvaluator())

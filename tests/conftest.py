@@ -1,0 +1,47 @@
+"""Shared fixtures. Real data: ``$HARNESS_TEST_DATA`` (default ``<repo>/../shared/data``).
+
+Real-data tests skip when the data are absent, unless ``HARNESS_REQUIRE_DATA=1``
+(set by ``.ci/run``), where absence is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_ROOT = Path(os.environ.get("HARNESS_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not (DATA_ROOT / "omniglot" / "omniglot-py").is_dir():
+        message = f"real data not found under {DATA_ROOT} (set HARNESS_TEST_DATA)"
+        if os.environ.get("HARNESS_REQUIRE_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def decoded_cache(tmp_path_factory):
+    """One decoded-image cache per test session, shared with CLI subprocesses."""
+    path = tmp_path_factory.mktemp("decoded-cache")
+    previous = os.environ.get("HARNESS_CACHE_DIR")
+    os.environ["HARNESS_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("HARNESS_CACHE_DIR", None)
+    else:
+        os.environ["HARNESS_CACHE_DIR"] = previous
+
+
+def run_cli(*args, env_extra=None, cwd=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=900)
