@@ -150,7 +150,7 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
         registry = Registry(kind)
         # Call each implementation ourselves so the registry knows which
         # plugin registered what (needed for duplicate-name errors).
-        for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():  # registration order
             registry.current_plugin = manager.get_name(impl.plugin) or repr(impl.plugin)
             impl.function(registry=registry)
         registry.current_plugin = "<unknown>"

@@ -1,0 +1,121 @@
+"""Plugin system: registration, duplicates, unknown names, filters, broken plugins."""
+
+import importlib.metadata
+import sys
+import types
+
+import pytest
+
+import harness
+from harness.errors import HarnessError
+from harness.plugin_manager import BUILTIN_PLUGINS, load_plugins
+from harness.registry import Registry
+from conftest import run_cli
+
+
+def make_plugin(name, algorithm_name):
+    module = types.ModuleType(name)
+
+    class Algo:
+        description = "test algorithm"
+
+    Algo.name = algorithm_name
+
+    @harness.hookimpl
+    def register_algorithms(registry):
+        registry.add(Algo())
+
+    module.register_algorithms = register_algorithms
+    return module
+
+
+def test_builtins_register_the_paper_algorithms_and_commands():
+    plugins = load_plugins()
+    assert {"maml", "fomaml", "anil"} <= set(plugins.algorithms.names())
+    assert {"conv4", "conv4-pool"} <= set(plugins.backbones.names())
+    assert "omniglot" in plugins.task_samplers
+    assert {"run", "eval", "list", "plugins"} <= set(plugins.commands.names())
+    assert plugins.algorithms.plugin_of("anil") == "harness_plugins.algorithms.anil"
+
+
+def test_plugin_registered_in_code_adds_an_algorithm():
+    plugins = load_plugins(extra_plugins=(make_plugin("my_plugin", "my-algo"),))
+    assert plugins.algorithms.plugin_of("my-algo") == "my_plugin"
+
+
+def test_duplicate_name_names_both_plugins():
+    with pytest.raises(HarnessError) as error:
+        load_plugins(extra_plugins=(make_plugin("copycat", "maml"),))
+    assert str(error.value) == (
+        "algorithm 'maml' is registered twice: by plugin 'harness_plugins.algorithms.maml' and by plugin 'copycat'"
+    )
+
+
+def test_unknown_name_lists_valid_names():
+    registry = Registry("algorithm")
+    registry.current_plugin = "p"
+    for name in ("b", "a"):
+        registry.add(types.SimpleNamespace(name=name))
+    with pytest.raises(HarnessError, match=r"^unknown algorithm 'zz'; valid algorithms: a, b$"):
+        registry.get("zz")
+
+
+def test_object_without_name_is_rejected():
+    registry = Registry("backbone")
+    registry.current_plugin = "sloppy"
+    with pytest.raises(HarnessError, match="plugin 'sloppy' registered a backbone without a string 'name'"):
+        registry.add(object())
+
+
+def test_block_and_allow_list(monkeypatch):
+    monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "harness_plugins.algorithms.maml")
+    assert "maml" not in load_plugins().algorithms
+    monkeypatch.delenv("HARNESS_BLOCK_PLUGINS")
+    monkeypatch.setenv("HARNESS_PLUGINS", "harness_plugins.algorithms.anil,harness.commands.list")
+    plugins = load_plugins()
+    assert plugins.algorithms.names() == ["anil"]
+    assert plugins.commands.names() == ["list"]
+
+
+def test_broken_entry_point_is_reported_and_others_load(monkeypatch, tmp_path):
+    good = tmp_path / "good_plugin_mod.py"
+    good.write_text(
+        "import harness\n\nclass A:\n    name = 'good-algo'\n    description = ''\n\n"
+        "@harness.hookimpl\ndef register_algorithms(registry):\n    registry.add(A())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [
+        importlib.metadata.EntryPoint(name="broken", value="no_such_module_for_harness_tests", group="harness"),
+        importlib.metadata.EntryPoint(name="good", value="good_plugin_mod", group="harness"),
+    ]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points if group == "harness" else [])
+    plugins = load_plugins()
+    assert "good-algo" in plugins.algorithms and "maml" in plugins.algorithms
+    assert len(plugins.load_errors) == 1
+    error = plugins.load_errors[0]
+    assert error.plugin == "broken"
+    assert error.source == "entry point broken = no_such_module_for_harness_tests"
+    assert error.error.startswith("ModuleNotFoundError")
+    assert plugins.sources["good"] == "entry point good = good_plugin_mod"
+
+
+def test_plugins_command_lists_builtins():
+    result = run_cli("plugins")
+    assert result.returncode == 0, result.stderr
+    for module in BUILTIN_PLUGINS:
+        assert module in result.stdout
+    assert "algorithms: anil" in result.stdout
+
+
+def test_list_command_shows_every_kind():
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    for heading in ("algorithms:", "backbones:", "task samplers:", "evaluators:"):
+        assert heading in result.stdout
+    assert "fomaml" in result.stdout and "conv4-pool" in result.stdout
+
+
+def test_bundled_package_is_not_a_top_level_plugins_module():
+    load_plugins()
+    assert "harness_plugins" in sys.modules
+    assert "plugins" not in sys.modules
