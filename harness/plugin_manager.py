@@ -35,12 +35,14 @@ BUILTIN_PLUGINS = (
     "harness.commands.eval",
     "harness.commands.list",
     "harness.commands.plugins",
+    "harness.commands.analyze",
     "harness_plugins.backbones.conv4",
     "harness_plugins.datasets.omniglot",
     "harness_plugins.algorithms.maml",
     "harness_plugins.algorithms.fomaml",
     "harness_plugins.algorithms.anil",
     "harness_plugins.evaluators.fewshot",
+    "harness_plugins.evaluators.representations",
 )
 
 REGISTRY_HOOKS = {

@@ -121,9 +121,9 @@ class LoadedRun:
     download: bool = True
     device: Any = "cpu"
 
-    def open_split(self, split: str):
-        """The task sampler of ``split`` with this run's task spec and options."""
-        options = {"split": self.config.split, "queries": self.config.queries, "download": self.download}
+    def open_split(self, split: str, queries: int | None = None):
+        """The task sampler of ``split`` with this run's task spec (optionally more query images)."""
+        options = {"split": self.config.split, "queries": queries or self.config.queries, "download": self.download}
         return self.task_sampler.open(self.spec, split, self.data_root, options)
 
 

@@ -12,9 +12,22 @@ from harness.devices import DEVICE_CHOICES, resolve_device
 from harness.rundir import load_run, write_json
 
 
-def format_rows(rows: list[dict]) -> str:
-    table = [[row["name"], f"{100 * row['mean']:.2f}", f"{100 * row['ci95']:.2f}", row["tasks"]] for row in rows]
-    return tabulate(table, headers=["evaluation", "accuracy %", "95% CI +-", "tasks"], tablefmt="github")
+def format_rows(rows: list[dict], percent: bool = True) -> str:
+    """Evaluator rows as a table: accuracies in percent, other measures as they are."""
+    scale, digits, value = (100, 2, "accuracy %") if percent else (1, 4, "mean")
+    table = [[row["name"], f"{scale * row['mean']:.{digits}f}", f"{scale * row['ci95']:.{digits}f}", row["tasks"]]
+             for row in rows]
+    return tabulate(table, headers=["evaluation", value, "95% CI +-", "tasks"], tablefmt="github")
+
+
+def open_run(plugins, run_dir, args, checkpoint=None):
+    """A run directory ready for evaluators: model on the device, data root resolved."""
+    run = load_run(Path(run_dir), plugins, checkpoint or getattr(args, "checkpoint", None))
+    run.device = resolve_device(args.device)
+    run.model.to(run.device)
+    run.data_root = resolve_data_root(args.data_root or run.config.data_root)
+    run.download = not args.no_download
+    return run
 
 
 class EvalCommand:
@@ -36,11 +49,7 @@ class EvalCommand:
 
         plugins = get_plugins()
         evaluator = plugins.evaluators.get(args.evaluator)
-        run = load_run(Path(args.run_dir), plugins, args.checkpoint)
-        run.device = resolve_device(args.device)
-        run.model.to(run.device)
-        run.data_root = resolve_data_root(args.data_root or run.config.data_root)
-        run.download = not args.no_download
+        run = open_run(plugins, args.run_dir, args)
         options = {"num_tasks": args.test_tasks or run.config.test_tasks, "test_inner_steps": args.test_inner_steps}
         result = evaluator.evaluate(run, options)
         result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})

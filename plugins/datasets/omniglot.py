@@ -129,7 +129,7 @@ def load_pool(images_root: Path) -> tuple[np.ndarray, list[str]]:
         return pixels.reshape(len(characters), IMAGES_PER_CHARACTER, IMAGE_SIZE, IMAGE_SIZE)
 
     pool = load_or_build_array("omniglot-28x28-lanczos", fingerprint(files, extra="v1"), build)
-    _pool_cache[key] = (np.ascontiguousarray(pool), [name for name, _ in characters])
+    _pool_cache[key] = (np.array(pool), [name for name, _ in characters])  # a writable in-memory copy of the memory map
     return _pool_cache[key]
 
 

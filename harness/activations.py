@@ -1,0 +1,71 @@
+"""Capture per-layer activations before and after inner-loop adaptation.
+
+Forward hooks on the backbone's ``body`` blocks (those with parameters) and
+its ``head`` record outputs while ``torch.func.functional_call`` runs the
+model with the meta-initialisation or with one task's adapted weights, so any
+registered backbone works without changing its code.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from harness.episodes import Episodes
+from harness.errors import HarnessError
+from harness.meta_learning import adapt_and_predict
+
+
+def analysed_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``[("body.0", block), ..., ("head", head)]``: every parametrised body block and the head."""
+    if not (hasattr(model, "body") and hasattr(model, "head")):
+        raise HarnessError(f"{type(model).__name__} has no body/head split; representation analyses need one")
+    layers = [(f"body.{i}", block) for i, block in enumerate(model.body) if any(True for _ in block.parameters())]
+    return layers + [("head", model.head)]
+
+
+def layer_of(parameter_name: str) -> str:
+    """``body.2.0.weight`` -> ``body.2``; ``head.bias`` -> ``head``."""
+    parts = parameter_name.split(".")
+    return "head" if parts[0] == "head" else ".".join(parts[:2])
+
+
+def capture(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Outputs of every analysed layer for input ``x`` ``[batch, C, H, W]``."""
+    store: dict[str, torch.Tensor] = {}
+    handles = [
+        module.register_forward_hook(lambda _m, _in, out, name=name: store.__setitem__(name, out.detach()))
+        for name, module in analysed_layers(model)
+    ]
+    try:
+        with torch.no_grad():
+            functional_call(model, params, (x,))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return store
+
+
+def adapted_parameters(model: nn.Module, algorithm, episodes: Episodes, steps: int, lr: float) -> dict[str, torch.Tensor]:
+    """The algorithm's inner loop on each support set: ``{name: [tasks, *shape]}`` for adapted names."""
+    adapts = getattr(algorithm, "adapts", None)
+    if adapts is None:
+        raise HarnessError(
+            f"algorithm {algorithm.name!r} does not say which parameters its inner loop adapts (no adapts() method)"
+        )
+    with torch.no_grad():
+        _, adapted = adapt_and_predict(model, episodes, steps, lr, adapts, first_order=True, return_adapted=True)
+    return adapted
+
+
+def pre_post(model, algorithm, episodes: Episodes, steps: int, lr: float) -> Iterator[tuple[dict, dict, dict]]:
+    """Per task: (activations before, activations after, that task's full parameter dict after)."""
+    base = {name: p.detach() for name, p in model.named_parameters()}
+    adapted = adapted_parameters(model, algorithm, episodes, steps, lr)
+    for t in range(episodes.num_tasks):
+        task_params = {**base, **{name: value[t] for name, value in adapted.items()}}
+        query = episodes.query_x[t]  # [ways*queries, C, H, W]
+        yield capture(model, base, query), capture(model, task_params, query), task_params

@@ -1,0 +1,62 @@
+"""``harness analyze``: representation analyses (CCA/CKA, weight distance, seeds) on run directories.
+
+    harness analyze similarity RUN_DIR [--against OTHER_RUN] --measure cca|svcca|cka|cka-unbiased
+    harness analyze weights RUN_DIR
+    harness analyze seeds RUN_SEED_A --against RUN_SEED_B
+
+Each analysis is an evaluator plugin (``harness list evaluators``); this
+command picks it, prints its table and writes JSON and PNG into RUN_DIR.
+"""
+
+from __future__ import annotations
+
+import harness
+from harness.commands.eval import format_rows, open_run
+from harness.devices import DEVICE_CHOICES
+from harness.rundir import write_json
+from harness.similarity import MEASURES
+
+ANALYSES = {"similarity": "similarity", "weights": "weight-distance", "seeds": "seed-similarity"}
+
+
+class AnalyzeCommand:
+    name = "analyze"
+    description = "representation analyses: similarity (pre vs post, or --against a run), weights, seeds"
+
+    def add_arguments(self, parser):
+        parser.add_argument("analysis", choices=sorted(ANALYSES))
+        parser.add_argument("run_dir", metavar="RUN_DIR")
+        parser.add_argument("--against", metavar="OTHER_RUN", help="second run (another algorithm, regime or seed)")
+        parser.add_argument("--measure", choices=sorted(MEASURES), default="cca")
+        parser.add_argument("--tasks", type=int, default=None, help="test tasks to average over (default 50)")
+        parser.add_argument("--queries", type=int, default=None, help="query images per class (default 15)")
+        parser.add_argument("--test-inner-steps", type=int, default=None, help="inner steps (default: the run's)")
+        parser.add_argument("--data-root", default=None)
+        parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+        parser.add_argument("--no-download", action="store_true")
+
+    def run(self, args) -> int:
+        from harness.plugin_manager import get_plugins
+
+        plugins = get_plugins()
+        name = ANALYSES[args.analysis]
+        if args.analysis == "similarity" and args.against:
+            name = "run-similarity"
+        evaluator = plugins.evaluators.get(name)
+        run = open_run(plugins, args.run_dir, args)
+        options = {"measure": args.measure, "num_tasks": args.tasks, "queries": args.queries,
+                   "test_inner_steps": args.test_inner_steps,
+                   "against": open_run(plugins, args.against, args) if args.against else None}
+        result = evaluator.evaluate(run, options)
+        result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
+        suffix = f"-{result['measure']}" if "measure" in result else ""
+        out = run.path / f"analysis-{evaluator.name}{suffix}.json"
+        write_json(out, result)
+        print(format_rows(result["rows"], percent=False))
+        print(f"written to {out} and {result['figure']}")
+        return 0
+
+
+@harness.hookimpl
+def register_commands(registry):
+    registry.add(AnalyzeCommand())

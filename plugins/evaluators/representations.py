@@ -1,0 +1,229 @@
+"""Representation analyses of Raghu et al. (ICLR 2020): does the inner loop change the features?
+
+- ``similarity`` (Figure 2): per layer, CCA/CKA between the representation
+  before and after inner-loop adaptation, on each test task's query images,
+  averaged over tasks. Feature reuse shows as body similarity near 1 and a
+  low head similarity.
+- ``weight-distance`` (Figure 6): per layer, Euclidean distance between the
+  meta-initialisation and the adapted weights, averaged over tasks.
+- ``run-similarity`` (Tables 3 and 8, Figure 11): per layer, similarity
+  between two runs' representations of the same test images, before and
+  after adaptation, and the mean over the body.
+- ``seed-similarity`` (Figures 7 and 8): for two seeds A and B of one
+  configuration, per (task, body layer): x = sim(A pre, B pre) against
+  sim(A pre, B post), sim(A post, B pre) and sim(A post, B post), each with a
+  least-squares line and R^2.
+
+    harness analyze similarity RUN_DIR --measure cca
+    harness analyze similarity RUN_DIR --against OTHER_RUN --measure cka
+    harness analyze weights RUN_DIR
+    harness analyze seeds RUN_SEED1 --against RUN_SEED2
+
+Each writes ``analysis-<name>.json`` and ``analysis-<name>.png`` into the
+(first) run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import harness
+from harness.activations import analysed_layers, layer_of, pre_post
+from harness.errors import HarnessError
+from harness.evaluation import TEST_TASK_SEED, fixed_tasks, mean_and_ci95
+from harness.similarity import MEASURES, as_neurons_by_datapoints
+
+DEFAULT_TASKS = 50
+DEFAULT_QUERIES = 15  # more query images than training uses, so the head has more datapoints than neurons
+
+
+def _measure(options) -> tuple[str, callable]:
+    name = options.get("measure") or "cca"
+    if name not in MEASURES:
+        raise HarnessError(f"unknown similarity measure {name!r}; valid measures: {', '.join(MEASURES)}")
+    return name, MEASURES[name]
+
+
+def _tasks(run, options):
+    sampler = run.open_split("test", queries=options.get("queries") or DEFAULT_QUERIES)
+    return fixed_tasks(sampler, 0, options.get("num_tasks") or DEFAULT_TASKS, TEST_TASK_SEED).to(run.device)
+
+
+def _similarity(measure, a: torch.Tensor, b: torch.Tensor) -> float:
+    try:
+        return measure(as_neurons_by_datapoints(a), as_neurons_by_datapoints(b))
+    except ValueError as exc:
+        raise HarnessError(f"similarity undefined: {exc}") from None
+
+
+def _rows(per_layer: dict[str, list[float]], label: str) -> list[dict]:
+    rows = []
+    for layer, values in per_layer.items():
+        mean, ci95 = mean_and_ci95(np.asarray(values))
+        rows.append({"name": f"{layer} {label}", "layer": layer, "mean": mean, "ci95": ci95, "tasks": len(values)})
+    return rows
+
+
+def _bar_figure(path: Path, rows: list[dict], title: str, ylabel: str, ylim=(0, 1.05)) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar([r["layer"] for r in rows], [r["mean"] for r in rows], yerr=[r["ci95"] for r in rows], capsize=4, color="#4c72b0")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if ylim:
+        ax.set_ylim(*ylim)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _steps(run, options) -> int:
+    return options.get("test_inner_steps") or run.config.test_inner_steps
+
+
+class PrePostSimilarity:
+    name = "similarity"
+    description = "per-layer CCA/CKA between representations before and after inner-loop adaptation (Fig. 2)"
+
+    def evaluate(self, run, options) -> dict:
+        measure_name, measure = _measure(options)
+        episodes = _tasks(run, options)
+        per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
+        for before, after, _ in pre_post(run.model, run.algorithm, episodes, _steps(run, options), run.config.inner_lr):
+            for layer in per_layer:
+                per_layer[layer].append(_similarity(measure, before[layer], after[layer]))
+        rows = _rows(per_layer, f"{measure_name} pre vs post")
+        figure = run.path / f"analysis-{self.name}-{measure_name}.png"
+        _bar_figure(figure, rows, f"{run.config.algo} {run.config.data}: {measure_name} before vs after adaptation",
+                    f"{measure_name} similarity")
+        return {"rows": rows, "measure": measure_name, "figure": str(figure), "inner_steps": _steps(run, options)}
+
+
+class WeightDistance:
+    name = "weight-distance"
+    description = "per-layer Euclidean distance between meta-initialisation and adapted weights (Fig. 6)"
+
+    def evaluate(self, run, options) -> dict:
+        episodes = _tasks(run, options)
+        base = {name: p.detach() for name, p in run.model.named_parameters()}
+        per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
+        for _, _, adapted in pre_post(run.model, run.algorithm, episodes, _steps(run, options), run.config.inner_lr):
+            squared: dict[str, float] = {layer: 0.0 for layer in per_layer}
+            for name, value in adapted.items():
+                if layer_of(name) in squared:
+                    squared[layer_of(name)] += float(((value - base[name]) ** 2).sum())
+            for layer, total in squared.items():
+                per_layer[layer].append(total ** 0.5)
+        rows = _rows(per_layer, "L2 distance")
+        figure = run.path / f"analysis-{self.name}.png"
+        _bar_figure(figure, rows, f"{run.config.algo} {run.config.data}: ||adapted - init||", "L2 distance", ylim=None)
+        return {"rows": rows, "figure": str(figure)}
+
+
+def _two_runs(run, options):
+    other = options.get("against")
+    if other is None:
+        raise HarnessError("this analysis compares two runs: pass --against OTHER_RUN_DIR")
+    if (run.spec.ways, run.spec.shots, run.spec.dataset) != (other.spec.ways, other.spec.shots, other.spec.dataset):
+        raise HarnessError(f"runs use different task specs: {run.config.data} vs {other.config.data}")
+    return other
+
+
+class RunSimilarity:
+    name = "run-similarity"
+    description = "per-layer similarity between two runs' representations, pre and post adaptation (Tables 3, 8)"
+
+    def evaluate(self, run, options) -> dict:
+        other = _two_runs(run, options)
+        measure_name, measure = _measure(options)
+        episodes = _tasks(run, options)
+        steps = _steps(run, options)
+        layers = [name for name, _ in analysed_layers(run.model)]
+        pre = {layer: [] for layer in layers}
+        post = {layer: [] for layer in layers}
+        pairs = zip(pre_post(run.model, run.algorithm, episodes, steps, run.config.inner_lr),
+                    pre_post(other.model, other.algorithm, episodes, steps, other.config.inner_lr))
+        for (a_pre, a_post, _), (b_pre, b_post, _) in pairs:
+            for layer in layers:
+                pre[layer].append(_similarity(measure, a_pre[layer], b_pre[layer]))
+                post[layer].append(_similarity(measure, a_post[layer], b_post[layer]))
+        rows = _rows(pre, f"{measure_name} pre vs pre") + _rows(post, f"{measure_name} post vs post")
+        body = [np.mean([pre[l][t] for l in layers if l != "head"]) for t in range(episodes.num_tasks)]
+        mean, ci95 = mean_and_ci95(np.asarray(body))
+        rows.append({"name": f"body mean {measure_name} pre vs pre", "layer": "body", "mean": mean, "ci95": ci95, "tasks": len(body)})
+        figure = run.path / f"analysis-{self.name}-{measure_name}.png"
+        _bar_figure(figure, rows[:len(layers)], f"{run.config.algo} vs {other.config.algo} ({other.path.name}): {measure_name}",
+                    f"{measure_name} similarity")
+        return {"rows": rows, "measure": measure_name, "against": str(other.path), "figure": str(figure)}
+
+
+class SeedSimilarity:
+    name = "seed-similarity"
+    description = "two seeds: (pre,pre) vs (pre,post), (post,pre), (post,post) with fit and R^2 (Figs. 7, 8)"
+
+    def evaluate(self, run, options) -> dict:
+        other = _two_runs(run, options)
+        measure_name, measure = _measure(options)
+        episodes = _tasks(run, options)
+        steps = _steps(run, options)
+        layers = [name for name, _ in analysed_layers(run.model) if name != "head"]
+        points = {"pre,pre": [], "pre,post": [], "post,pre": [], "post,post": []}
+        pairs = zip(pre_post(run.model, run.algorithm, episodes, steps, run.config.inner_lr),
+                    pre_post(other.model, other.algorithm, episodes, steps, other.config.inner_lr))
+        for (a_pre, a_post, _), (b_pre, b_post, _) in pairs:
+            for layer in layers:
+                points["pre,pre"].append(_similarity(measure, a_pre[layer], b_pre[layer]))
+                points["pre,post"].append(_similarity(measure, a_pre[layer], b_post[layer]))
+                points["post,pre"].append(_similarity(measure, a_post[layer], b_pre[layer]))
+                points["post,post"].append(_similarity(measure, a_post[layer], b_post[layer]))
+        x = np.asarray(points["pre,pre"])
+        fits, rows = {}, []
+        for key in ("pre,post", "post,pre", "post,post"):
+            y = np.asarray(points[key])
+            slope, intercept = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (float("nan"), float("nan"))
+            residual = y - (slope * x + intercept)
+            total = np.sum((y - y.mean()) ** 2)
+            r2 = float(1 - np.sum(residual ** 2) / total) if total > 0 else float("nan")
+            fits[key] = {"slope": float(slope), "intercept": float(intercept), "r2": r2}
+            mean, ci95 = mean_and_ci95(y)
+            rows.append({"name": f"({key}) vs (pre,pre): slope {slope:.3f}, R^2 {r2:.3f}", "layer": key, "mean": mean,
+                         "ci95": ci95, "tasks": episodes.num_tasks, **fits[key]})
+        figure = run.path / f"analysis-{self.name}-{measure_name}.png"
+        self._figure(figure, points, fits, measure_name)
+        return {"rows": rows, "fits": fits, "points": points, "layers": layers, "measure": measure_name,
+                "against": str(other.path), "figure": str(figure)}
+
+    @staticmethod
+    def _figure(path, points, fits, measure_name):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), sharey=True)
+        x = np.asarray(points["pre,pre"])
+        for ax, key in zip(axes, ("pre,post", "post,pre", "post,post")):
+            ax.scatter(x, points[key], s=8, alpha=0.6)
+            fit = fits[key]
+            grid = np.linspace(x.min(), x.max(), 10)
+            ax.plot(grid, fit["slope"] * grid + fit["intercept"], color="C3", label=f"R^2 = {fit['r2']:.3f}")
+            ax.set_xlabel(f"{measure_name} (pre,pre)")
+            ax.set_title(f"({key})", fontsize=10)
+            ax.legend(fontsize=8)
+        axes[0].set_ylabel(f"{measure_name}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+@harness.hookimpl
+def register_evaluators(registry):
+    for evaluator in (PrePostSimilarity(), WeightDistance(), RunSimilarity(), SeedSimilarity()):
+        registry.add(evaluator)
