@@ -19,10 +19,14 @@ from harness.errors import HarnessError
 from harness.meta_learning import adapt_and_predict
 
 
+def require_body_head(model: nn.Module, needed_by: str) -> None:
+    if not (hasattr(model, "body") and hasattr(model, "head")):
+        raise HarnessError(f"{needed_by} needs a model with a body/head split; {type(model).__name__} has none")
+
+
 def analysed_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``[("body.0", block), ..., ("head", head)]``: every parametrised body block and the head."""
-    if not (hasattr(model, "body") and hasattr(model, "head")):
-        raise HarnessError(f"{type(model).__name__} has no body/head split; representation analyses need one")
+    require_body_head(model, "this analysis")
     layers = [(f"body.{i}", block) for i, block in enumerate(model.body) if any(True for _ in block.parameters())]
     return layers + [("head", model.head)]
 

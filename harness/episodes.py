@@ -39,6 +39,16 @@ class Episodes:
         )
 
 
+def _rotate(pixels: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
+    """Rotate ``pixels[i]`` by ``quarter_turns[i] * 90`` degrees (indices over the leading dims of ``quarter_turns``)."""
+    rotated = pixels.clone()
+    for k in (1, 2, 3):
+        mask = quarter_turns == k
+        if mask.any():
+            rotated[mask] = torch.rot90(pixels[mask], k, dims=(-2, -1))
+    return rotated
+
+
 class ClassPoolSampler:
     """Samples episodes from a uint8 image pool ``[classes, images_per_class, C, H, W]``.
 
@@ -66,8 +76,8 @@ class ClassPoolSampler:
         self.ways, self.shots, self.queries = ways, shots, queries
         self.rotate_classes = rotate_classes
         self.invert = invert
-        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1, 1)
-        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1, 1)
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32)
         self.class_names = class_names
 
     @property
@@ -82,6 +92,25 @@ class ClassPoolSampler:
     def image_size(self) -> int:
         return self.images.shape[-1]
 
+    def _to_float(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[..., C, H, W]`` -> float in [0, 1], inverted and normalised as configured."""
+        x = pixels.float().div_(255.0)
+        if self.invert:
+            x = 1.0 - x
+        if self.mean is not None:
+            shape = (1,) * (x.dim() - 3) + (-1, 1, 1)
+            x = (x - self.mean.view(shape)) / self.std.view(shape)
+        return x
+
+    def sample_classification(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A plain labelled batch over all classes of the split (labels = class indices), for pretraining."""
+        classes = rng.integers(0, self.num_classes, size=batch_size)
+        picks = rng.integers(0, self.images.shape[1], size=batch_size)
+        pixels = self.images[torch.from_numpy(classes), torch.from_numpy(picks)]  # [batch, C, H, W]
+        if self.rotate_classes:  # the same augmentation as episodes, per image here
+            pixels = _rotate(pixels, torch.from_numpy(rng.integers(0, 4, size=batch_size)))
+        return self._to_float(pixels), torch.from_numpy(classes)
+
     def sample(self, num_tasks: int, rng: np.random.Generator) -> Episodes:
         ways, shots, per_class = self.ways, self.shots, self.shots + self.queries
         # Sorting uniform keys gives independent uniform permutations per row.
@@ -89,19 +118,9 @@ class ClassPoolSampler:
         picks = rng.random((num_tasks, ways, self.images.shape[1])).argsort(axis=2)[:, :, :per_class]
         pixels = self.images[torch.from_numpy(classes)[:, :, None], torch.from_numpy(picks)]  # [tasks, ways, K+Q, C, H, W]
         if self.rotate_classes:
-            quarter_turns = torch.from_numpy(rng.integers(0, 4, size=(num_tasks, ways)))
-            rotated = pixels.clone()
-            for k in (1, 2, 3):
-                mask = quarter_turns == k
-                if mask.any():
-                    rotated[mask] = torch.rot90(pixels[mask], k, dims=(-2, -1))
-            pixels = rotated
-        x = pixels.float().div_(255.0)
-        if self.invert:
-            x = 1.0 - x
+            pixels = _rotate(pixels, torch.from_numpy(rng.integers(0, 4, size=(num_tasks, ways))))
+        x = self._to_float(pixels)
         tasks, _, _, c, h, w = x.shape
-        if self.mean is not None:
-            x = (x - self.mean.unsqueeze(1)) / self.std.unsqueeze(1)
         labels = torch.arange(ways).view(1, ways, 1)
         support_x = x[:, :, :shots].reshape(tasks, ways * shots, c, h, w)
         query_x = x[:, :, shots:].reshape(tasks, ways * self.queries, c, h, w)

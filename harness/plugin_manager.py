@@ -41,8 +41,12 @@ BUILTIN_PLUGINS = (
     "harness_plugins.algorithms.maml",
     "harness_plugins.algorithms.fomaml",
     "harness_plugins.algorithms.anil",
+    "harness_plugins.algorithms.regimes",
     "harness_plugins.evaluators.fewshot",
     "harness_plugins.evaluators.representations",
+    "harness_plugins.evaluators.nil",
+    "harness_plugins.evaluators.freeze",
+    "harness_plugins.evaluators.maml_head",
 )
 
 REGISTRY_HOOKS = {
@@ -79,7 +83,7 @@ class Plugins:
         raise AttributeError(kind)
 
 
-def _ensure_bundled_package() -> None:
+def ensure_bundled_package() -> None:
     """Make ``harness_plugins`` importable from a source checkout.
 
     An install maps ``plugins/`` to ``harness_plugins``; a plain checkout has
@@ -116,7 +120,7 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
     def wanted(name: str) -> bool:
         return name not in blocked and (allowed is None or name in allowed)
 
-    _ensure_bundled_package()
+    ensure_bundled_package()
     for module_name in BUILTIN_PLUGINS:
         if not wanted(module_name):
             continue

@@ -29,9 +29,16 @@ from harness.config import RunConfig
 from harness.errors import HarnessError
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(tmp, _file_mode())  # mkstemp creates 0600; run files are meant to be shared
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -144,6 +151,7 @@ def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
         checkpoint_path = path / "checkpoint.pt"
     state = load_torch(checkpoint_path)
     geometry = state["geometry"]
-    model = backbone.build(geometry["in_channels"], geometry["image_size"], spec.ways, bn_mode=config.bn_mode)
+    head_outputs = geometry.get("head_outputs", spec.ways)
+    model = backbone.build(geometry["in_channels"], geometry["image_size"], head_outputs, bn_mode=config.bn_mode)
     model.load_state_dict(state["model"])
     return LoadedRun(path, config, model, algorithm, task_sampler, spec, checkpoint_path)

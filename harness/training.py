@@ -44,9 +44,11 @@ class Trainer:
             split: self.task_sampler.open(self.spec, split, data_root, options) for split in ("train", "val", "test")
         }
         train = self.samplers["train"]
-        self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size}
+        # Pretraining regimes (multiclass) classify all training classes, not N ways.
+        head_outputs = self.algorithm.head_outputs(self.spec, train) if hasattr(self.algorithm, "head_outputs") else self.spec.ways
+        self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size, "head_outputs": head_outputs}
         torch.manual_seed(config.seed)
-        self.model = self.backbone.build(train.in_channels, train.image_size, self.spec.ways, bn_mode=config.bn_mode)
+        self.model = self.backbone.build(train.in_channels, train.image_size, head_outputs, bn_mode=config.bn_mode)
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.outer_lr)
         self.rng = np.random.default_rng(config.seed)
@@ -127,11 +129,11 @@ class Trainer:
                        dynamic_ncols=True)
         last = {"loss": float("nan"), "accuracy": float("nan")}
         try:
-            while self.step < config.iterations:
+            while self.step < config.iterations and getattr(self.algorithm, "trains", True):
                 started = time.perf_counter()
-                episodes = self.samplers["train"].sample(config.meta_batch_size, self.rng).to(self.device)
+                batch = self._training_batch()
                 self.optimizer.zero_grad(set_to_none=True)
-                last = self.algorithm.train_step(self.model, episodes, config)
+                last = self.algorithm.train_step(self.model, batch, config)
                 if not math.isfinite(last["loss"]) or not all(
                     p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters()
                 ):
@@ -160,7 +162,18 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        if not getattr(self.algorithm, "trains", True):
+            self.save_checkpoint()  # the untrained initialisation is the model (random features)
         return self.test()
+
+    def _training_batch(self):
+        config = self.config
+        train = self.samplers["train"]
+        if getattr(self.algorithm, "batch_kind", "episodes") == "classification":
+            size = config.meta_batch_size * self.spec.ways * (self.spec.shots + config.queries)
+            images, labels = train.sample_classification(size, self.rng)
+            return images.to(self.device), labels.to(self.device)
+        return train.sample(config.meta_batch_size, self.rng).to(self.device)
 
     def test(self) -> dict:
         best_path = self.run_dir / "best.pt"

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.plugin_manager import ensure_bundled_package
+
+ensure_bundled_package()  # `harness_plugins` importable from a source checkout too
+
 REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("HARNESS_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
 

@@ -51,4 +51,5 @@ def test_blocking_the_entry_point_removes_reptile(reptile_site):
     result = run_cli("run", "--algo", "reptile", "--data", "omniglot-5w1s",
                      env_extra={**with_site(reptile_site), "HARNESS_BLOCK_PLUGINS": "reptile"})
     assert result.returncode == 2
-    assert result.stderr.strip() == "harness: error: unknown algorithm 'reptile'; valid algorithms: anil, fomaml, maml"
+    assert result.stderr.strip() == ("harness: error: unknown algorithm 'reptile'; valid algorithms: "
+                                     "anil, fomaml, maml, multiclass, multitask, nil-train, random-features")

@@ -139,7 +139,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--algo", "nope", "--data", "omniglot-5w1s"], "harness: error: unknown algorithm 'nope'; valid algorithms: anil, fomaml, maml"),
+    (["--algo", "nope", "--data", "omniglot-5w1s"],
+     "harness: error: unknown algorithm 'nope'; valid algorithms: anil, fomaml, maml, multiclass, multitask, nil-train, random-features"),
     (["--algo", "anil", "--data", "omniglot-5x1s"],
      "harness: error: malformed task spec 'omniglot-5x1s': expected <dataset>-<N>w<K>s[<Q>q], e.g. omniglot-20w1s or omniglot-5w5s15q"),
     (["--algo", "anil", "--data", "imagenet21k-5w1s"], "harness: error: unknown task sampler 'imagenet21k'; valid task samplers: omniglot"),
@@ -192,4 +193,5 @@ def test_eval_on_a_finished_run_and_bad_run_dir(data_root, tmp_path):
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"harness: error: {tmp_path / 'nothing-here'} is not a run directory (no config.json)"
     unknown = run_cli("eval", out, "--evaluator", "cka")
-    assert unknown.stderr.strip() == "harness: error: unknown evaluator 'cka'; valid evaluators: fewshot"
+    valid = ", ".join(load_plugins().evaluators.names())
+    assert unknown.stderr.strip() == f"harness: error: unknown evaluator 'cka'; valid evaluators: {valid}"

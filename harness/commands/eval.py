@@ -9,6 +9,7 @@ from tabulate import tabulate
 import harness
 from harness.data_root import resolve_data_root
 from harness.devices import DEVICE_CHOICES, resolve_device
+from harness.errors import HarnessError
 from harness.rundir import load_run, write_json
 
 
@@ -43,6 +44,8 @@ class EvalCommand:
         parser.add_argument("--data-root", default=None, help="data root (default: the run's, then HARNESS_DATA_ROOT)")
         parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
         parser.add_argument("--no-download", action="store_true")
+        parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                            help="evaluator option, repeatable (e.g. -o layers=1-3, -o head_iterations=2000)")
 
     def run(self, args) -> int:
         from harness.plugin_manager import get_plugins
@@ -51,6 +54,11 @@ class EvalCommand:
         evaluator = plugins.evaluators.get(args.evaluator)
         run = open_run(plugins, args.run_dir, args)
         options = {"num_tasks": args.test_tasks or run.config.test_tasks, "test_inner_steps": args.test_inner_steps}
+        for item in args.option:
+            key, separator, value = item.partition("=")
+            if not separator or not key:
+                raise HarnessError(f"malformed option {item!r}: expected KEY=VALUE")
+            options[key] = value
         result = evaluator.evaluate(run, options)
         result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
         out = run.path / f"eval-{evaluator.name}.json"

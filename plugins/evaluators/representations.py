@@ -136,20 +136,26 @@ def _two_runs(run, options):
     return other
 
 
+def _paired_activations(run, options):
+    """Both runs' (pre, post) activations on the same test tasks, task by task."""
+    other = _two_runs(run, options)
+    measure_name, measure = _measure(options)
+    episodes = _tasks(run, options)
+    steps = _steps(run, options)
+    pairs = zip(pre_post(run.model, run.algorithm, episodes, steps, run.config.inner_lr),
+                pre_post(other.model, other.algorithm, episodes, steps, other.config.inner_lr))
+    return other, measure_name, measure, episodes, pairs
+
+
 class RunSimilarity:
     name = "run-similarity"
     description = "per-layer similarity between two runs' representations, pre and post adaptation (Tables 3, 8)"
 
     def evaluate(self, run, options) -> dict:
-        other = _two_runs(run, options)
-        measure_name, measure = _measure(options)
-        episodes = _tasks(run, options)
-        steps = _steps(run, options)
+        other, measure_name, measure, episodes, pairs = _paired_activations(run, options)
         layers = [name for name, _ in analysed_layers(run.model)]
         pre = {layer: [] for layer in layers}
         post = {layer: [] for layer in layers}
-        pairs = zip(pre_post(run.model, run.algorithm, episodes, steps, run.config.inner_lr),
-                    pre_post(other.model, other.algorithm, episodes, steps, other.config.inner_lr))
         for (a_pre, a_post, _), (b_pre, b_post, _) in pairs:
             for layer in layers:
                 pre[layer].append(_similarity(measure, a_pre[layer], b_pre[layer]))
@@ -169,14 +175,9 @@ class SeedSimilarity:
     description = "two seeds: (pre,pre) vs (pre,post), (post,pre), (post,post) with fit and R^2 (Figs. 7, 8)"
 
     def evaluate(self, run, options) -> dict:
-        other = _two_runs(run, options)
-        measure_name, measure = _measure(options)
-        episodes = _tasks(run, options)
-        steps = _steps(run, options)
+        other, measure_name, measure, episodes, pairs = _paired_activations(run, options)
         layers = [name for name, _ in analysed_layers(run.model) if name != "head"]
         points = {"pre,pre": [], "pre,post": [], "post,pre": [], "post,post": []}
-        pairs = zip(pre_post(run.model, run.algorithm, episodes, steps, run.config.inner_lr),
-                    pre_post(other.model, other.algorithm, episodes, steps, other.config.inner_lr))
         for (a_pre, a_post, _), (b_pre, b_post, _) in pairs:
             for layer in layers:
                 points["pre,pre"].append(_similarity(measure, a_pre[layer], b_pre[layer]))

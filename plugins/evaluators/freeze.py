@@ -1,0 +1,92 @@
+"""Layer freezing at test time (Raghu et al. 2020, Section 3.2.1, Table 1, Figure 3).
+
+The run's inner loop adapts as usual, except that a contiguous block of body
+layers is frozen. Layers are numbered from 1 as in the paper (layer 1 is
+``body.0``). By default the paper's settings: none, 1, 1-2, 1-3, 1-4 (for a
+four-layer body). Options (``-o KEY=VALUE``):
+
+- ``layers=2-3``: one setting only (``none``, ``i`` or ``i-j``);
+- ``all_checkpoints=1``: also evaluate every ``checkpoints/step-*.pt`` of the
+  run (written by ``harness run --checkpoint-every 10000``), for Figure 3.
+
+    harness eval RUN_DIR --evaluator freeze
+    harness eval RUN_DIR --evaluator freeze -o all_checkpoints=1
+"""
+
+from __future__ import annotations
+
+import re
+
+import harness
+from harness.activations import analysed_layers, layer_of, require_body_head
+from harness.errors import HarnessError
+from harness.evaluation import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
+from harness.meta_learning import adapt_and_predict
+from harness.rundir import load_torch
+
+
+def parse_layers(text: str, body_layers: int, backbone: str) -> tuple[int, int] | None:
+    """``"none"`` -> None; ``"2"`` -> (2, 2); ``"1-3"`` -> (1, 3), checked against the body depth."""
+    text = str(text).strip()
+    if text == "none":
+        return None
+    match = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
+    if match is None:
+        raise HarnessError(f"malformed layers {text!r}: expected none, i or i-j (layers numbered from 1)")
+    first, last = int(match[1]), int(match[2] or match[1])
+    if not 1 <= first <= last <= body_layers:
+        raise HarnessError(f"cannot freeze layers {text}: backbone {backbone!r} has {body_layers} body layers (1-{body_layers})")
+    return first, last
+
+
+def describe(block: tuple[int, int] | None) -> str:
+    if block is None:
+        return "none"
+    return str(block[0]) if block[0] == block[1] else f"{block[0]}-{block[1]}"
+
+
+class FreezeEvaluator:
+    name = "freeze"
+    description = "test-time adaptation with body layers frozen: none, 1, 1-2, 1-3, 1-4 (Table 1, Fig. 3)"
+
+    def evaluate(self, run, options) -> dict:
+        require_body_head(run.model, f"evaluator {self.name!r}")
+        adapts = getattr(run.algorithm, "adapts", None)
+        if adapts is None:
+            raise HarnessError(f"evaluator 'freeze' needs an algorithm with an inner loop; {run.config.algo!r} has none")
+        body = [name for name, _ in analysed_layers(run.model) if name != "head"]
+        if "layers" in options:
+            blocks = [parse_layers(options["layers"], len(body), run.config.backbone)]
+        else:
+            blocks = [None] + [(1, last) for last in range(1, len(body) + 1)]
+        checkpoints = [run.checkpoint_path]
+        if str(options.get("all_checkpoints", "0")) not in ("0", "", "false"):
+            periodic = sorted((run.path / "checkpoints").glob("step-*.pt"))
+            if not periodic:
+                raise HarnessError(f"{run.path}/checkpoints has no step-*.pt files (train with --checkpoint-every N)")
+            checkpoints = periodic + checkpoints
+        sampler = run.open_split("test")
+        steps, lr = run.config.test_inner_steps, run.config.inner_lr
+        rows = []
+        for path in checkpoints:
+            state = load_torch(path)
+            run.model.load_state_dict(state["model"])
+            for block in blocks:
+                frozen = set() if block is None else set(body[block[0] - 1:block[1]])
+
+                def adapts_unfrozen(name, frozen=frozen):
+                    return adapts(name) and layer_of(name) not in frozen
+
+                accuracies = per_task_accuracies(
+                    lambda episodes: adapt_and_predict(run.model, episodes, steps, lr, adapts_unfrozen, first_order=True),
+                    sampler, options["num_tasks"], TEST_TASK_SEED, run.config.eval_batch_size, run.device)
+                mean, ci95 = mean_and_ci95(accuracies)
+                rows.append({"name": f"step {state['step']}: frozen {describe(block)}", "step": state["step"],
+                             "frozen": describe(block), "checkpoint": path.name, "mean": mean, "ci95": ci95,
+                             "tasks": len(accuracies)})
+        return {"rows": rows, "inner_steps": steps}
+
+
+@harness.hookimpl
+def register_evaluators(registry):
+    registry.add(FreezeEvaluator())
