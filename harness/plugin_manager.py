@@ -38,6 +38,7 @@ BUILTIN_PLUGINS = (
     "harness.commands.analyze",
     "harness_plugins.backbones.conv4",
     "harness_plugins.datasets.omniglot",
+    "harness_plugins.datasets.miniimagenet",
     "harness_plugins.algorithms.maml",
     "harness_plugins.algorithms.fomaml",
     "harness_plugins.algorithms.anil",

@@ -153,14 +153,19 @@ def evaluate(run_dir, data_root, evaluator, *extra):
 def test_trained_body_beats_random_features_with_nil(data_root, tmp_path):
     """Paper Table 5: meta-learned features beat random ones under the NIL head."""
     random_run = train(data_root, tmp_path / "random", "random-features")
-    anil_run = train(data_root, tmp_path / "anil", "anil", "--iterations", "150", "--val-every", "150", "--seed", "1")
+    anil_run = train(data_root, tmp_path / "anil", "anil", "--iterations", "150", "--val-every", "150", "--seed", "1",
+                     "--checkpoint-every", "75")
     assert json.loads((random_run / "summary.json").read_text())["iterations"] == 0
     random_nil = evaluate(random_run, data_root, "nil")["rows"][0]["mean"]
     anil_nil = evaluate(anil_run, data_root, "nil")["rows"][0]["mean"]
     assert anil_nil > random_nil + 0.05, (anil_nil, random_nil)
 
-    freeze = evaluate(anil_run, data_root, "freeze", "-o", "layers=1-4")
-    assert [row["frozen"] for row in freeze["rows"]] == ["1-4"]
+    freeze = evaluate(anil_run, data_root, "freeze", "-o", "layers=1-4", "-o", "all_checkpoints=1")
+    assert [(row["checkpoint"], row["step"], row["frozen"]) for row in freeze["rows"]] == [
+        ("step-0000075.pt", 75, "1-4"), ("step-0000150.pt", 150, "1-4"), ("best.pt", 150, "1-4")]
+    # ANIL never adapts the body, so freezing it must reproduce the standard evaluation on the same tasks.
+    standard = evaluate(anil_run, data_root, "fewshot")["rows"][0]["mean"]
+    assert freeze["rows"][2]["mean"] == pytest.approx(standard, abs=1e-9)
     bad = run_cli("eval", anil_run, "--evaluator", "freeze", "-o", "layers=1-6", "--data-root", data_root)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "harness: error: cannot freeze layers 1-6: backbone 'conv4' has 4 body layers (1-4)"

@@ -1,0 +1,184 @@
+"""MiniImageNet task sampler (Vinyals et al. 2016; split of Ravi & Larochelle 2017).
+
+64 training, 16 validation and 20 test classes of 84x84 RGB images. Two
+on-disk formats are read, from ``ROOT/miniimagenet/`` (or ``ROOT/`` itself):
+
+- the Ravi & Larochelle release: ``images/<filename>.jpg`` and
+  ``train.csv``, ``val.csv``, ``test.csv`` with header ``filename,label``;
+- the widely shared pickle caches ``mini-imagenet-cache-{train,val,test}.pkl``:
+  a dict with ``image_data`` (uint8, N x 84 x 84 x 3) and ``class_dict``
+  (class -> list of row indices).
+
+JPEGs are decoded once into a uint8 ``.npy`` (channels first) in the decoded
+cache directory (``harness.data_root.cache_dir``), keyed by a fingerprint of
+the CSV and the image files, so a changed source is decoded again; later runs
+memory-map it. Episodes are sampled from memory and scaled to [0, 1] on the
+fly, as the reference MAML code feeds them (``/ 255``, no mean subtraction).
+Images that are not 84x84 are resized with Lanczos.
+
+Every class contributes its first ``n`` images, ``n`` being the smallest
+class size of the split (600 in the original release; 200 for the reduced
+train/val copy in ``shared/data``), so episodes index one dense array.
+
+    harness run --algo anil --data miniimagenet-5w1s
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import harness
+from harness.data_root import fingerprint, load_or_build_array
+from harness.episodes import ClassPoolSampler
+from harness.errors import HarnessError
+
+IMAGE_SIZE = 84
+SPLITS = ("train", "val", "test")
+
+
+def find_root(data_root: Path) -> Path | None:
+    for candidate in (data_root / "miniimagenet", data_root):
+        if all((candidate / f"{s}.csv").is_file() for s in SPLITS) and (candidate / "images").is_dir():
+            return candidate
+        if all((candidate / f"mini-imagenet-cache-{s}.pkl").is_file() for s in SPLITS):
+            return candidate
+    return None
+
+
+def missing_data_error(data_root: Path) -> HarnessError:
+    expected = data_root / "miniimagenet"
+    return HarnessError(
+        f"MiniImageNet not found: expected either {expected}/images/*.jpg with {expected}/train.csv, val.csv, test.csv "
+        f"(Ravi & Larochelle format, header filename,label) or {expected}/mini-imagenet-cache-{{train,val,test}}.pkl "
+        f"(dict with image_data uint8 N x 84 x 84 x 3 and class_dict); there is no reliable public download, so copy "
+        f"your own copy there or pass --data-root / set HARNESS_DATA_ROOT"
+    )
+
+
+def read_csv(path: Path) -> "OrderedDict[str, list[str]]":
+    """``{label: [filename, ...]}`` in file order."""
+    classes: OrderedDict[str, list[str]] = OrderedDict()
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header[:2]] != ["filename", "label"]:
+                raise HarnessError(f"{path}: expected a header line 'filename,label', got {header!r}")
+            for number, row in enumerate(reader, start=2):
+                if len(row) < 2:
+                    raise HarnessError(f"{path}:{number}: expected 'filename,label', got {row!r}")
+                classes.setdefault(row[1].strip(), []).append(row[0].strip())
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not classes:
+        raise HarnessError(f"{path} lists no images")
+    return classes
+
+
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
+            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)  # [3, 84, 84]
+    except FileNotFoundError:
+        raise HarnessError(f"MiniImageNet image listed in the CSV is missing: {path}") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise HarnessError(f"cannot read MiniImageNet image {path}: {exc}") from None
+
+
+def _dense(classes: dict, needed: int, source: str) -> int:
+    """The per-class count every class is cut to; a class below ``needed`` is an error naming it."""
+    for label, members in classes.items():
+        if len(members) < needed:
+            raise HarnessError(f"{source}: class {label} has {len(members)} images, fewer than the {needed} a task needs")
+    return min(len(members) for members in classes.values())
+
+
+def load_csv_split(root: Path, split: str, needed: int) -> tuple[torch.Tensor, list[str]]:
+    csv_path = root / f"{split}.csv"
+    classes = read_csv(csv_path)
+    per_class = _dense(classes, needed, str(csv_path))
+    files = [root / "images" / name for members in classes.values() for name in members[:per_class]]
+    for path in files:
+        if not path.is_file():
+            raise HarnessError(f"MiniImageNet image listed in {csv_path} is missing: {path}")
+    key = fingerprint(files, extra=hashlib.sha256(csv_path.read_bytes()).hexdigest() + f"/{per_class}/v1")
+
+    def build() -> np.ndarray:
+        return np.stack([_decode(path) for path in files])
+
+    array = load_or_build_array(f"miniimagenet-{split}-84", key, build)
+    images = torch.from_numpy(np.array(array)).view(len(classes), per_class, 3, IMAGE_SIZE, IMAGE_SIZE)
+    return images, list(classes)
+
+
+def load_pickle_split(root: Path, split: str, needed: int) -> tuple[torch.Tensor, list[str]]:
+    path = root / f"mini-imagenet-cache-{split}.pkl"
+    try:
+        with open(path, "rb") as handle:
+            data = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise HarnessError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or "image_data" not in data or "class_dict" not in data:
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise HarnessError(f"{path}: expected a dict with keys 'image_data' and 'class_dict', found {found}")
+    pixels, class_dict = np.asarray(data["image_data"]), data["class_dict"]
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise HarnessError(f"{path}: image_data must be uint8 N x 84 x 84 x 3, got {pixels.dtype} {pixels.shape}")
+    if not isinstance(class_dict, dict) or not class_dict:
+        raise HarnessError(f"{path}: class_dict must be a non-empty dict of class -> image indices")
+    per_class = _dense(class_dict, needed, str(path))
+    try:
+        indices = np.array([list(members)[:per_class] for members in class_dict.values()], dtype=np.int64)
+        chosen = pixels[indices]  # [classes, per_class, 84, 84, 3]
+    except (IndexError, ValueError, TypeError) as exc:
+        raise HarnessError(f"{path}: class_dict indices do not fit image_data ({exc})") from None
+    images = torch.from_numpy(np.ascontiguousarray(chosen.transpose(0, 1, 4, 2, 3)))
+    return images, list(class_dict)
+
+
+class MiniImageNet:
+    name = "miniimagenet"
+    description = "MiniImageNet, Ravi & Larochelle split (64/16/20 classes), 84x84 RGB; CSV+JPEG or pickle caches"
+    default_backbone = "conv4-pool"
+
+    def paper_defaults(self, spec) -> dict:
+        return {
+            "meta_batch_size": (4, "Raghu et al. 2020 App. A / Finn et al. 2017: meta-batch 4 for MiniImageNet"),
+            "inner_steps": (5, "Raghu et al. 2020 App. A: 5 inner steps in training"),
+            "test_inner_steps": (10, "Raghu et al. 2020 App. A: 10 inner steps at test"),
+            "inner_lr": (0.01, "Raghu et al. 2020 App. A: inner lr 0.01"),
+            "outer_lr": (1e-3, "Finn et al. 2017 Sec. 5.2: Adam, meta lr 0.001"),
+            "queries": (15, "Raghu et al. 2020 App. A / cbfinn/maml: 15 query images per class"),
+            "iterations": (60_000, "cbfinn/maml README: --metatrain_iterations=60000 for MiniImageNet"),
+        }
+
+    def open(self, spec, split: str, data_root: Path, options: dict) -> ClassPoolSampler:
+        if options.get("split", "default") not in ("default", "ravi"):
+            raise HarnessError(f"unknown MiniImageNet split {options['split']!r}; valid splits: ravi")
+        root = find_root(Path(data_root))
+        if root is None:
+            raise missing_data_error(Path(data_root))
+        needed = spec.shots + options["queries"]
+        if (root / f"{split}.csv").is_file() and (root / "images").is_dir():
+            images, class_names = load_csv_split(root, split, needed)
+        else:
+            images, class_names = load_pickle_split(root, split, needed)
+        return ClassPoolSampler(images, spec.ways, spec.shots, options["queries"], rotate_classes=False,
+                                split_name=f"MiniImageNet {split}", class_names=class_names)
+
+
+@harness.hookimpl
+def register_task_samplers(registry):
+    registry.add(MiniImageNet())
