@@ -134,9 +134,10 @@ def test_short_anil_run_learns(mini_root, tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "anil"
-    result = run_cli("run", "--algo", "anil", "--data", "miniimagenet-5w5s", "--iterations", "150", "--val-every", "150",
-                     "--val-tasks", "20", "--test-tasks", "100", "--no-progress", "--no-download",
-                     "--data-root", mini_root, "--out", out)
+    # A CPU-sized budget: 5 query images per class and 2 tasks per meta-batch (measured: 38.3 +- 1.9 %, ~1 min).
+    result = run_cli("run", "--algo", "anil", "--data", "miniimagenet-5w5s5q", "--meta-batch-size", "2",
+                     "--iterations", "80", "--val-every", "80", "--val-tasks", "20", "--test-tasks", "100",
+                     "--no-progress", "--no-download", "--data-root", mini_root, "--out", out)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["test"]["accuracy"] > 0.30, summary["test"]  # chance is 20 %
+    assert summary["test"]["accuracy"] > 0.28, summary["test"]  # chance is 20 %
