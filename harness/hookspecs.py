@@ -56,6 +56,17 @@ def register_algorithms(registry) -> None:
       set with ``hp.test_inner_steps`` steps and return query logits shaped
       ``[tasks, ways*queries, ways]``. Called under ``torch.no_grad()``.
 
+    Optional attributes:
+
+    - ``adapts(parameter_name) -> bool``: which parameters the inner loop
+      updates; the freezing and representation evaluators need it;
+    - ``batch_kind = "classification"``: ``train_step`` receives
+      ``(images [batch, C, H, W], labels [batch])`` over all training classes
+      instead of episodes (pretraining regimes);
+    - ``head_outputs(spec, train_sampler) -> int``: head size when it is not
+      the number of ways (e.g. all training classes);
+    - ``trains = False``: the model is never trained (random features).
+
     Subclassing :class:`harness.meta_learning.GradientMetaLearner` gives a
     vmapped inner loop; see ``plugins/algorithms/anil.py`` for a short example.
     """

@@ -36,6 +36,7 @@ BUILTIN_PLUGINS = (
     "harness.commands.list",
     "harness.commands.plugins",
     "harness.commands.analyze",
+    "harness.commands.bench",
     "harness_plugins.backbones.conv4",
     "harness_plugins.datasets.omniglot",
     "harness_plugins.datasets.miniimagenet",

@@ -141,3 +141,12 @@ def test_short_anil_run_learns(mini_root, tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test"]["accuracy"] > 0.28, summary["test"]  # chance is 20 %
+    # The evaluators that work on Omniglot work here too (conv4-pool body, 3-channel images).
+    for evaluator, extra in (("nil", []), ("freeze", ["-o", "layers=1-2"])):
+        result = run_cli("eval", out, "--evaluator", evaluator, "--test-tasks", "10", "--data-root", mini_root, "--no-download", *extra)
+        assert result.returncode == 0, result.stderr
+        assert json.loads((out / f"eval-{evaluator}.json").read_text())["rows"][0]["tasks"] == 10
+    result = run_cli("analyze", "similarity", out, "--tasks", "3", "--data-root", mini_root, "--no-download")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "analysis-similarity-cca.json").read_text())["rows"]
+    assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head"]

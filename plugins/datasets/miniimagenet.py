@@ -162,6 +162,8 @@ class MiniImageNet:
             "outer_lr": (1e-3, "Finn et al. 2017 Sec. 5.2: Adam, meta lr 0.001"),
             "queries": (15, "Raghu et al. 2020 App. A / cbfinn/maml: 15 query images per class"),
             "iterations": (60_000, "cbfinn/maml README: --metatrain_iterations=60000 for MiniImageNet"),
+            # Speed/memory only: 32 tasks x 80 images of 84x84 per vectorised evaluation chunk peaked at 8.2 GB.
+            "eval_batch_size": (4, "memory: evaluation chunk of 4 tasks for 84x84 images"),
         }
 
     def open(self, spec, split: str, data_root: Path, options: dict) -> ClassPoolSampler:

@@ -1,0 +1,114 @@
+"""Step workloads for the speed suite (Raghu et al. 2020, Table 6), on random inputs.
+
+A workload is one configuration (shapes, meta-batch, inner steps) x one
+algorithm x one phase:
+
+- ``train``: meta-loss forward, backward and one Adam step of the outer loop;
+- ``inference``: adaptation with 10 inner steps on the support set and
+  prediction of the query set, without an outer graph.
+
+The Table 6 shapes are MiniImageNet 5-way 1-shot and 5-shot with task batch
+1 and target (query) set 1; Omniglot 20-way 1-shot uses meta-batch 16 with 1
+query per class, the project's training configuration. Inputs are uniform
+random images (never zeros, which would make BatchNorm degenerate) and fixed
+labels; BatchNorm uses batch statistics as in training.
+
+Used by ``tests/benchmarks`` (pytest-benchmark) and ``harness bench``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+
+from harness.episodes import Episodes
+
+#: Paper Table 6 speedups of ANIL over MAML (TensorFlow, Titan Xp): a floor for our ratios.
+PAPER_SPEEDUP = {"train": 1.7, "inference": 4.1}
+#: Paper Table 6 per-configuration ANIL speedups, for display (training, inference).
+PAPER_TABLE6 = {"mini-5w1s": (1.7, 4.1), "mini-5w5s": (1.8, 4.9)}
+TEST_INNER_STEPS = 10
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    backbone: str
+    channels: int
+    image_size: int
+    ways: int
+    shots: int
+    queries: int
+    tasks: int
+    inner_steps: int
+    inner_lr: float
+
+
+CONFIGS = {
+    "mini-5w1s": BenchConfig("mini-5w1s", "conv4-pool", 3, 84, 5, 1, 1, 1, 5, 0.01),
+    "mini-5w5s": BenchConfig("mini-5w5s", "conv4-pool", 3, 84, 5, 5, 1, 1, 5, 0.01),
+    "omniglot-20w1s": BenchConfig("omniglot-20w1s", "conv4", 1, 28, 20, 1, 1, 16, 5, 0.1),
+}
+ALGORITHMS = ("maml", "fomaml", "anil")
+PHASES = ("train", "inference")
+
+
+def random_episodes(config: BenchConfig, device, seed: int = 0) -> Episodes:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (config.tasks, config.ways, config.channels, config.image_size, config.image_size)
+
+    def images(per_class):
+        x = torch.rand(config.tasks, config.ways * per_class, *shape[2:], generator=generator)
+        return x.to(device)  # [tasks, ways*per_class, C, H, W]
+
+    labels = lambda per_class: torch.arange(config.ways).repeat_interleave(per_class).repeat(config.tasks, 1).to(device)
+    return Episodes(images(config.shots), labels(config.shots), images(config.queries), labels(config.queries), config.ways)
+
+
+def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, device):
+    """A zero-argument callable running one step; synchronises CUDA so timings are complete."""
+    torch.manual_seed(0)
+    model = plugins.backbones.get(config.backbone).build(config.channels, config.image_size, config.ways).to(device)
+    torch.nn.init.normal_(model.head.weight, std=0.01)  # a zero head would make the first inner step trivially cheap
+    algorithm = plugins.algorithms.get(algorithm_name)
+    episodes = random_episodes(config, device)
+    hp = SimpleNamespace(inner_steps=config.inner_steps, test_inner_steps=TEST_INNER_STEPS, inner_lr=config.inner_lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        algorithm.train_step(model, episodes, hp)
+        optimizer.step()
+        sync()
+
+    def inference_step():
+        with torch.no_grad():
+            algorithm.predict(model, episodes, hp).argmax(-1)
+        sync()
+
+    return train_step if phase == "train" else inference_step
+
+
+def step_flops(plugins, algorithm_name: str, config: BenchConfig, phase: str) -> int:
+    """Floating-point operations of one step, counted by ``torch.utils.flop_counter`` (matmul/conv only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = make_step(plugins, algorithm_name, config, phase, "cpu")
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def matmul_rate(size: int = 1024, repeats: int = 10) -> float:
+    """Measured float32 matrix-multiply rate of this machine in FLOP/s."""
+    import time
+
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - started)

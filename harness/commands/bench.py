@@ -1,0 +1,140 @@
+"""``harness bench``: run the Table 6 speed suite and print it beside the paper and peer figures.
+
+    harness bench                              # prints the table, writes results/benchmarks/<device>.json
+    harness bench --save baseline              # also store a pytest-benchmark baseline in .benchmarks/
+    harness bench --compare baseline --max-regression 10%   # exit 1 if any step's median regressed > 10 %
+    harness bench --record                     # also write the speedups the CI gate compares against
+
+The suite itself is ``tests/benchmarks`` of a source checkout (pytest-benchmark);
+``--save``/``--compare`` map to ``--benchmark-save``/``--benchmark-compare`` and
+``--benchmark-compare-fail=median:<N>%``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from tabulate import tabulate
+
+import harness
+from harness.benchmarks import PAPER_TABLE6
+from harness.errors import HarnessError
+
+SUITE = Path(__file__).resolve().parents[2] / "tests" / "benchmarks"
+
+#: Peer libraries on this 2-core CPU, torch 2.14.1 (issue 7's table): (MAML, FOMAML, ANIL) seconds.
+PEERS_LEARN2LEARN = {
+    ("omniglot-20w1s", "train"): (1.86, 0.53, 0.16),
+    ("omniglot-20w1s", "inference"): (0.59, 0.46, 0.069),
+    ("mini-5w1s", "train"): (0.37, 0.11, 0.028),
+    ("mini-5w5s", "train"): (1.60, 0.43, 0.080),
+}
+
+
+def device_file_name(device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    return "cuda-" + re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name(0)).strip("-").lower()
+
+
+def summarise(report: dict) -> tuple[list[list], dict]:
+    medians = {}
+    for bench in report["benchmarks"]:
+        info = bench["extra_info"]
+        medians[(info["algorithm"], info["config"], info["phase"], info["device"])] = (bench["stats"]["mean"], bench["stats"]["median"])
+    rows, ratios = [], {}
+    for (algorithm, config, phase, device), (mean, median) in sorted(medians.items(), key=lambda kv: (kv[0][3], kv[0][1], kv[0][2], kv[0][0])):
+        maml = medians.get(("maml", config, phase, device))
+        speedup = maml[1] / median if maml and algorithm != "maml" else None
+        if speedup is not None and not (algorithm == "fomaml" and phase == "inference"):
+            ratios[f"{algorithm}/maml {config} {phase}"] = round(speedup, 3)
+        paper = PAPER_TABLE6.get(config, (None, None))[0 if phase == "train" else 1] if algorithm == "anil" else None
+        peers = PEERS_LEARN2LEARN.get((config, phase))
+        peer = peers[("maml", "fomaml", "anil").index(algorithm)] if peers and device == "cpu" else None
+        rows.append([config, phase, device, algorithm, f"{mean:.4f}", f"{median:.4f}",
+                     f"{speedup:.2f}x" if speedup else "", f"{paper}x" if paper else "", f"{peer}" if peer else ""])
+    return rows, ratios
+
+
+class BenchCommand:
+    name = "bench"
+    description = "run the Table 6 speed suite (pytest-benchmark) and print times and speedups beside the paper's"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--save", metavar="NAME", help="store this run as a pytest-benchmark baseline")
+        parser.add_argument("--compare", metavar="NAME", help="compare against a saved baseline (e.g. 0001 or NAME)")
+        parser.add_argument("--max-regression", default="10%", help="with --compare: fail when a median grows more (default 10%%)")
+        parser.add_argument("--rounds", type=int, default=None, help="rounds per benchmark (default: 10, 5 for slow MAML steps)")
+        parser.add_argument("--out", default=None, help="JSON output (default results/benchmarks/<device>.json)")
+        parser.add_argument("--record", action="store_true",
+                            help="write the measured speedups to results/benchmarks/<device>-ratios.json (the CI gate's reference)")
+        parser.add_argument("--floor", action="store_true",
+                            help="only print each step's FLOPs and the time floor at this machine's measured matmul rate")
+        parser.add_argument("-k", dest="keyword", default=None, help="only benchmarks matching this pytest -k expression")
+
+    def run(self, args) -> int:
+        import pytest
+        import torch
+
+        if args.floor:
+            return self.print_floor()
+        if not SUITE.is_dir():
+            raise HarnessError(f"harness bench runs the suite of a source checkout; {SUITE} does not exist")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        out = Path(args.out) if args.out else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not re.fullmatch(r"\d+(\.\d+)?%", args.max_regression):
+            raise HarnessError(f"--max-regression must look like 10%, got {args.max_regression!r}")
+        pytest_args = [str(SUITE), "-q", f"--benchmark-json={out}", "--benchmark-columns=mean,median,stddev,rounds"]
+        if args.save:
+            pytest_args.append(f"--benchmark-save={args.save}")
+        if args.compare:
+            pytest_args += [f"--benchmark-compare={args.compare}", f"--benchmark-compare-fail=median:{args.max_regression}"]
+        if args.keyword:
+            pytest_args += ["-k", args.keyword]
+        if args.rounds:
+            os.environ["HARNESS_BENCH_ROUNDS"] = str(args.rounds)
+        status = pytest.main(pytest_args)
+        if out.exists():
+            rows, ratios = summarise(json.loads(out.read_text()))
+            print(tabulate(rows, headers=["config", "phase", "device", "algorithm", "mean s", "median s",
+                                          "speedup vs MAML", "paper ANIL speedup", "learn2learn s (same CPU)"],
+                           tablefmt="github"))
+            print(f"raw pytest-benchmark JSON: {out}")
+            if ratios:
+                print("speedups: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
+            if args.record and ratios:
+                from harness.rundir import write_json
+
+                ratio_file = out.with_name(f"{device}-ratios.json")
+                write_json(ratio_file, ratios)
+                print(f"recorded speedups: {ratio_file}")
+        return int(status)
+
+
+    @staticmethod
+    def print_floor() -> int:
+        from harness.benchmarks import ALGORITHMS, CONFIGS, PHASES, matmul_rate, step_flops
+        from harness.plugin_manager import get_plugins
+
+        rate = matmul_rate()
+        rows = []
+        for config in CONFIGS.values():
+            for phase in PHASES:
+                for algorithm in ALGORITHMS:
+                    flops = step_flops(get_plugins(), algorithm, config, phase)
+                    rows.append([config.name, phase, algorithm, f"{flops / 1e9:.3f}", f"{flops / rate:.4f}"])
+        print(f"float32 matmul rate (1024x1024, torch.mm, {__import__('torch').get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s")
+        print(tabulate(rows, headers=["config", "phase", "algorithm", "GFLOP (conv+matmul)", "floor s at that rate"],
+                       tablefmt="github"))
+        return 0
+
+
+@harness.hookimpl
+def register_commands(registry):
+    registry.add(BenchCommand())
