@@ -93,13 +93,20 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
 
 
 def step_flops(plugins, algorithm_name: str, config: BenchConfig, phase: str) -> int:
-    """Floating-point operations of one step, counted by ``torch.utils.flop_counter`` (matmul/conv only)."""
+    """Floating-point operations of one step, counted by ``torch.utils.flop_counter`` (matmul/conv only).
+
+    Counted on one task and multiplied by the number of tasks: with several
+    tasks, vmap turns per-task weights into grouped convolutions, which the
+    counter's formula counts as dense (a factor ``tasks`` too high).
+    """
+    from dataclasses import replace
+
     from torch.utils.flop_counter import FlopCounterMode
 
-    step = make_step(plugins, algorithm_name, config, phase, "cpu")
+    step = make_step(plugins, algorithm_name, replace(config, tasks=1), phase, "cpu")
     with FlopCounterMode(display=False) as counter:
         step()
-    return counter.get_total_flops()
+    return counter.get_total_flops() * config.tasks
 
 
 def matmul_rate(size: int = 1024, repeats: int = 10) -> float:
