@@ -2,9 +2,7 @@
 
 import json
 import types
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,6 +1,5 @@
 """Episode sampler invariants, on a synthetic pool and on real Omniglot."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

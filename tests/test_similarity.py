@@ -1,6 +1,5 @@
 """CCA / CKA: invariances, independent formulas, degenerate inputs, and the ANIL feature-reuse check."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

@@ -37,6 +37,7 @@ import torch
 import harness
 from harness.data_root import fingerprint, load_or_build_array
 from harness.episodes import ClassPoolSampler
+from harness.images import decode_image
 from harness.errors import HarnessError
 
 IMAGE_SIZE = 84
@@ -83,18 +84,7 @@ def read_csv(path: Path) -> "OrderedDict[str, list[str]]":
 
 
 def _decode(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
-            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)  # [3, 84, 84]
-    except FileNotFoundError:
-        raise HarnessError(f"MiniImageNet image listed in the CSV is missing: {path}") from None
-    except (OSError, UnidentifiedImageError) as exc:
-        raise HarnessError(f"cannot read MiniImageNet image {path}: {exc}") from None
+    return decode_image(path, "RGB", IMAGE_SIZE, "MiniImageNet").transpose(2, 0, 1)  # [3, 84, 84]
 
 
 def _dense(classes: dict, needed: int, source: str) -> int:

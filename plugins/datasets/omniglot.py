@@ -39,6 +39,7 @@ import torch
 import harness
 from harness.data_root import fingerprint, load_or_build_array
 from harness.episodes import ClassPoolSampler
+from harness.images import decode_image
 from harness.errors import HarnessError
 
 SETS = ("images_background", "images_evaluation")
@@ -102,13 +103,7 @@ def list_characters(images_root: Path) -> list[tuple[str, Path]]:
 
 
 def _decode(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise HarnessError(f"cannot read Omniglot image {path}: {exc}") from None
+    return decode_image(path, "L", IMAGE_SIZE, "Omniglot")  # [28, 28]
 
 
 def load_pool(images_root: Path) -> tuple[np.ndarray, list[str]]:
