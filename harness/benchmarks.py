@@ -55,6 +55,21 @@ ALGORITHMS = ("maml", "fomaml", "anil")
 PHASES = ("train", "inference")
 
 
+def speedups(medians: dict) -> dict[str, float]:
+    """``{"anil/maml mini-5w1s train": ratio, ...}`` from medians keyed ``(algorithm, config, phase, device)``.
+
+    FOMAML's inference step is MAML's (no outer graph either way), so only its
+    training ratio is reported. Keys carry no device: the ratio file is per device.
+    """
+    ratios = {}
+    for (algorithm, config, phase, device), seconds in medians.items():
+        maml = medians.get(("maml", config, phase, device))
+        if algorithm == "maml" or not maml or (algorithm == "fomaml" and phase == "inference"):
+            continue
+        ratios[f"{algorithm}/maml {config} {phase}"] = maml / seconds
+    return ratios
+
+
 def random_episodes(config: BenchConfig, device, seed: int = 0) -> Episodes:
     generator = torch.Generator().manual_seed(seed)
     shape = (config.tasks, config.ways, config.channels, config.image_size, config.image_size)

@@ -61,7 +61,7 @@ class ClassPoolSampler:
     """
 
     def __init__(self, images: torch.Tensor, ways: int, shots: int, queries: int, *, rotate_classes: bool,
-                 invert: bool = False, mean=None, std=None, split_name: str = "split", class_names=None):
+                 invert: bool = False, split_name: str = "split", class_names=None):
         if images.dtype != torch.uint8 or images.dim() != 5:
             raise ValueError("images must be uint8 [classes, images_per_class, C, H, W]")
         num_classes, per_class = images.shape[:2]
@@ -76,8 +76,6 @@ class ClassPoolSampler:
         self.ways, self.shots, self.queries = ways, shots, queries
         self.rotate_classes = rotate_classes
         self.invert = invert
-        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32)
-        self.std = None if std is None else torch.tensor(std, dtype=torch.float32)
         self.class_names = class_names
 
     @property
@@ -93,14 +91,9 @@ class ClassPoolSampler:
         return self.images.shape[-1]
 
     def _to_float(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[..., C, H, W]`` -> float in [0, 1], inverted and normalised as configured."""
+        """uint8 ``[..., C, H, W]`` -> float in [0, 1], inverted if configured."""
         x = pixels.float().div_(255.0)
-        if self.invert:
-            x = 1.0 - x
-        if self.mean is not None:
-            shape = (1,) * (x.dim() - 3) + (-1, 1, 1)
-            x = (x - self.mean.view(shape)) / self.std.view(shape)
-        return x
+        return 1.0 - x if self.invert else x
 
     def sample_classification(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A plain labelled batch over all classes of the split (labels = class indices), for pretraining."""

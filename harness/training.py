@@ -134,9 +134,10 @@ class Trainer:
                 batch = self._training_batch()
                 self.optimizer.zero_grad(set_to_none=True)
                 last = self.algorithm.train_step(self.model, batch, config)
-                if not math.isfinite(last["loss"]) or not all(
-                    p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters()
-                ):
+                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+                # One host-device synchronisation for all gradients, not one per tensor.
+                grads_finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+                if not math.isfinite(last["loss"]) or not grads_finite:
                     saved = self.run_dir / "checkpoint.pt"
                     kept = f"last good checkpoint {saved} (step {load_torch(saved)['step']})" if saved.exists() \
                         else "no checkpoint was written yet"

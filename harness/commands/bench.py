@@ -20,7 +20,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 import harness
-from harness.benchmarks import PAPER_TABLE6
+from harness.benchmarks import PAPER_TABLE6, speedups
 from harness.errors import HarnessError
 
 SUITE = Path(__file__).resolve().parents[2] / "tests" / "benchmarks"
@@ -43,22 +43,23 @@ def device_file_name(device: str) -> str:
 
 
 def summarise(report: dict) -> tuple[list[list], dict]:
-    medians = {}
+    """Table rows, and speedups per device, from a pytest-benchmark JSON report."""
+    stats = {}
     for bench in report["benchmarks"]:
         info = bench["extra_info"]
-        medians[(info["algorithm"], info["config"], info["phase"], info["device"])] = (bench["stats"]["mean"], bench["stats"]["median"])
-    rows, ratios = [], {}
-    for (algorithm, config, phase, device), (mean, median) in sorted(medians.items(), key=lambda kv: (kv[0][3], kv[0][1], kv[0][2], kv[0][0])):
-        maml = medians.get(("maml", config, phase, device))
-        speedup = maml[1] / median if maml and algorithm != "maml" else None
-        if speedup is not None and not (algorithm == "fomaml" and phase == "inference"):
-            ratios[f"{algorithm}/maml {config} {phase}"] = round(speedup, 3)
+        stats[(info["algorithm"], info["config"], info["phase"], info["device"])] = bench["stats"]
+    devices = {key[3] for key in stats}
+    ratios = {d: speedups({k: v["median"] for k, v in stats.items() if k[3] == d}) for d in devices}
+    rows = []
+    for key in sorted(stats, key=lambda k: (k[3], k[1], k[2], k[0])):
+        algorithm, config, phase, device = key
+        speedup = ratios[device].get(f"{algorithm}/maml {config} {phase}")
         paper = PAPER_TABLE6.get(config, (None, None))[0 if phase == "train" else 1] if algorithm == "anil" else None
         peers = PEERS_LEARN2LEARN.get((config, phase))
         peer = peers[("maml", "fomaml", "anil").index(algorithm)] if peers and device == "cpu" else None
-        rows.append([config, phase, device, algorithm, f"{mean:.4f}", f"{median:.4f}",
+        rows.append([config, phase, device, algorithm, f"{stats[key]['mean']:.4f}", f"{stats[key]['median']:.4f}",
                      f"{speedup:.2f}x" if speedup else "", f"{paper}x" if paper else "", f"{peer}" if peer else ""])
-    return rows, ratios
+    return rows, {d: {name: round(value, 3) for name, value in r.items()} for d, r in ratios.items()}
 
 
 class BenchCommand:
@@ -87,7 +88,10 @@ class BenchCommand:
             raise HarnessError(f"harness bench runs the suite of a source checkout; {SUITE} does not exist")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         out = Path(args.out) if args.out else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessError(f"cannot write benchmark results to {out.parent}: {exc.strerror or exc}") from None
         if not re.fullmatch(r"\d+(\.\d+)?%", args.max_regression):
             raise HarnessError(f"--max-regression must look like 10%, got {args.max_regression!r}")
         pytest_args = [str(SUITE), "-q", f"--benchmark-json={out}", "--benchmark-columns=mean,median,stddev,rounds"]
@@ -101,9 +105,11 @@ class BenchCommand:
             os.environ["HARNESS_BENCH_ROUNDS"] = str(args.rounds)
         status = pytest.main(pytest_args)
         if out.exists():
-            rows, ratios = summarise(json.loads(out.read_text()))
+            rows, ratios_by_device = summarise(json.loads(out.read_text()))
+            ratios = ratios_by_device.get(device, {})
             print(tabulate(rows, headers=["config", "phase", "device", "algorithm", "mean s", "median s",
-                                          "speedup vs MAML", "paper ANIL speedup", "learn2learn s (same CPU)"],
+                                          "speedup vs MAML", "paper ANIL speedup",
+                                          "learn2learn s (same CPU; its inference: 5 steps)"],
                            tablefmt="github"))
             print(f"raw pytest-benchmark JSON: {out}")
             if ratios:
@@ -119,6 +125,8 @@ class BenchCommand:
 
     @staticmethod
     def print_floor() -> int:
+        import torch
+
         from harness.benchmarks import ALGORITHMS, CONFIGS, PHASES, matmul_rate, step_flops
         from harness.plugin_manager import get_plugins
 
@@ -129,7 +137,7 @@ class BenchCommand:
                 for algorithm in ALGORITHMS:
                     flops = step_flops(get_plugins(), algorithm, config, phase)
                     rows.append([config.name, phase, algorithm, f"{flops / 1e9:.3f}", f"{flops / rate:.4f}"])
-        print(f"float32 matmul rate (1024x1024, torch.mm, {__import__('torch').get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s")
+        print(f"float32 matmul rate (1024x1024, torch.mm, {torch.get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s")
         print(tabulate(rows, headers=["config", "phase", "algorithm", "GFLOP (conv+matmul)", "floor s at that rate"],
                        tablefmt="github"))
         return 0
