@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from tabulate import tabulate
@@ -40,6 +41,22 @@ def device_file_name(device: str) -> str:
     import torch
 
     return "cuda-" + re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name(0)).strip("-").lower()
+
+
+def machine_description(device: str) -> str:
+    import torch
+
+    if device != "cpu":
+        return torch.cuda.get_device_name(0)
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def summarise(report: dict) -> tuple[list[list], dict]:
@@ -73,7 +90,8 @@ class BenchCommand:
         parser.add_argument("--rounds", type=int, default=None, help="rounds per benchmark (default: 10, 5 for slow MAML steps)")
         parser.add_argument("--out", default=None, help="JSON output (default results/benchmarks/<device>.json)")
         parser.add_argument("--record", action="store_true",
-                            help="write the measured speedups to results/benchmarks/<device>-ratios.json (the CI gate's reference)")
+                            help="append the measured speedups to results/benchmarks/<device>-ratios.json "
+                                 "(the CI gate compares against the lowest recorded value)")
         parser.add_argument("--floor", action="store_true",
                             help="only print each step's FLOPs and the time floor at this machine's measured matmul rate")
         parser.add_argument("-k", dest="keyword", default=None, help="only benchmarks matching this pytest -k expression")
@@ -115,11 +133,12 @@ class BenchCommand:
             if ratios:
                 print("speedups: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
             if args.record and ratios:
-                from harness.rundir import write_json
+                from harness.benchmarks import record_ratios
 
                 ratio_file = out.with_name(f"{device}-ratios.json")
-                write_json(ratio_file, ratios)
-                print(f"recorded speedups: {ratio_file}")
+                record_ratios(ratio_file, ratios, source=f"harness bench --record on {machine_description(device)}, "
+                                                        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+                print(f"recorded speedups (appended to the runs there): {ratio_file}")
         return int(status)
 
 
