@@ -69,6 +69,11 @@ def register_algorithms(registry) -> None:
 
     Subclassing :class:`harness.meta_learning.GradientMetaLearner` gives a
     vmapped inner loop; see ``plugins/algorithms/anil.py`` for a short example.
+
+    Meta-RL algorithms set ``domain = "rl"`` and subclass
+    :class:`harness.rl.meta_rl.MetaRLAlgorithm` (``adapt``, ``outer_step``);
+    ``--algo NAME`` with an RL environment picks ``NAME`` or ``NAME-rl``, so
+    ``--algo anil --env 2d-navigation`` runs ``anil-rl``.
     """
 
 
@@ -102,6 +107,20 @@ def register_task_samplers(registry) -> None:
 
     Raise :class:`harness.errors.HarnessError` with a one-line message when
     data are missing or malformed; say where you looked.
+
+    Meta-RL environments register here too, as task samplers with
+    ``kind = "rl"`` (``harness run --algo anil --env NAME``; see
+    ``plugins/envs/navigation.py``). They have ``episode_steps``,
+    ``observation_dim``, ``action_dim``, ``paper_defaults`` (a dict of
+    :class:`harness.rl.training.RLConfig` overrides such as the meta-batch),
+    optionally ``paper_returns`` (``{algorithm: (mean, std)}``) and
+
+    - ``sample_tasks(count, rng: numpy.random.Generator) -> ndarray``: task
+      parameters, one row per task (a goal, a direction, a velocity);
+    - ``make_vector_env(num_envs) -> gymnasium.vector.VectorEnv`` whose
+      ``reset(seed=..., options={"tasks": per_env_tasks})`` sets each copy's
+      task. The harness runs ``tasks x episodes_per_task`` copies, task-major,
+      for ``episode_steps`` steps and masks steps after ``terminated``.
     """
 
 

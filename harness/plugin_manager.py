@@ -29,6 +29,13 @@ from harness.registry import Registry
 
 ENTRY_POINT_GROUP = "harness"
 
+#: Bundled plugins that need an optional extra: module -> (packages, extra). Without the
+#: packages they are left out quietly and ``harness plugins`` says which extra to install.
+OPTIONAL_BUILTINS = {
+    "harness_plugins.envs.navigation": ({"gymnasium"}, "rl"),
+    "harness_plugins.envs.halfcheetah": ({"gymnasium", "mujoco"}, "rl"),
+}
+
 #: Bundled plugins, registered exactly like third-party ones.
 BUILTIN_PLUGINS = (
     "harness.commands.run",
@@ -44,6 +51,9 @@ BUILTIN_PLUGINS = (
     "harness_plugins.algorithms.fomaml",
     "harness_plugins.algorithms.anil",
     "harness_plugins.algorithms.regimes",
+    "harness_plugins.algorithms.meta_rl",
+    "harness_plugins.envs.navigation",
+    "harness_plugins.envs.halfcheetah",
     "harness_plugins.evaluators.fewshot",
     "harness_plugins.evaluators.representations",
     "harness_plugins.evaluators.nil",
@@ -72,6 +82,7 @@ class Plugins:
     manager: pluggy.PluginManager
     registries: dict[str, Registry]
     load_errors: list[LoadError] = field(default_factory=list)
+    missing_extras: dict[str, str] = field(default_factory=dict)  # bundled plugin -> how to install what it needs
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it came from
 
     @property
@@ -128,6 +139,13 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
             continue
         try:
             module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            packages, extra = OPTIONAL_BUILTINS.get(module_name, (set(), None))
+            if exc.name not in packages:
+                plugins.load_errors.append(LoadError(module_name, "builtin", f"{type(exc).__name__}: {exc}"))
+            else:
+                plugins.missing_extras[module_name] = f"pip install 'feature-reuse-harness[{extra}]' (needs {exc.name})"
+            continue
         except Exception as exc:  # a broken bundled plugin must not hide the others
             plugins.load_errors.append(LoadError(module_name, "builtin", f"{type(exc).__name__}: {exc}"))
             continue

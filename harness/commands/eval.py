@@ -10,7 +10,7 @@ import harness
 from harness.data_root import resolve_data_root
 from harness.devices import DEVICE_CHOICES, resolve_device
 from harness.errors import HarnessError
-from harness.rundir import load_run, write_json
+from harness.rundir import load_run, read_json, write_json
 
 
 def format_rows(rows: list[dict], percent: bool = True) -> str:
@@ -37,6 +37,8 @@ class EvalCommand:
 
     def add_arguments(self, parser):
         parser.add_argument("run_dir", metavar="RUN_DIR")
+        parser.add_argument("more_runs", metavar="RUN_DIR", nargs="*",
+                            help="meta-RL only: more seeds of the same algorithm and environment (mean and std over runs)")
         parser.add_argument("--evaluator", default="fewshot", help="evaluator name (harness list)")
         parser.add_argument("--checkpoint", help="checkpoint file to evaluate (default RUN_DIR/best.pt)")
         parser.add_argument("--test-tasks", type=int, default=None, help="number of test tasks (default: the run's, 600)")
@@ -51,6 +53,13 @@ class EvalCommand:
         from harness.plugin_manager import get_plugins
 
         plugins = get_plugins()
+        run_dirs = [Path(args.run_dir), *map(Path, args.more_runs)]
+        if (run_dirs[0] / "config.json").exists() and read_json(run_dirs[0] / "config.json").get("kind") == "rl":
+            from harness.commands.eval_rl import evaluate_rl_runs
+
+            return evaluate_rl_runs(plugins, run_dirs, args)
+        if args.more_runs:
+            raise HarnessError("several run directories are only accepted for meta-RL runs (seeds); give one RUN_DIR")
         evaluator = plugins.evaluators.get(args.evaluator)
         run = open_run(plugins, args.run_dir, args)
         options = {"num_tasks": args.test_tasks or run.config.test_tasks, "test_inner_steps": args.test_inner_steps}

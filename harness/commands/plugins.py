@@ -37,11 +37,13 @@ class PluginsCommand:
         entries = describe_plugins(plugins)
         errors = [{"name": e.plugin, "source": e.source, "error": e.error} for e in plugins.load_errors]
         if args.json:
-            print(json.dumps({"plugins": entries, "failed": errors}, indent=2))
+            print(json.dumps({"plugins": entries, "failed": errors, "not_installed": plugins.missing_extras}, indent=2))
             return 0
         rows = [[e["name"], e["source"], "; ".join(f"{k}: {', '.join(v)}" for k, v in e["registers"].items()) or
                  ", ".join(e["hooks"])] for e in entries]
         print(tabulate(rows, headers=["plugin", "source", "registers"], tablefmt="simple"))
+        for name, how in plugins.missing_extras.items():
+            print(f"not loaded {name}: {how}")
         for error in errors:
             print(f"FAILED {error['name']} ({error['source']}): {error['error']}")
         return 0

@@ -28,6 +28,8 @@ class RunCommand:
     def add_arguments(self, parser):
         parser.add_argument("--algo", help="algorithm name (harness list)")
         parser.add_argument("--data", help="task spec <dataset>-<N>w<K>s[<Q>q], e.g. omniglot-20w1s")
+        parser.add_argument("--env", help="meta-RL environment (2d-navigation, halfcheetah-dir, halfcheetah-vel); "
+                                          "the same as --data NAME")
         parser.add_argument("--out", help="run directory (default results/runs/<algo>-<data>-seed<seed>-<time>)")
         parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint.pt")
         parser.add_argument("--no-download", action="store_true", help="never download missing data")
@@ -42,6 +44,18 @@ class RunCommand:
         from harness.training import Trainer
 
         plugins = get_plugins()
+        if args.env and args.data:
+            raise HarnessError("give either --data or --env, not both")
+        task_name = args.env or args.data
+        rl_resume = args.resume and read_json_if_exists(Path(args.resume) / "config.json").get("kind") == "rl"
+        if rl_resume or (task_name in plugins.task_samplers
+                         and getattr(plugins.task_samplers.get(task_name), "kind", None) == "rl"):
+            from harness.commands.run_rl import run_rl
+
+            return run_rl(plugins, args, task_name)
+        if args.env:
+            rl = [n for n, obj, _ in plugins.task_samplers.items() if getattr(obj, "kind", None) == "rl"]
+            raise HarnessError(f"unknown environment {args.env!r}; environments: {', '.join(rl) or '(none: install the rl extra)'}")
         if args.resume:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").exists():
@@ -73,6 +87,10 @@ class RunCommand:
               f"{summary['tested_checkpoint']['step']}); {summary['seconds_per_iteration']:.3f} s/iteration; "
               f"run directory {trainer.run_dir}")
         return 0
+
+
+def read_json_if_exists(path: Path) -> dict:
+    return read_json(path) if path.exists() else {}
 
 
 @harness.hookimpl

@@ -1,0 +1,199 @@
+"""Meta-RL training behind ``harness run --algo maml|anil --env NAME``: rollouts, TRPO, checkpoints, evaluation.
+
+Run directory as for few-shot runs (``harness.rundir``): ``config.json``
+(with ``"kind": "rl"``), ``metrics.jsonl`` (one row per meta-iteration:
+returns before and after adaptation, TRPO statistics), ``checkpoint.pt``
+(policy, iteration, RNG states), ``best.pt`` (the policy with the highest
+post-adaptation return during training: Raghu et al. 2020 "select the best
+policy") and ``summary.json`` (evaluation of ``best.pt`` on new tasks).
+RL runs on the CPU: the policy is a 100-unit MLP and the simulators are CPU code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.devices import describe_device
+from harness.errors import HarnessError
+from harness.evaluation import mean_and_ci95
+from harness.rl.policy import GaussianMLPPolicy
+from harness.rl.rollouts import collect
+from harness.rundir import MetricsLog, load_torch, prepare_run_dir, save_torch, write_json
+
+EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training tasks come from ``seed``)
+
+
+@dataclass
+class RLConfig:
+    algo: str  # "maml-rl" or "anil-rl"
+    env: str  # e.g. "2d-navigation"
+    kind: str = "rl"
+    seed: int = 0
+    iterations: int = 500  # Finn et al. 2017 / pytorch-maml-rl configs: num-batches 500
+    meta_batch_size: int = 40  # pytorch-maml-rl configs (HalfCheetah); environments override (2D-Navigation: 20)
+    episodes_per_task: int = 20  # Finn et al. 2017, Section 5.3 / pytorch-maml-rl: fast-batch-size 20
+    inner_lr: float = 0.1  # Finn et al. 2017, Section 5.3: alpha = 0.1
+    max_kl: float = 0.01  # Finn et al. 2017, Section 5.3: TRPO max KL 0.01
+    eval_tasks: int = 400  # new tasks for the final evaluation (10 batches of 40; our choice, CI over tasks)
+    checkpoint_every: int = 0  # also keep checkpoints/step-XXXXXXX.pt every N iterations (0: off)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RLConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def resolve_rl_algorithm(plugins, name: str):
+    """``maml`` means ``maml-rl`` for an environment: the RL version of an algorithm is ``<name>-rl``."""
+    for candidate in (name, f"{name}-rl"):
+        if candidate in plugins.algorithms and getattr(plugins.algorithms.get(candidate), "domain", None) == "rl":
+            return plugins.algorithms.get(candidate)
+    valid = [n for n, obj, _ in plugins.algorithms.items() if getattr(obj, "domain", None) == "rl"]
+    raise HarnessError(f"algorithm {name!r} has no reinforcement-learning version; RL algorithms: {', '.join(valid)}")
+
+
+def evaluate_returns(algorithm, policy, env_plugin, config: RLConfig, num_tasks: int, seed: int = EVAL_TASK_SEED,
+                     chunk: int = 40) -> dict:
+    """Average return before and after one adaptation step on ``num_tasks`` new tasks (fixed by ``seed``)."""
+    rng = np.random.default_rng(seed)
+    tasks = env_plugin.sample_tasks(num_tasks, rng)
+    generator = torch.Generator().manual_seed(seed)
+    pre_returns, post_returns = [], []
+    env = env_plugin.make_vector_env(min(chunk, num_tasks) * config.episodes_per_task)
+    try:
+        for start in range(0, num_tasks, chunk):
+            batch = tasks[start:start + chunk]
+            if len(batch) < chunk and start:
+                env.close()
+                env = env_plugin.make_vector_env(len(batch) * config.episodes_per_task)
+            pre, post = adapt_and_roll_out(algorithm, policy, env, env_plugin, batch, config, generator,
+                                           seed * 1_000_003 + start)
+            pre_returns.append(pre.returns())
+            post_returns.append(post.returns())
+    finally:
+        env.close()
+    pre_mean, pre_ci = mean_and_ci95(torch.cat(pre_returns).numpy())
+    post_mean, post_ci = mean_and_ci95(torch.cat(post_returns).numpy())
+    return {"return_before_adaptation": pre_mean, "ci95_before": pre_ci, "return": post_mean, "ci95": post_ci,
+            "tasks": num_tasks}
+
+
+def adapt_and_roll_out(algorithm, policy, env, env_plugin, tasks, config: RLConfig, generator, seed):
+    """Episodes with the meta-policy, one inner step per task, episodes with the adapted policies."""
+    steps, episodes = env_plugin.episode_steps, config.episodes_per_task
+    train = collect(env, policy, None, tasks, episodes, steps, generator, seed).with_advantages()
+    adapted = algorithm.adapt_detached(policy, train, config.inner_lr)  # {name: [tasks, ...]}
+    valid = collect(env, policy, adapted, tasks, episodes, steps, generator, seed + 1).with_advantages()
+    return train, valid
+
+
+class RLTrainer:
+    def __init__(self, config: RLConfig, plugins, run_dir: Path, progress: bool = True):
+        self.config, self.plugins, self.progress = config, plugins, progress
+        self.env_plugin = plugins.task_samplers.get(config.env)
+        self.algorithm = resolve_rl_algorithm(plugins, config.algo)
+        self.run_dir = prepare_run_dir(run_dir)
+        torch.manual_seed(config.seed)
+        self.policy = GaussianMLPPolicy(self.env_plugin.observation_dim, self.env_plugin.action_dim)
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step, self.train_seconds = 0, 0.0
+        self.best = {"return": -float("inf"), "step": 0}
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+
+    def _state(self) -> dict:
+        return {"policy": self.policy.state_dict(), "step": self.step, "config": self.config.to_dict(),
+                "rng": {"tasks": self.rng.bit_generator.state, "actions": self.generator.get_state()},
+                "best": dict(self.best), "train_seconds": self.train_seconds}
+
+    def save_checkpoint(self) -> None:
+        path = self.run_dir / "checkpoint.pt"
+        save_torch(path, self._state())
+        self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(path))
+        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+            save_torch(self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt", self._state())
+
+    def restore(self) -> None:
+        path = self.run_dir / "checkpoint.pt"
+        if not path.exists():
+            raise HarnessError(f"cannot resume: {path} does not exist")
+        state = load_torch(path)
+        self.policy.load_state_dict(state["policy"])
+        self.step, self.best, self.train_seconds = state["step"], state["best"], state["train_seconds"]
+        self.rng.bit_generator.state = state["rng"]["tasks"]
+        self.generator.set_state(state["rng"]["actions"])
+        self.metrics.truncate_after(self.step)
+
+    def train(self) -> dict:
+        config = self.config
+        self.plugins.hook.on_run_start(run_dir=str(self.run_dir), config=config.to_dict())
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.iterations, initial=self.step, desc=f"{config.algo} {config.env}", unit="it",
+                       dynamic_ncols=True)
+        env = self.env_plugin.make_vector_env(config.meta_batch_size * config.episodes_per_task)
+        try:
+            while self.step < config.iterations:
+                started = time.perf_counter()
+                tasks = self.env_plugin.sample_tasks(config.meta_batch_size, self.rng)
+                seed = int(self.rng.integers(2 ** 31))
+                train, valid = adapt_and_roll_out(self.algorithm, self.policy, env, self.env_plugin, tasks, config,
+                                                  self.generator, seed)
+                sampled = time.perf_counter()
+                collecting_policy = {k: v.clone() for k, v in self.policy.state_dict().items()}
+                stats = self.algorithm.outer_step(self.policy, train, valid, config.inner_lr, config.max_kl)
+                row = {"step": self.step + 1, "split": "train",
+                       "return_before_adaptation": train.returns().mean().item(),
+                       "return": valid.returns().mean().item(), **stats,
+                       "sampling_seconds": round(sampled - started, 3),
+                       "update_seconds": round(time.perf_counter() - sampled, 3)}
+                if not np.isfinite(row["return"]) or not np.isfinite(stats["surrogate_before"]):
+                    raise HarnessError(f"non-finite return or loss at iteration {self.step + 1}; training stopped, "
+                                       f"last good checkpoint {self.run_dir / 'checkpoint.pt'} (step {self.step})")
+                if row["return"] > self.best["return"]:  # the policy that collected ``valid`` (before this update)
+                    self.best = {"return": row["return"], "step": self.step}
+                    save_torch(self.run_dir / "best.pt", {"policy": collecting_policy, "step": self.step,
+                                                          "config": config.to_dict()})
+                self.step += 1
+                self.train_seconds += time.perf_counter() - started
+                self.metrics.append(row)
+                self.plugins.hook.on_metrics(run_dir=str(self.run_dir), step=self.step, row=row)
+                self.save_checkpoint()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(ret=f"{row['return']:.1f}", best=f"{self.best['return']:.1f}")
+        finally:
+            env.close()
+            if bar is not None:
+                bar.close()
+        return self.test()
+
+    def test(self) -> dict:
+        best_path = self.run_dir / "best.pt"
+        if best_path.exists():
+            self.policy.load_state_dict(load_torch(best_path)["policy"])
+        started = time.perf_counter()
+        result = evaluate_returns(self.algorithm, self.policy, self.env_plugin, self.config, self.config.eval_tasks)
+        summary = {"algo": self.config.algo, "env": self.config.env, "seed": self.config.seed, "test": result,
+                   "tested_checkpoint": {"file": best_path.name if best_path.exists() else "final model",
+                                         "step": self.best["step"]},
+                   "best_train_return": self.best, "iterations": self.step,
+                   "train_seconds": round(self.train_seconds, 3),
+                   "seconds_per_iteration": round(self.train_seconds / max(self.step, 1), 4),
+                   "test_seconds": round(time.perf_counter() - started, 3),
+                   "paper_return": getattr(self.env_plugin, "paper_returns", {}).get(self.config.algo),
+                   "environment": describe_device(torch.device("cpu"))}
+        write_json(self.run_dir / "summary.json", summary)
+        self.plugins.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
+        return summary

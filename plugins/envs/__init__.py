@@ -1,0 +1,1 @@
+"""Bundled meta-RL environment plugins (task samplers with ``kind = "rl"``)."""
