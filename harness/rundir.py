@@ -105,7 +105,7 @@ def prepare_run_dir(path: Path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / f".write-test-{os.getpid()}"  # per process: torchrun ranks probe one directory
         probe.write_text("")
         probe.unlink()
     except OSError as exc:

@@ -21,6 +21,7 @@ import torch
 from harness.config import RunConfig
 from harness.data_root import resolve_data_root
 from harness.devices import describe_device, resolve_device
+from harness.distributed import context_from_environment
 from harness.errors import HarnessError, NonFiniteLossError
 from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
 from harness.rundir import MetricsLog, load_torch, prepare_run_dir, save_torch, write_json
@@ -36,6 +37,10 @@ class Trainer:
         self.task_sampler = plugins.task_samplers.get(self.spec.dataset)
         self.backbone = plugins.backbones.get(config.backbone)
         self.device = resolve_device(config.device)
+        self.distributed = context_from_environment(self.device)
+        if self.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.distributed.local_rank)
+        self.is_main = self.distributed is None or self.distributed.is_main
         self.run_dir = prepare_run_dir(run_dir)
         self.progress = progress
         options = {"split": config.split, "queries": config.queries, "download": download}
@@ -77,6 +82,8 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
+        if not self.is_main:
+            return
         path = self.run_dir / "checkpoint.pt"
         save_torch(path, self._state())
         self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(path))
@@ -99,15 +106,20 @@ class Trainer:
         np.random.set_state(state["rng"]["numpy_global"])
         self.best = state["best"]
         self.train_seconds = state["train_seconds"]
-        self.metrics.truncate_after(self.step)
+        if self.is_main:
+            self.metrics.truncate_after(self.step)
 
     # -- loop ----------------------------------------------------------------
 
     def _log(self, row: dict) -> None:
+        if not self.is_main:
+            return
         self.metrics.append(row)
         self.plugins.hook.on_metrics(run_dir=str(self.run_dir), step=row["step"], row=row)
 
-    def validate(self) -> dict:
+    def validate(self) -> dict | None:
+        if not self.is_main:
+            return None
         self.model.train()  # batch-statistics BatchNorm either way; see conv4.py
         result = evaluate(self.algorithm, self.model, self.samplers["val"], self.config,
                           self.config.val_tasks, VAL_TASK_SEED, self.device)
@@ -120,9 +132,10 @@ class Trainer:
 
     def train(self) -> dict:
         config = self.config
-        self.plugins.hook.on_run_start(run_dir=str(self.run_dir), config=config.to_dict())
+        if self.is_main:
+            self.plugins.hook.on_run_start(run_dir=str(self.run_dir), config=config.to_dict())
         bar = None
-        if self.progress:
+        if self.progress and self.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=config.iterations, initial=self.step, desc=f"{config.algo} {config.data}", unit="it",
@@ -132,8 +145,13 @@ class Trainer:
             while self.step < config.iterations and getattr(self.algorithm, "trains", True):
                 started = time.perf_counter()
                 batch = self._training_batch()
+                if self.distributed:
+                    batch = self.distributed.shard(batch, config.meta_batch_size)
                 self.optimizer.zero_grad(set_to_none=True)
                 last = self.algorithm.train_step(self.model, batch, config)
+                if self.distributed:
+                    self.distributed.average_gradients(self.model.parameters())
+                    last = self.distributed.average_metrics(last)
                 grads = [p.grad for p in self.model.parameters() if p.grad is not None]
                 # One host-device synchronisation for all gradients, not one per tensor.
                 grads_finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
@@ -165,7 +183,7 @@ class Trainer:
                 bar.close()
         if not getattr(self.algorithm, "trains", True):
             self.save_checkpoint()  # the untrained initialisation is the model (random features)
-        return self.test()
+        return self.test() if self.is_main else None
 
     def _training_batch(self):
         config = self.config

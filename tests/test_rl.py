@@ -1,4 +1,7 @@
-"""Meta-RL: environments, advantages, conjugate gradient and TRPO, MAML-RL / ANIL-RL, runs."""
+"""Meta-RL: environments, advantages, conjugate gradient and TRPO, MAML-RL / ANIL-RL, runs.
+
+Needs the ``rl`` extra (gymnasium, mujoco), which the README's test command installs.
+"""
 
 import json
 import math
@@ -6,16 +9,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
-pytest.importorskip("gymnasium")
-pytest.importorskip("mujoco")
-
-from conftest import run_cli  # noqa: E402
-from harness.plugin_manager import get_plugins  # noqa: E402
-from harness.rl.advantages import baseline_features, discounted_returns, gae, linear_baseline_values, normalise  # noqa: E402
-from harness.rl.policy import GaussianMLPPolicy, distribution  # noqa: E402
-from harness.rl.rollouts import TaskEpisodes, collect  # noqa: E402
-from harness.rl.trpo import conjugate_gradient, fisher_vector_product, trpo_step  # noqa: E402
+from harness.plugin_manager import get_plugins
+from harness.rl.advantages import (
+    baseline_features,
+    discounted_returns,
+    gae,
+    linear_baseline_values,
+    normalise,
+)
+from harness.rl.policy import GaussianMLPPolicy, distribution
+from harness.rl.rollouts import TaskEpisodes, collect
+from harness.rl.trpo import conjugate_gradient, fisher_vector_product, trpo_step
 
 
 def env_plugin(name):
@@ -149,7 +155,7 @@ def test_trpo_step_improves_and_respects_the_kl_bound():
 
 def random_episodes(tasks=3, steps=6, episodes=4, seed=0, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
-    rand = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)  # noqa: E731
+    rand = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)
     mask = torch.ones(tasks, steps, episodes, dtype=dtype)
     return TaskEpisodes(rand(tasks, steps, episodes, 2), rand(tasks, steps, episodes, 2), rand(tasks, steps, episodes),
                         mask, rand(tasks, steps, episodes))

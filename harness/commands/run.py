@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -76,11 +77,16 @@ class RunCommand:
             overrides = {field: getattr(args, field) for field in OVERRIDES}
             config = resolve_config(args.algo, args.data, task_sampler, spec, overrides)
             plugins.backbones.get(config.backbone)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.out:
+                raise HarnessError("a run across processes (torchrun) needs --out, so that every rank uses one run directory")
             run_dir = Path(args.out) if args.out else Path("results") / "runs" / (
                 f"{config.algo}-{config.data}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
             trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress)
-            write_json(run_dir / "config.json", config.to_dict())
+            if trainer.is_main:
+                write_json(run_dir / "config.json", config.to_dict())
         summary = trainer.train()
+        if summary is None:  # a torchrun rank other than 0: rank 0 reports
+            return 0
         test = summary["test"]
         print(f"{config.algo} on {config.data}: test accuracy {100 * test['accuracy']:.2f} +- {100 * test['ci95']:.2f} % "
               f"({test['tasks']} tasks, {summary['tested_checkpoint']['file']} from step "

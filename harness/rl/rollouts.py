@@ -32,7 +32,7 @@ class TaskEpisodes:
     def num_tasks(self) -> int:
         return self.rewards.shape[0]
 
-    def task(self, index: int) -> "TaskEpisodes":
+    def task(self, index: int) -> TaskEpisodes:
         advantages = None if self.advantages is None else self.advantages[index]
         return TaskEpisodes(self.observations[index], self.actions[index], self.rewards[index], self.mask[index],
                             advantages)
@@ -41,7 +41,7 @@ class TaskEpisodes:
         """Undiscounted return per task, averaged over its episodes: ``[tasks]``."""
         return self.rewards.sum(1).mean(-1)
 
-    def with_advantages(self) -> "TaskEpisodes":
+    def with_advantages(self) -> TaskEpisodes:
         self.advantages = torch.stack([task_advantages(self.observations[i], self.rewards[i], self.mask[i])
                                        for i in range(self.num_tasks)])
         return self

@@ -24,7 +24,13 @@ from harness.errors import HarnessError
 from harness.evaluation import mean_and_ci95
 from harness.rl.policy import GaussianMLPPolicy
 from harness.rl.rollouts import collect
-from harness.rundir import MetricsLog, load_torch, prepare_run_dir, save_torch, write_json
+from harness.rundir import (
+    MetricsLog,
+    load_torch,
+    prepare_run_dir,
+    save_torch,
+    write_json,
+)
 
 EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training tasks come from ``seed``)
 
@@ -47,7 +53,7 @@ class RLConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RLConfig":
+    def from_dict(cls, values: dict) -> RLConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -8,7 +8,7 @@ backtracks until the surrogate loss improves and the mean KL stays within
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
