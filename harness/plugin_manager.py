@@ -44,6 +44,8 @@ BUILTIN_PLUGINS = (
     "harness.commands.plugins",
     "harness.commands.analyze",
     "harness.commands.bench",
+    "harness.commands.reproduce",
+    "harness.commands.report",
     "harness_plugins.backbones.conv4",
     "harness_plugins.datasets.omniglot",
     "harness_plugins.datasets.miniimagenet",

@@ -1,0 +1,119 @@
+"""``harness report``: every reproduced table as Markdown beside the paper, learning curves, and the results index.
+
+    harness report                     # reads results/reproduced/*.json, writes *.md, *-curves.png, results/README.md
+
+The index is the part of ``results/README.md`` between the markers
+``<!-- reproduced:start -->`` and ``<!-- reproduced:end -->`` (added at the end
+when missing); the rest of the file is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import harness
+from harness.errors import HarnessError
+
+START, END = "<!-- reproduced:start -->", "<!-- reproduced:end -->"
+
+
+def render_table(result: dict) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for row in result["rows"]:
+        unit = " %" if row["unit"] == "%" else ""
+        paper = f"{row['paper'][0]} ± {row['paper'][1]}{unit}" if row.get("paper") else "n/a"
+        rows.append([row["label"], f"{row['mean']:.2f} ± {row['ci95']:.2f}{unit}", paper, row["agree"], row["seeds"],
+                     row["tasks"]])
+    machine = result.get("machine", {})
+    lines = [f"### {result['title']}", "",
+             f"Budget `{result['budget']}`: {result['budget_note']}. Measured {result.get('date', '')} on "
+             f"{machine.get('device_name', 'this machine')} ({machine.get('torch_threads', '?')} threads, "
+             f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or over seeds. "
+             f"Paper: {result['source']} (± as published).", "",
+             tabulate(rows, headers=["row", "measured", "paper", "agree", "seeds", "test tasks"], tablefmt="github"),
+             ""]
+    return "\n".join(lines)
+
+
+def plot_curves(result: dict, out: Path) -> Path | None:
+    """Validation accuracy (few-shot) or post-adaptation return (RL) against iteration, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = set()
+    for row in result["rows"]:
+        for run_dir in row["runs"]:
+            metrics = Path(run_dir) / "metrics.jsonl"
+            if run_dir in drawn or not metrics.exists():
+                continue
+            drawn.add(run_dir)
+            rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+            if row["unit"] == "%":
+                points = [(r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "val"]
+                axis = axes[0]
+            else:
+                points = [(r["step"], r["return"]) for r in rows if r.get("split") == "train"]
+                axis = axes[1]
+            if points:
+                axis.plot(*zip(*points), label=Path(run_dir).name.rsplit("-", 1)[0])
+    if not drawn:
+        plt.close(figure)
+        return None
+    axes[0].set(title="few-shot: validation accuracy", xlabel="iteration", ylabel="%")
+    axes[1].set(title="meta-RL: return after adaptation (training tasks)", xlabel="iteration", ylabel="return")
+    for axis in axes:
+        if axis.lines:
+            axis.legend(fontsize=7)
+    figure.suptitle(result["title"])
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def update_index(readme: Path, sections: list[str]) -> None:
+    text = readme.read_text() if readme.exists() else "# Results\n"
+    block = "\n".join([START, "## Reproduced tables (harness reproduce / harness report)", "", *sections, END])
+    if START in text and END in text:
+        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    readme.write_text(text)
+
+
+class ReportCommand:
+    name = "report"
+    description = "render every reproduced table (results/reproduced/*.json) as Markdown and PNG, update results/README.md"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--results", default="results", help="results folder (default results)")
+
+    def run(self, args) -> int:
+        results = Path(args.results)
+        tables = sorted((results / "reproduced").glob("*.json"))
+        if not tables:
+            raise HarnessError(f"nothing reproduced yet: no {results / 'reproduced'}/*.json (run harness reproduce TABLE)")
+        sections = []
+        for path in tables:
+            result = json.loads(path.read_text())
+            markdown = render_table(result)
+            path.with_suffix(".md").write_text(markdown)
+            figure = plot_curves(result, path.with_name(f"{path.stem}-curves.png"))
+            sections.append(markdown)
+            if figure:
+                sections.append(f"![{result['title']}: learning curves](reproduced/{figure.name})\n")
+            print(markdown)
+        update_index(results / "README.md", sections)
+        print(f"updated {results / 'README.md'}")
+        return 0
+
+
+@harness.hookimpl
+def register_commands(registry):
+    registry.add(ReportCommand())
