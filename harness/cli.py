@@ -7,6 +7,7 @@ nothing a run has already written is removed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from harness.errors import HarnessError
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("harness: interrupted; the last checkpoint is kept (continue with --resume RUN_DIR)", file=sys.stderr)
         return 130

@@ -3,7 +3,8 @@
 A definition is a small TOML file in ``experiments/`` (``table2.toml``, ``table4.toml``):
 a title, the paper source, budgets (``paper`` and ``cpu``: ``harness run`` overrides
 for image and RL rows, each with a note) and rows (``label``, ``algo``, ``data`` or
-``env``, optional ``evaluator`` and ``options``, and the published ``paper = [mean, ±]``).
+``env``, optional ``evaluator``, its ``options`` and ``result_row`` (which row of its
+output), and the published ``paper = [mean, ±]`` where the paper has the value).
 
 Each row x seed becomes one run directory ``<root>/runs/<algo>-<task>-seed<s>-<key>``
 where ``key`` hashes the fully resolved config (defaults, dataset defaults, budget,
@@ -45,6 +46,7 @@ class PlannedRun:
     run_dir: Path
     evaluator: str = "fewshot"
     options: dict = field(default_factory=dict)
+    result_row: int = 0  # which row of the evaluator's output (e.g. 2 = "frozen 1-2" for freeze)
 
     @property
     def done(self) -> bool:
@@ -120,7 +122,7 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
             overrides.pop("seed")
             run_dir = root / "runs" / f"{config['algo']}-{task}-seed{seed}-{key}"
             runs.append(PlannedRun(row["label"], row["algo"], task, kind, seed, overrides, key, run_dir,
-                                   row.get("evaluator", "fewshot"), row.get("options", {})))
+                                   row.get("evaluator", "fewshot"), row.get("options", {}), row.get("result_row", 0)))
     return runs
 
 
@@ -176,7 +178,9 @@ def evaluate_run(run: PlannedRun, data_root: str | None) -> dict:
     if run.evaluator == "fewshot":
         test = summary["test"]
         return {"mean": 100 * test["accuracy"], "ci95": 100 * test["ci95"], "tasks": test["tasks"]}
-    out = run.run_dir / f"eval-{run.evaluator}.json"
+    written = run.run_dir / f"eval-{run.evaluator}.json"
+    suffix = "".join(f"-{k}={v}" for k, v in sorted(run.options.items()))
+    out = written.with_name(f"eval-{run.evaluator}{suffix}.json")  # one file per evaluator and options
     if not out.exists():
         command = [sys.executable, "-m", "harness", "eval", str(run.run_dir), "--evaluator", run.evaluator]
         command += [f"-o{k}={v}" for k, v in run.options.items()]
@@ -184,7 +188,9 @@ def evaluate_run(run: PlannedRun, data_root: str | None) -> dict:
             command += ["--data-root", data_root]
         if execute(command, str(run.run_dir) + ".log", os.cpu_count() or 1):
             raise HarnessError(f"evaluator {run.evaluator!r} failed on {run.run_dir}; log: {run.run_dir}.log")
-    row = json.loads(out.read_text())["rows"][0]
+        if suffix:
+            written.replace(out)
+    row = json.loads(out.read_text())["rows"][run.result_row]
     return {"mean": 100 * row["mean"], "ci95": 100 * row["ci95"], "tasks": row["tasks"]}
 
 
