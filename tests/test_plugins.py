@@ -119,3 +119,14 @@ def test_bundled_package_is_not_a_top_level_plugins_module():
     load_plugins()
     assert "harness_plugins" in sys.modules
     assert "plugins" not in sys.modules
+
+
+def test_env_plugins_without_the_rl_extra_are_left_out_quietly(tmp_path):
+    fake = tmp_path / "gymnasium"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'gymnasium'\", name='gymnasium')\n")
+    result = run_cli("plugins", env_extra={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0 and result.stderr == ""
+    assert ("not loaded harness_plugins.envs.navigation: pip install 'feature-reuse-harness[rl]' (needs gymnasium)"
+            in result.stdout)
+    assert "FAILED" not in result.stdout and "harness_plugins.algorithms.maml " in result.stdout
