@@ -52,4 +52,4 @@ def test_blocking_the_entry_point_removes_reptile(reptile_site):
                      env_extra={**with_site(reptile_site), "HARNESS_BLOCK_PLUGINS": "reptile"})
     assert result.returncode == 2
     assert result.stderr.strip() == ("harness: error: unknown algorithm 'reptile'; valid algorithms: "
-                                     "anil, fomaml, maml, multiclass, multitask, nil-train, random-features")
+                                     "anil, anil-rl, fomaml, maml, maml-rl, multiclass, multitask, nil-train, random-features")

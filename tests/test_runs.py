@@ -138,10 +138,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
 
 @pytest.mark.parametrize("args, message", [
     (["--algo", "nope", "--data", "omniglot-5w1s"],
-     "harness: error: unknown algorithm 'nope'; valid algorithms: anil, fomaml, maml, multiclass, multitask, nil-train, random-features"),
+     "harness: error: unknown algorithm 'nope'; valid algorithms: anil, anil-rl, fomaml, maml, maml-rl, multiclass, multitask, nil-train, random-features"),
     (["--algo", "anil", "--data", "omniglot-5x1s"],
      "harness: error: malformed task spec 'omniglot-5x1s': expected <dataset>-<N>w<K>s[<Q>q], e.g. omniglot-20w1s or omniglot-5w5s15q"),
-    (["--algo", "anil", "--data", "imagenet21k-5w1s"], "harness: error: unknown task sampler 'imagenet21k'; valid task samplers: miniimagenet, omniglot"),
+    (["--algo", "anil", "--data", "imagenet21k-5w1s"], "harness: error: unknown task sampler 'imagenet21k'; valid task samplers: 2d-navigation, halfcheetah-dir, halfcheetah-vel, miniimagenet, omniglot"),
     (["--algo", "anil", "--data", "omniglot-5w1s", "--backbone", "resnet"],
      "harness: error: unknown backbone 'resnet'; valid backbones: conv4, conv4-pool"),
     (["--algo", "anil", "--data", "omniglot-5w1s", "--iterations", "0"], "harness: error: --iterations must be at least 1, got 0"),
