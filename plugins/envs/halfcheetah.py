@@ -20,7 +20,7 @@ CPU core), so one Python call steps the whole meta-batch.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from importlib import resources
 
 import gymnasium as gym
 import mujoco
@@ -37,9 +37,9 @@ GOAL_VELOCITY_RANGE = (0.0, 2.0)  # Finn et al. 2017, Section 5.3
 
 
 def half_cheetah_model() -> mujoco.MjModel:
-    import gymnasium.envs.mujoco as gym_mujoco
-
-    return mujoco.MjModel.from_xml_path(str(Path(gym_mujoco.__file__).parent / "assets" / "half_cheetah.xml"))
+    # The model file only: importing gymnasium.envs.mujoco would also need its rendering dependencies.
+    asset = resources.files("gymnasium") / "envs" / "mujoco" / "assets" / "half_cheetah.xml"
+    return mujoco.MjModel.from_xml_path(str(asset))
 
 
 class HalfCheetahTaskVectorEnv(gym.vector.VectorEnv):
