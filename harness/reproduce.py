@@ -84,12 +84,13 @@ def load_definition(name: str) -> dict:
 def resolved_config(plugins, algo: str, task: str, kind: str, overrides: dict) -> dict:
     """The config ``harness run`` would write, as a dict (what the run key hashes)."""
     if kind == "rl":
+        from harness.commands.run_rl import RL_FLAGS
         from harness.rl.training import RLConfig, resolve_rl_algorithm
 
         env = plugins.task_samplers.get(task)
         config = RLConfig(algo=resolve_rl_algorithm(plugins, algo).name, env=task, **env.paper_defaults)
         for name, value in overrides.items():
-            setattr(config, "eval_tasks" if name == "test_tasks" else name, value)
+            setattr(config, RL_FLAGS.get(name, name), value)  # the flag's RLConfig field, as harness run maps it
         return config.to_dict()
     from harness.config import resolve_config
     from harness.taskspec import parse_task_spec

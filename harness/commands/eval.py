@@ -57,6 +57,10 @@ class EvalCommand:
         if (run_dirs[0] / "config.json").exists() and read_json(run_dirs[0] / "config.json").get("kind") == "rl":
             from harness.commands.eval_rl import evaluate_rl_runs
 
+            if args.evaluator != "fewshot" or args.option:
+                raise HarnessError("meta-RL runs have one evaluation (return after one adaptation step); "
+                                   "--evaluator and -o do not apply")
+
             return evaluate_rl_runs(plugins, run_dirs, args)
         if args.more_runs:
             raise HarnessError("several run directories are only accepted for meta-RL runs (seeds); give one RUN_DIR")

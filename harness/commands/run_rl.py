@@ -46,9 +46,10 @@ def run_rl(plugins, args, env_name: str | None) -> int:
         env_plugin = plugins.task_samplers.get(env_name)
         config = RLConfig(algo=algorithm.name, env=env_name, **env_plugin.paper_defaults)
         for name, value in overrides.items():
-            if value <= 0 and name != "seed":
+            minimum = 0 if name in ("seed", "checkpoint_every") else 1  # 0 = no periodic checkpoints
+            if value < minimum:
                 flag = next(f for f, field in RL_FLAGS.items() if field == name)
-                raise HarnessError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+                raise HarnessError(f"--{flag.replace('_', '-')} must be {'positive' if minimum else 'non-negative'}, got {value}")
             setattr(config, name, value)
         run_dir = Path(args.out) if args.out else Path("results") / "runs" / (
             f"{config.algo}-{config.env}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
