@@ -65,6 +65,12 @@ class DistributedContext:
         return {**metrics, **{k: float(v) / self.world_size for k, v in zip(keys, values)}}
 
 
+    def close(self) -> None:
+        """Leave the process group together; a rank exiting with it still open can abort in gloo's threads."""
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def context_from_environment(device: torch.device) -> DistributedContext | None:
     """A process group when started by ``torchrun`` with more than one process, else ``None``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

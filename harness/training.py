@@ -183,6 +183,8 @@ class Trainer:
                 bar.close()
         if not getattr(self.algorithm, "trains", True):
             self.save_checkpoint()  # the untrained initialisation is the model (random features)
+        if self.distributed:
+            self.distributed.close()  # rank 0 tests alone, without collectives
         return self.test() if self.is_main else None
 
     def _training_batch(self):
