@@ -136,8 +136,19 @@ def random_episodes(config: BenchConfig, device, seed: int = 0) -> Episodes:
     return Episodes(images(config.shots), labels(config.shots), images(config.queries), labels(config.queries), config.ways)
 
 
-def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, device):
-    """A zero-argument callable running one step; synchronises CUDA so timings are complete."""
+def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, device, path: str = "fast"):
+    """A zero-argument callable running one step; synchronises CUDA so timings are complete.
+
+    ``path``: ``"fast"`` (the default code path), ``"generic"`` (backbone fast paths off,
+    ``harness.meta_learning.FAST_PATHS = False``: the code before the fast-path work) or
+    ``"bf16"`` (fast path, body features under bfloat16 autocast).
+    """
+    import contextlib
+
+    from harness import meta_learning
+
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
     torch.manual_seed(0)
     model = plugins.backbones.get(config.backbone).build(config.channels, config.image_size, config.ways).to(device)
     torch.nn.init.normal_(model.head.weight, std=0.01)  # a zero head would make the first inner step trivially cheap
@@ -147,18 +158,60 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
+    @contextlib.contextmanager
+    def selected_path():
+        previous = meta_learning.FAST_PATHS
+        meta_learning.FAST_PATHS = path != "generic"
+        try:
+            with meta_learning.body_precision("bf16" if path == "bf16" else "fp32"):
+                yield
+        finally:
+            meta_learning.FAST_PATHS = previous
+
     def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        algorithm.train_step(model, episodes, hp)
-        optimizer.step()
+        with selected_path():
+            optimizer.zero_grad(set_to_none=True)
+            algorithm.train_step(model, episodes, hp)
+            optimizer.step()
         sync()
 
     def inference_step():
-        with torch.no_grad():
+        with selected_path(), torch.no_grad():
             algorithm.predict(model, episodes, hp).argmax(-1)
         sync()
 
     return train_step if phase == "train" else inference_step
+
+
+#: Code paths ``compare_paths`` times against each other (see ``make_step``).
+PATHS = ("generic", "fast", "bf16")
+
+
+def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORITHMS) -> list[dict]:
+    """Median seconds of every step on each code path, rounds interleaved so machine drift hits all alike.
+
+    bf16 is timed only for algorithms whose body features go through ``body_features``.
+    """
+    import statistics
+    import time
+
+    rows = []
+    for config in configs or CONFIGS.values():
+        for algorithm in algorithms:
+            paths = [p for p in PATHS if p != "bf16" or getattr(plugins.algorithms.get(algorithm), "uses_body_features", False)]
+            for phase in PHASES:
+                steps = {p: make_step(plugins, algorithm, config, phase, device, p) for p in paths}
+                times = {p: [] for p in paths}
+                for step in steps.values():
+                    step()  # warm-up, not timed
+                for _ in range(rounds):
+                    for p, step in steps.items():
+                        started = time.perf_counter()
+                        step()
+                        times[p].append(time.perf_counter() - started)
+                rows.append({"config": config.name, "algorithm": algorithm, "phase": phase, "device": str(device),
+                             "rounds": rounds, **{f"{p}_median_s": statistics.median(t) for p, t in times.items()}})
+    return rows
 
 
 def step_flops(plugins, algorithm_name: str, config: BenchConfig, phase: str) -> int:

@@ -30,6 +30,7 @@ class RunConfig:
     outer_lr: float = 1e-3  # beta, Adam (Finn et al. 2017, Section 5.2)
     queries: int = 1  # query images per class; datasets override
     bn_mode: str = "batch"  # see harness_plugins.backbones.conv4
+    precision: str = "fp32"  # body features' compute dtype; the paper's code trains in float32
     split: str = "default"  # dataset-specific class split (omniglot: "maml" or "vinyals")
     val_every: int = 500  # iterations between validations (0: never)
     val_tasks: int = 100  # validation tasks (fixed seed, same tasks every time)
@@ -61,6 +62,10 @@ class RunConfig:
         for name in ["inner_steps", "test_inner_steps", "val_every", "checkpoint_every"]:
             if getattr(self, name) < 0:
                 raise HarnessError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        from harness.meta_learning import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise HarnessError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         if not self.inner_lr >= 0 or not self.outer_lr > 0:
             raise HarnessError(f"learning rates must be positive: inner {self.inner_lr}, outer {self.outer_lr}")
 

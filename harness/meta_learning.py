@@ -16,11 +16,20 @@ Implementation notes (why, not what):
 - When no body parameter adapts (ANIL, Raghu et al. 2020 Section 4), the body
   runs once per meta-batch on support and query, and only the linear head is
   adapted on those features; the meta-gradient still reaches the body
-  through the features.
+  through the features. A backbone that offers ``body_per_set(images,
+  set_sizes)`` (Conv4 does) computes all support and query sets in one call
+  instead of ``vmap`` over tasks (``body_features``); ``FAST_PATHS = False``
+  (or ``HARNESS_FAST_PATHS=0``) selects the generic path, which the tests and
+  ``harness bench --reference`` compare against.
+- ``body_precision("bf16")`` computes those body features under bfloat16
+  autocast (opt-in, ``harness run --precision bf16``); the head's inner loop
+  and the outer update stay in float32.
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from typing import Callable, Iterable
 
 import torch
@@ -29,6 +38,44 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from harness.episodes import Episodes
+
+#: Use backbone-specific fast paths where offered; the generic vmap path otherwise.
+FAST_PATHS = os.environ.get("HARNESS_FAST_PATHS", "1") != "0"
+
+#: ``--precision`` values -> autocast dtype of the body features (None: float32 throughout).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+_body_dtype: torch.dtype | None = None
+
+
+@contextmanager
+def body_precision(precision: str):
+    """Compute ``body_features`` in ``precision`` ("fp32" or "bf16") inside the block."""
+    global _body_dtype
+    previous, _body_dtype = _body_dtype, PRECISIONS[precision]
+    try:
+        yield
+    finally:
+        _body_dtype = previous
+
+
+def body_features(model: nn.Module, *image_sets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Body features of each task's image sets, every (task, set) its own BatchNorm batch.
+
+    ``image_sets``: tensors ``[tasks, n_i, C, H, W]`` -> ``[tasks, n_i, features]`` each.
+    """
+    per_set = getattr(model, "body_per_set", None)
+    dtype = image_sets[0].dtype  # features come back in the input's dtype (autocast or not)
+    autocast = torch.autocast(image_sets[0].device.type, dtype=_body_dtype or torch.bfloat16,
+                              enabled=_body_dtype is not None)
+    if per_set is None or not FAST_PATHS:
+        with autocast:
+            return tuple(vmap(model.body)(images).to(dtype) for images in image_sets)
+    tasks = image_sets[0].shape[0]
+    set_sizes = [images.shape[1] for images in image_sets for _ in range(tasks)]
+    with autocast:
+        features = per_set(torch.cat([images.flatten(0, 1) for images in image_sets]), set_sizes)  # [sum n_i*tasks, F]
+    chunks = features.to(dtype).split([tasks * images.shape[1] for images in image_sets])
+    return tuple(chunk.view(tasks, images.shape[1], -1) for chunk, images in zip(chunks, image_sets))
 
 
 def _sgd_step(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: float, first_order: bool):
@@ -78,8 +125,8 @@ def adapt_and_predict(
 def _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted):
     head_initial = {name[len("head."):]: p for name, p in initial.items()}
     fixed_head = {name: p for name, p in model.head.named_parameters() if name not in head_initial}
-    support_features = vmap(model.body)(episodes.support_x)  # [tasks, ways*shots, F]
-    query_features = vmap(model.body)(episodes.query_x)  # [tasks, ways*queries, F]
+    # [tasks, ways*shots, F], [tasks, ways*queries, F]
+    support_features, query_features = body_features(model, episodes.support_x, episodes.query_x)
 
     def support_loss(fast, features, y):
         return F.cross_entropy(functional_call(model.head, {**fixed_head, **fast}, (features,)), y)
@@ -113,6 +160,9 @@ class GradientMetaLearner:
     name = "gradient-meta-learner"
     description = ""
     first_order = False
+    #: True when the inner loop never adapts the body, so features come from ``body_features``
+    #: (and ``--precision bf16`` applies); subclasses adapting only the head set it.
+    uses_body_features = False
 
     def adapts(self, parameter_name: str) -> bool:
         return True

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.func import vmap
-
 from harness.episodes import Episodes
+from harness.meta_learning import body_features
 
 
 def nil_probabilities(support_features: torch.Tensor, support_y: torch.Tensor, query_features: torch.Tensor,
@@ -33,7 +32,7 @@ def nil_probabilities(support_features: torch.Tensor, support_y: torch.Tensor, q
 
 def embed(model, episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
     """Body features of support and query, each set a separate batch (batch-statistics BN per set)."""
-    return vmap(model.body)(episodes.support_x), vmap(model.body)(episodes.query_x)
+    return body_features(model, episodes.support_x, episodes.query_x)
 
 
 def nil_predict(model, episodes: Episodes) -> torch.Tensor:

@@ -100,8 +100,13 @@ def resolved_config(plugins, algo: str, task: str, kind: str, overrides: dict) -
     return resolve_config(algo, task, plugins.task_samplers.get(spec.dataset), spec, dict(overrides)).to_dict()
 
 
+#: Fields added after runs were recorded, left out of the key at their default so older keys stay valid.
+KEY_OMITS_DEFAULT = {"precision": "fp32"}
+
+
 def config_key(config: dict) -> str:
-    kept = {k: v for k, v in config.items() if k not in NOT_IN_KEY}
+    kept = {k: v for k, v in config.items()
+            if k not in NOT_IN_KEY and not (k in KEY_OMITS_DEFAULT and v == KEY_OMITS_DEFAULT[k])}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -24,6 +24,7 @@ from harness.devices import describe_device, resolve_device
 from harness.distributed import context_from_environment
 from harness.errors import HarnessError, NonFiniteLossError
 from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
+from harness.meta_learning import body_precision
 from harness.rundir import MetricsLog, load_torch, prepare_run_dir, save_torch, write_json
 from harness.taskspec import parse_task_spec
 
@@ -34,6 +35,12 @@ class Trainer:
         self.plugins = plugins
         self.spec = parse_task_spec(config.data)
         self.algorithm = plugins.algorithms.get(config.algo)
+        if config.precision != "fp32" and not getattr(self.algorithm, "uses_body_features", False):
+            raise HarnessError(
+                f"--precision {config.precision} lowers the precision of body features computed once per meta-batch; "
+                f"{config.algo!r} does not compute them that way (it adapts the body or trains it directly); "
+                f"use it with anil, nil-train, multitask or multiclass"
+            )
         self.task_sampler = plugins.task_samplers.get(self.spec.dataset)
         self.backbone = plugins.backbones.get(config.backbone)
         self.device = resolve_device(config.device)
@@ -131,6 +138,10 @@ class Trainer:
         return result
 
     def train(self) -> dict:
+        with body_precision(self.config.precision):
+            return self._train()
+
+    def _train(self) -> dict:
         config = self.config
         if self.is_main:
             self.plugins.hook.on_run_start(run_dir=str(self.run_dir), config=config.to_dict())
@@ -210,6 +221,7 @@ class Trainer:
             "algo": self.config.algo,
             "data": self.config.data,
             "seed": self.config.seed,
+            "precision": self.config.precision,
             "test": result,
             "tested_checkpoint": {"file": best_path.name if best_path.exists() else "final model", "step": tested_step},
             "best_val": self.best,

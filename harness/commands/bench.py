@@ -4,6 +4,7 @@
     harness bench --save baseline              # also store a pytest-benchmark baseline in .benchmarks/
     harness bench --compare baseline --max-regression 10%   # exit 1 if any step's median regressed > 10 %
     harness bench --record                     # also write the speedups the CI gate compares against
+    harness bench --paths                      # generic vs fast path (vs bf16) per step, interleaved in one run
 
 The suite itself is ``tests/benchmarks`` of a source checkout (pytest-benchmark);
 ``--save``/``--compare`` map to ``--benchmark-save``/``--benchmark-compare`` and
@@ -94,6 +95,9 @@ class BenchCommand:
                                  "(the CI gate compares against the lowest recorded value)")
         parser.add_argument("--floor", action="store_true",
                             help="only print each step's FLOPs and the time floor at this machine's measured matmul rate")
+        parser.add_argument("--paths", action="store_true",
+                            help="time every step on the generic path (before the fast paths), the fast path and, "
+                                 "where it applies, bf16, rounds interleaved in one run; writes <device>-paths.json")
         parser.add_argument("-k", dest="keyword", default=None, help="only benchmarks matching this pytest -k expression")
 
     def run(self, args) -> int:
@@ -102,6 +106,8 @@ class BenchCommand:
 
         if args.floor:
             return self.print_floor()
+        if args.paths:
+            return self.print_paths(args)
         if not SUITE.is_dir():
             raise HarnessError(f"harness bench runs the suite of a source checkout; {SUITE} does not exist")
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -141,6 +147,32 @@ class BenchCommand:
                 print(f"recorded speedups (appended to the runs there): {ratio_file}")
         return int(status)
 
+
+    @staticmethod
+    def print_paths(args) -> int:
+        import torch
+
+        from harness.benchmarks import compare_paths
+        from harness.plugin_manager import get_plugins
+        from harness.rundir import write_json
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        out = Path(args.out) if args.out else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}-paths.json"
+        rows = compare_paths(get_plugins(), device, rounds=args.rounds or 5)
+        table = []
+        for row in rows:
+            generic, fast, bf16 = row["generic_median_s"], row["fast_median_s"], row.get("bf16_median_s")
+            peers = PEERS_LEARN2LEARN.get((row["config"], row["phase"]))
+            peer = peers[("maml", "fomaml", "anil").index(row["algorithm"])] if peers and device == "cpu" else None
+            table.append([row["config"], row["phase"], row["algorithm"], f"{generic:.4f}", f"{fast:.4f}",
+                          f"{generic / fast:.2f}x", f"{bf16:.4f}" if bf16 else "", f"{generic / bf16:.2f}x" if bf16 else "",
+                          peer or ""])
+        print(tabulate(table, headers=["config", "phase", "algorithm", "generic s", "fast s", "fast speedup",
+                                       "bf16 s", "bf16 speedup", "learn2learn s"], tablefmt="github"))
+        write_json(out, {"machine": machine_description(device), "torch": torch.__version__,
+                         "date": time.strftime("%Y-%m-%d"), "rows": rows})
+        print(f"written to {out}")
+        return 0
 
     @staticmethod
     def print_floor() -> int:

@@ -72,7 +72,10 @@ class EvalCommand:
             if not separator or not key:
                 raise HarnessError(f"malformed option {item!r}: expected KEY=VALUE")
             options[key] = value
-        result = evaluator.evaluate(run, options)
+        from harness.meta_learning import body_precision
+
+        with body_precision(run.config.precision):  # evaluate as the run was trained and tested
+            result = evaluator.evaluate(run, options)
         result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
         out = run.path / f"eval-{evaluator.name}.json"
         write_json(out, result)

@@ -16,7 +16,7 @@ from harness.taskspec import parse_task_spec
 # CLI flag -> RunConfig field, for values that override the paper defaults.
 OVERRIDES = {
     "backbone": str, "seed": int, "iterations": int, "meta_batch_size": int, "inner_steps": int,
-    "test_inner_steps": int, "inner_lr": float, "outer_lr": float, "bn_mode": str, "split": str,
+    "test_inner_steps": int, "inner_lr": float, "outer_lr": float, "bn_mode": str, "precision": str, "split": str,
     "val_every": int, "val_tasks": int, "test_tasks": int, "eval_batch_size": int, "checkpoint_every": int,
     "log_every": int, "device": str, "data_root": str,
 }
@@ -38,7 +38,11 @@ class RunCommand:
         for field, kind in OVERRIDES.items():
             flag = "--" + field.replace("_", "-")
             extra = {"choices": DEVICE_CHOICES} if field == "device" else {}
-            parser.add_argument(flag, type=kind, default=None, help=f"override {field} (default: paper value)", **extra)
+            help_text = f"override {field} (default: paper value)"
+            if field == "precision":
+                help_text = ("fp32 (default) or bf16: compute body features under bfloat16 autocast, for algorithms "
+                             "whose inner loop leaves the body fixed (anil, nil-train, multitask, multiclass)")
+            parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
 
     def run(self, args) -> int:
         from harness.plugin_manager import get_plugins

@@ -18,6 +18,7 @@ class ANIL(GradientMetaLearner):
     name = "anil"
     description = "ANIL (Raghu et al. 2020): inner loop on the head only, body reused"
     first_order = False
+    uses_body_features = True
 
     def adapts(self, parameter_name: str) -> bool:
         return parameter_name.startswith("head.")

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.func import vmap
 
 import harness
-from harness.meta_learning import query_accuracy
+from harness.meta_learning import body_features, query_accuracy
 from harness.nil import nil_predict
 
 
 class _NILPredictor:
+    uses_body_features = True  # NIL embeds support and query with harness.meta_learning.body_features
+
     def predict(self, model, episodes, hp):
         return nil_predict(model, episodes)
 
@@ -47,7 +48,8 @@ class Multiclass(_NILPredictor):
 
     def train_step(self, model, batch, hp) -> dict:
         images, labels = batch  # [batch, C, H, W], [batch]
-        logits = model(images)  # [batch, training classes]
+        features, = body_features(model, images[None])  # [1, batch, F]: the whole batch is one BN batch
+        logits = model.head(features[0])  # [batch, training classes]
         loss = F.cross_entropy(logits, labels)
         loss.backward()
         return {"loss": loss.item(), "accuracy": (logits.argmax(-1) == labels).float().mean().item()}
@@ -60,7 +62,8 @@ class Multitask(_NILPredictor):
     def train_step(self, model, episodes, hp) -> dict:
         images = torch.cat([episodes.support_x, episodes.query_x], dim=1)  # [tasks, ways*(shots+queries), C, H, W]
         labels = torch.cat([episodes.support_y, episodes.query_y], dim=1)  # [tasks, ways*(shots+queries)]
-        logits = vmap(model)(images)  # one forward (BN batch) per task
+        features, = body_features(model, images)  # [tasks, ways*(shots+queries), F], one BN batch per task
+        logits = model.head(features)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
         loss.backward()
         return {"loss": loss.item(), "accuracy": query_accuracy(logits.detach(), labels).mean().item()}

@@ -91,6 +91,28 @@ class Conv4(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, ways]
         return self.head(self.body(x))
 
+    def body_per_set(self, images: torch.Tensor, set_sizes: list[int]) -> torch.Tensor:
+        """Body features of consecutive image sets, each normalised by its own BatchNorm statistics.
+
+        ``images`` ``[sum(set_sizes), C, H, W]`` -> ``[sum(set_sizes), features]``. Equal to
+        ``self.body`` run on each set separately (``vmap`` over tasks), but every convolution
+        sees all sets at once, in channels-last layout: measured on the 2-core CPU, a
+        1-channel 28x28 convolution is 11x faster channels-last (2.2 vs 24.6 ms forward
+        for 640 images), and vmap's BatchNorm rule (which moves tasks into channels with
+        two copies) is replaced by one BatchNorm call per set. See results/benchmarks/NOTES.md.
+        """
+        x = images.contiguous(memory_format=torch.channels_last)
+        for module in self.body:
+            if not isinstance(module, ConvBlock):
+                x = module(x)
+                continue
+            for layer in module:
+                if isinstance(layer, nn.BatchNorm2d):
+                    x = torch.cat([layer(part) for part in x.split(set_sizes)])
+                else:
+                    x = layer(x)
+        return x
+
 
 class Conv4Backbone:
     name = "conv4"
