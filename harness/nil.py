@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from harness.episodes import Episodes
 from harness.meta_learning import body_features
 

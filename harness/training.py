@@ -25,7 +25,13 @@ from harness.distributed import context_from_environment
 from harness.errors import HarnessError, NonFiniteLossError
 from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
 from harness.meta_learning import body_precision
-from harness.rundir import MetricsLog, load_torch, prepare_run_dir, save_torch, write_json
+from harness.rundir import (
+    MetricsLog,
+    load_torch,
+    prepare_run_dir,
+    save_torch,
+    write_json,
+)
 from harness.taskspec import parse_task_spec
 
 

@@ -4,12 +4,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import run_cli
+from test_runs import SMALL, small_config
 
 import harness.meta_learning as ml
 from harness.plugin_manager import get_plugins, load_plugins
 from harness.training import Trainer
-from conftest import run_cli
-from test_runs import SMALL, small_config
 
 BACKBONES = [("conv4", 1, 28), ("conv4-pool", 3, 84)]
 

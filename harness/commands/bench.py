@@ -178,7 +178,13 @@ class BenchCommand:
     def print_floor() -> int:
         import torch
 
-        from harness.benchmarks import ALGORITHMS, CONFIGS, PHASES, matmul_rate, step_flops
+        from harness.benchmarks import (
+            ALGORITHMS,
+            CONFIGS,
+            PHASES,
+            matmul_rate,
+            step_flops,
+        )
         from harness.plugin_manager import get_plugins
 
         rate = matmul_rate()
