@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import run_cli
+from test_meta_gradients import meta_loss_reference
 from test_runs import SMALL, small_config
 
 import harness.meta_learning as ml
@@ -102,3 +103,94 @@ def test_anil_learns_in_bf16(data_root, tmp_path):
     summary = Trainer(config, plugins, tmp_path / "bf16", download=False, progress=False).train()
     assert summary["test"]["accuracy"] > 0.35, summary["test"]  # chance is 20 %
     assert summary["precision"] == "bf16"
+
+
+def tiny_episodes(channels, size, dtype=torch.float64):
+    support, query = image_sets(channels, size, dtype)
+    return SimpleNamespace(support_x=support, support_y=torch.arange(5).repeat(3, 1), query_x=query,
+                           query_y=torch.arange(7).remainder(5).repeat(3, 1), ways=5, num_tasks=3)
+
+
+def reference_meta_gradient(model, episodes, steps, lr):
+    """Plain autograd, one task at a time (tests/test_meta_gradients.py): no vmap, no grouped convolutions."""
+    params = dict(model.named_parameters())
+    loss = meta_loss_reference(model, episodes, params, steps, lr)
+    return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+
+
+@pytest.mark.parametrize("bn_mode", ["batch", "none"])
+@pytest.mark.parametrize("backbone,channels,size", BACKBONES)
+def test_maml_tasks_side_by_side_give_the_exact_second_order_meta_gradient(backbone, channels, size, bn_mode):
+    model = build(backbone, channels, size, bn_mode=bn_mode)
+    episodes = tiny_episodes(channels, size)
+    hp = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=3)
+    model.zero_grad()
+    get_plugins().algorithms.get("maml").train_step(model, episodes, hp)
+    reference = reference_meta_gradient(model, episodes, 2, 0.3)
+    # Conv biases feeding batch-statistics BatchNorm have a zero gradient up to rounding: one scale for all.
+    scale = max(g.abs().max() for g in reference.values())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, reference[name], rtol=1e-9, atol=1e-10 * scale, msg=name)
+
+
+def test_vmap_second_order_through_batchnorm_is_not_used_on_the_default_path(monkeypatch):
+    """A BatchNorm model without forward_tasks goes task by task for second order (vmap is off by ~0.5 %)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.BatchNorm2d(4, track_running_stats=False),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 13 * 13, 5)).double()
+    episodes = tiny_episodes(1, 28)
+    model.zero_grad()
+    logits = ml.adapt_and_predict(model, episodes, 2, 0.3, lambda name: True, first_order=False)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten()).backward()
+    reference = reference_meta_gradient(model, episodes, 2, 0.3)
+    scale = max(g.abs().max() for g in reference.values())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, reference[name], rtol=1e-9, atol=1e-10 * scale, msg=name)
+    monkeypatch.setattr(ml, "FAST_PATHS", False)  # vmap everywhere: shown for the record, not asserted
+    model.zero_grad()
+    logits = ml.adapt_and_predict(model, episodes, 2, 0.3, lambda name: True, first_order=False)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten()).backward()
+    got = torch.cat([p.grad.flatten() for p in model.parameters()])
+    want = torch.cat([g.flatten() for g in reference.values()])
+    print(f"vmap second-order meta-gradient through BatchNorm: relative error {float((got - want).norm() / want.norm()):.1e}")
+
+
+@pytest.mark.parametrize("bn_mode", ["batch", "none"])
+@pytest.mark.parametrize("backbone,channels,size", BACKBONES)
+def test_fomaml_and_inference_side_by_side_equal_the_vmap_path(backbone, channels, size, bn_mode, monkeypatch):
+    """First order (channels-last) must equal vmap + torch.func.grad, which is exact without second-order terms."""
+    model = build(backbone, channels, size, bn_mode=bn_mode)
+    episodes = tiny_episodes(channels, size)
+    hp = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=3)
+    algorithm = get_plugins().algorithms.get("fomaml")
+
+    def gradients_and_predictions():
+        model.zero_grad()
+        algorithm.train_step(model, episodes, hp)
+        with torch.no_grad():
+            predictions = algorithm.predict(model, episodes, hp)
+        return {name: p.grad.clone() for name, p in model.named_parameters()}, predictions
+
+    fast, fast_predictions = gradients_and_predictions()
+    monkeypatch.setattr(ml, "FAST_PATHS", False)
+    reference, reference_predictions = gradients_and_predictions()
+    scale = max(g.abs().max() for g in reference.values())
+    for name in reference:
+        torch.testing.assert_close(fast[name], reference[name], rtol=1e-9, atol=1e-10 * scale, msg=name)
+    torch.testing.assert_close(fast_predictions, reference_predictions, rtol=1e-8, atol=1e-10)
+    assert not fast_predictions.requires_grad  # no graph kept at test time
+
+
+def test_partial_adaptation_and_adapted_parameters_match_the_generic_path(monkeypatch):
+    """The freeze evaluator's case: layers 1-2 fixed; adapted parameters returned per task."""
+    model = build("conv4", 1, 28)
+    episodes = tiny_episodes(1, 28)
+    adapts = lambda name: not name.startswith(("body.0.", "body.1."))
+    logits, adapted = ml.adapt_and_predict(model, episodes, 3, 0.3, adapts, first_order=True, return_adapted=True)
+    monkeypatch.setattr(ml, "FAST_PATHS", False)
+    want_logits, want_adapted = ml.adapt_and_predict(model, episodes, 3, 0.3, adapts, first_order=True, return_adapted=True)
+    torch.testing.assert_close(logits, want_logits, rtol=1e-8, atol=1e-10)
+    assert set(adapted) == set(want_adapted) and "body.2.0.weight" in adapted and "body.0.0.weight" not in adapted
+    for name in adapted:
+        assert adapted[name].shape == (3, *dict(model.named_parameters())[name].shape)
+        torch.testing.assert_close(adapted[name], want_adapted[name], rtol=1e-8, atol=1e-10, msg=name)

@@ -25,6 +25,7 @@ model the paper evaluated.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import harness
@@ -112,6 +113,39 @@ class Conv4(nn.Module):
                 else:
                     x = layer(x)
         return x
+
+    def forward_tasks(self, params: dict[str, torch.Tensor], images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        """Logits of every task with its own parameters: ``{name: [tasks, *shape]}``, ``[tasks, n, C, H, W]``
+        -> ``[tasks, n, ways]``; each task's images are one BatchNorm batch.
+
+        Tasks are laid side by side in channels (``[n, tasks*C, H, W]``) for the whole
+        network: a per-task convolution is one grouped convolution (``groups=tasks``) and
+        per-task BatchNorm is plain BatchNorm over ``tasks*C`` channels, so no layout
+        changes happen between layers (vmap's rules transpose around every BatchNorm).
+        ``channels_last`` pays off for first-order graphs and inference but makes
+        second-order graphs slower (results/benchmarks/NOTES.md).
+        """
+        tasks, n = images.shape[:2]
+        x = images.transpose(0, 1).reshape(n, tasks * images.shape[2], *images.shape[3:])  # [n, tasks*C, H, W]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for i, block in enumerate(self.body):
+            if not isinstance(block, ConvBlock):
+                continue
+            for j, layer in enumerate(block):
+                weight, bias = params.get(f"body.{i}.{j}.weight"), params.get(f"body.{i}.{j}.bias")
+                if isinstance(layer, nn.Conv2d):  # weight [tasks, out, in, 3, 3] -> [tasks*out, in, 3, 3]
+                    x = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), layer.stride, layer.padding, groups=tasks)
+                elif isinstance(layer, nn.BatchNorm2d):
+                    x = F.batch_norm(x, None, None, weight.flatten(), bias.flatten(), True, 0.0, layer.eps)
+                else:
+                    x = layer(x)
+        channels = x.shape[1] // tasks
+        if isinstance(self.body[-1], SpatialMean):
+            features = x.mean(dim=(2, 3)).view(n, tasks, channels).transpose(0, 1)  # [tasks, n, F]
+        else:
+            features = x.reshape(n, tasks, channels, *x.shape[2:]).transpose(0, 1).flatten(2)  # [tasks, n, C*H*W]
+        return torch.baddbmm(params["head.bias"].unsqueeze(1), features, params["head.weight"].transpose(1, 2))
 
 
 class Conv4Backbone:
