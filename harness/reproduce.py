@@ -4,7 +4,16 @@ A definition is a small TOML file in ``experiments/`` (``table2.toml``, ``table4
 a title, the paper source, budgets (``paper`` and ``cpu``: ``harness run`` overrides
 for image and RL rows, each with a note) and rows (``label``, ``algo``, ``data`` or
 ``env``, optional ``evaluator``, its ``options`` and ``result_row`` (which row of its
-output), and the published ``paper = [mean, ±]`` where the paper has the value).
+output), ``unit`` (``%`` by default for few-shot rows; e.g. ``CCA`` for similarities,
+reported as measured), and the published ``paper = [mean, ±]`` where the paper has the
+value). An option value ``"@LABEL"`` names the run of row LABEL with the same seed
+(``against = "@ANIL"`` for a MAML-vs-ANIL similarity). Evaluators that draw a figure
+(``similarity``, ``weight-distance``, ``freeze``) have it copied next to the table.
+
+A definition with ``kind = "speed"`` (Table 6) trains nothing: its rows name a
+benchmark ``config``, ``phase`` and ``algorithm``, and the measured value is that
+algorithm's speedup over MAML from step medians of this machine
+(``harness.benchmarks``), compared with the paper's ratio as a floor.
 
 Each row x seed becomes one run directory ``<root>/runs/<algo>-<task>-seed<s>-<key>``
 where ``key`` hashes the fully resolved config (defaults, dataset defaults, budget,
@@ -45,8 +54,10 @@ class PlannedRun:
     key: str
     run_dir: Path
     evaluator: str = "fewshot"
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # as written in the definition (names the eval output file)
     result_row: int = 0  # which row of the evaluator's output (e.g. 2 = "frozen 1-2" for freeze)
+    unit: str = "%"
+    resolved_options: dict = field(default_factory=dict)  # "@LABEL" replaced by that row's run directory
 
     @property
     def done(self) -> bool:
@@ -114,6 +125,8 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
     if budget not in definition["budgets"]:
         raise HarnessError(f"table {definition['name']!r} has no budget {budget!r}; budgets: "
                            f"{', '.join(definition['budgets'])}")
+    if definition.get("kind") == "speed":
+        return []  # measured by table(), nothing to train
     runs = []
     for row in definition["rows"]:
         kind = "rl" if "env" in row else "image"
@@ -127,8 +140,20 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
             key = config_key(config)
             overrides.pop("seed")
             run_dir = root / "runs" / f"{config['algo']}-{task}-seed{seed}-{key}"
+            unit = row.get("unit", "return" if kind == "rl" else "%")
             runs.append(PlannedRun(row["label"], row["algo"], task, kind, seed, overrides, key, run_dir,
-                                   row.get("evaluator", "fewshot"), row.get("options", {}), row.get("result_row", 0)))
+                                   row.get("evaluator", "fewshot"), row.get("options", {}), row.get("result_row", 0),
+                                   unit))
+    by_label = {(run.label, run.seed): run for run in runs}
+    for run in runs:
+        for name, value in run.options.items():
+            if isinstance(value, str) and value.startswith("@"):
+                other = by_label.get((value[1:], run.seed))
+                if other is None:
+                    raise HarnessError(f"row {run.label!r} of {definition['name']}: option {name} = {value!r} names "
+                                       f"no row; rows: {', '.join(sorted({r.label for r in runs}))}")
+                value = str(other.run_dir)
+            run.resolved_options[name] = value
     return runs
 
 
@@ -181,23 +206,28 @@ def evaluate_run(run: PlannedRun, data_root: str | None) -> dict:
     if run.kind == "rl":
         test = summary["test"]
         return {"mean": test["return"], "ci95": test["ci95"], "tasks": test["tasks"]}
+    scale = 100 if run.unit == "%" else 1
     if run.evaluator == "fewshot":
         test = summary["test"]
-        return {"mean": 100 * test["accuracy"], "ci95": 100 * test["ci95"], "tasks": test["tasks"]}
+        return {"mean": scale * test["accuracy"], "ci95": scale * test["ci95"], "tasks": test["tasks"]}
     written = run.run_dir / f"eval-{run.evaluator}.json"
-    suffix = "".join(f"-{k}={v}" for k, v in sorted(run.options.items()))
+    suffix = "".join(f"-{k}={str(v).lstrip('@')}" for k, v in sorted(run.options.items()))
     out = written.with_name(f"eval-{run.evaluator}{suffix}.json")  # one file per evaluator and options
     if not out.exists():
         command = [sys.executable, "-m", "harness", "eval", str(run.run_dir), "--evaluator", run.evaluator]
-        command += [f"-o{k}={v}" for k, v in run.options.items()]
+        command += [f"-o{k}={v}" for k, v in run.resolved_options.items()]
         if data_root:
             command += ["--data-root", data_root]
         if execute(command, str(run.run_dir) + ".log", os.cpu_count() or 1):
             raise HarnessError(f"evaluator {run.evaluator!r} failed on {run.run_dir}; log: {run.run_dir}.log")
         if suffix:
             written.replace(out)
-    row = json.loads(out.read_text())["rows"][run.result_row]
-    return {"mean": 100 * row["mean"], "ci95": 100 * row["ci95"], "tasks": row["tasks"]}
+    output = json.loads(out.read_text())
+    row = output["rows"][run.result_row]
+    value = {"mean": scale * row["mean"], "ci95": scale * row["ci95"], "tasks": row["tasks"]}
+    if output.get("figure"):
+        value["figure"] = output["figure"]
+    return value
 
 
 def aggregate(values: list[dict]) -> tuple[float, float]:
@@ -210,22 +240,65 @@ def aggregate(values: list[dict]) -> tuple[float, float]:
     return mean, 1.96 * std / math.sqrt(len(means))
 
 
-def agrees(mean: float, ci: float, paper: list | None) -> str:
-    """``yes`` when the measured interval and the paper's overlap."""
+def agrees(mean: float, ci: float, paper: list | None, compare: str = "interval") -> str:
+    """``yes`` when the measured interval and the paper's overlap (``compare = "at_least"``: mean >= paper)."""
     if not paper:
         return "n/a"
+    if compare == "at_least":
+        return "yes" if mean >= paper[0] else "no"
     return "yes" if abs(mean - paper[0]) <= ci + paper[1] else "no"
 
 
-def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budget: str) -> dict:
+def speed_table(definition: dict, budget: str) -> list[dict]:
+    """Rows of a ``kind = "speed"`` definition: speedup over MAML from step medians measured now."""
+    import statistics
+    import time
+
+    import torch
+
+    from harness.benchmarks import CONFIGS, make_step
+    from harness.plugin_manager import get_plugins
+
+    rounds = int(definition["budgets"][budget].get("rounds", 5))
+    medians: dict[tuple, float] = {}
+
+    def median(algorithm, config, phase):
+        if (algorithm, config, phase) not in medians:
+            if config not in CONFIGS:
+                raise HarnessError(f"unknown benchmark config {config!r}; configs: {', '.join(CONFIGS)}")
+            step = make_step(get_plugins(), algorithm, CONFIGS[config], phase, "cpu")
+            step()  # warm-up
+            times = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - started)
+            medians[(algorithm, config, phase)] = statistics.median(times)
+        return medians[(algorithm, config, phase)]
+
+    torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     for row in definition["rows"]:
+        ratio = median("maml", row["config"], row["phase"]) / median(row["algorithm"], row["config"], row["phase"])
+        seconds = {name: round(median(name, row["config"], row["phase"]), 4) for name in ("maml", row["algorithm"])}
+        rows.append({"label": row["label"], "mean": ratio, "ci95": 0.0, "seeds": 1, "paper": row.get("paper"),
+                     "agree": agrees(ratio, 0.0, row.get("paper"), "at_least"), "unit": "x", "runs": [],
+                     "tasks": f"{rounds} rounds", "seconds": seconds})
+    return rows
+
+
+def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budget: str) -> dict:
+    rows = speed_table(definition, budget) if definition.get("kind") == "speed" else []
+    for row in definition["rows"]:
         mine = [run for run in runs if run.label == row["label"]]
+        if not mine:
+            continue
         values = [evaluate_run(run, data_root) for run in mine]
         mean, ci = aggregate(values)
         rows.append({"label": row["label"], "mean": mean, "ci95": ci, "seeds": len(values), "paper": row.get("paper"),
-                     "agree": agrees(mean, ci, row.get("paper")), "unit": "return" if mine[0].kind == "rl" else "%",
-                     "runs": [str(run.run_dir) for run in mine], "tasks": values[0]["tasks"]})
+                     "agree": agrees(mean, ci, row.get("paper")), "unit": mine[0].unit,
+                     "runs": [str(run.run_dir) for run in mine], "tasks": values[0]["tasks"],
+                     "figures": sorted({v["figure"] for v in values if "figure" in v})})
     budget_note = definition["budgets"][budget].get("note", "")
     return {"name": definition["name"], "title": definition["title"], "source": definition.get("source", ""),
             "budget": budget, "budget_note": budget_note, "rows": rows}

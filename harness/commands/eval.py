@@ -72,6 +72,8 @@ class EvalCommand:
             if not separator or not key:
                 raise HarnessError(f"malformed option {item!r}: expected KEY=VALUE")
             options[key] = value
+        if isinstance(options.get("against"), str):  # -o against=OTHER_RUN_DIR (run-similarity, seed-similarity)
+            options["against"] = open_run(plugins, options["against"], args)
         from harness.meta_learning import body_precision
 
         with body_precision(run.config.precision):  # evaluate as the run was trained and tested

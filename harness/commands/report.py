@@ -18,20 +18,33 @@ from harness.errors import HarnessError
 START, END = "<!-- reproduced:start -->", "<!-- reproduced:end -->"
 
 
+def format_value(mean: float, ci: float, unit: str) -> str:
+    if unit == "x":  # a speedup: a ratio of medians, no interval
+        return f"{mean:.2f}x"
+    if unit in ("%", "return"):
+        return f"{mean:.2f} ± {ci:.2f}{' %' if unit == '%' else ''}"
+    return f"{mean:.3f} ± {ci:.3f} ({unit})"  # similarities and distances
+
+
 def render_table(result: dict) -> str:
     from tabulate import tabulate
 
     rows = []
     for row in result["rows"]:
-        unit = " %" if row["unit"] == "%" else ""
-        paper = f"{row['paper'][0]} ± {row['paper'][1]}{unit}" if row.get("paper") else "n/a"
-        rows.append([row["label"], f"{row['mean']:.2f} ± {row['ci95']:.2f}{unit}", paper, row["agree"], row["seeds"],
-                     row["tasks"]])
+        if not row.get("paper"):
+            paper = "n/a"
+        elif row["unit"] == "x":
+            paper = f"{row['paper'][0]}x (a floor)"
+        else:
+            paper = format_value(row["paper"][0], row["paper"][1], row["unit"])
+        rows.append([row["label"], format_value(row["mean"], row["ci95"], row["unit"]), paper, row["agree"],
+                     row["seeds"], row["tasks"]])
     machine = result.get("machine", {})
     lines = [f"### {result['title']}", "",
              f"Budget `{result['budget']}`: {result['budget_note']}. Measured {result.get('date', '')} on "
              f"{machine.get('device_name', 'this machine')} ({machine.get('torch_threads', '?')} threads, "
-             f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or over seeds. "
+             f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or over seeds"
+             f"{'; speedups are ratios of step medians, agree = at least the paper' if any(r['unit'] == 'x' for r in result['rows']) else ''}. "
              f"Paper: {result['source']} (± as published).", "",
              tabulate(rows, headers=["row", "measured", "paper", "agree", "seeds", "test tasks"], tablefmt="github"),
              ""]
@@ -54,12 +67,12 @@ def plot_curves(result: dict, out: Path) -> Path | None:
                 continue
             drawn.add(run_dir)
             rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-            if row["unit"] == "%":
-                points = [(r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "val"]
-                axis = axes[0]
-            else:
+            if any("return" in r for r in rows):  # a meta-RL run
                 points = [(r["step"], r["return"]) for r in rows if r.get("split") == "train"]
                 axis = axes[1]
+            else:
+                points = [(r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "val"]
+                axis = axes[0]
             if points:
                 axis.plot(*zip(*points), label=Path(run_dir).name.rsplit("-", 1)[0])
     if not drawn:
@@ -75,6 +88,22 @@ def plot_curves(result: dict, out: Path) -> Path | None:
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out
+
+
+def copy_figures(result: dict, folder: Path) -> list[Path]:
+    """Evaluator figures of the table's rows (one per distinct file), copied to ``folder/<table>-<n>.png``."""
+    import shutil
+
+    sources = []
+    for row in result["rows"]:
+        sources += [f for f in row.get("figures", []) if f not in sources]
+    copied = []
+    for number, source in enumerate(sources, 1):
+        if Path(source).exists():
+            target = folder / f"{result['name']}-figure{number}.png"
+            shutil.copyfile(source, target)
+            copied.append(target)
+    return copied
 
 
 def update_index(readme: Path, sections: list[str]) -> None:
@@ -108,6 +137,8 @@ class ReportCommand:
             sections.append(markdown)
             if figure:
                 sections.append(f"![{result['title']}: learning curves](reproduced/{figure.name})\n")
+            for copied in copy_figures(result, path.parent):
+                sections.append(f"![{result['title']}](reproduced/{copied.name})\n")
             print(markdown)
         update_index(results / "README.md", sections)
         print(f"updated {results / 'README.md'}")

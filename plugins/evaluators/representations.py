@@ -47,9 +47,21 @@ def _measure(options) -> tuple[str, callable]:
     return name, MEASURES[name]
 
 
+def _count(options, name: str, default: int) -> int:
+    """A positive integer option (``harness eval -o name=N`` gives strings)."""
+    value = options.get(name) or default
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise HarnessError(f"option {name} must be a positive integer, got {value!r}") from None
+    if value < 1:
+        raise HarnessError(f"option {name} must be a positive integer, got {value}")
+    return value
+
+
 def _tasks(run, options):
-    sampler = run.open_split("test", queries=options.get("queries") or DEFAULT_QUERIES)
-    return fixed_tasks(sampler, 0, options.get("num_tasks") or DEFAULT_TASKS, TEST_TASK_SEED).to(run.device)
+    sampler = run.open_split("test", queries=_count(options, "queries", DEFAULT_QUERIES))
+    return fixed_tasks(sampler, 0, _count(options, "num_tasks", DEFAULT_TASKS), TEST_TASK_SEED).to(run.device)
 
 
 def _similarity(measure, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -85,7 +97,7 @@ def _bar_figure(path: Path, rows: list[dict], title: str, ylabel: str, ylim=(0, 
 
 
 def _steps(run, options) -> int:
-    return options.get("test_inner_steps") or run.config.test_inner_steps
+    return _count(options, "test_inner_steps", run.config.test_inner_steps)
 
 
 class PrePostSimilarity:
