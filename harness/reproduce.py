@@ -7,7 +7,8 @@ for image and RL rows, each with a note) and rows (``label``, ``algo``, ``data``
 output), ``unit`` (``%`` by default for few-shot rows; e.g. ``CCA`` for similarities,
 reported as measured), and the published ``paper = [mean, ±]`` where the paper has the
 value). An option value ``"@LABEL"`` names the run of row LABEL with the same seed
-(``against = "@ANIL"`` for a MAML-vs-ANIL similarity). Evaluators that draw a figure
+(``against = "@ANIL"`` for a MAML-vs-ANIL similarity); ``seed_offset = 1`` makes a
+row's runs use seeds 1, 2, ... (a second network of the same configuration). Evaluators that draw a figure
 (``similarity``, ``weight-distance``, ``freeze``) have it copied next to the table.
 
 A definition with ``kind = "speed"`` (Table 6) trains nothing: its rows name a
@@ -134,7 +135,7 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
         if not task:
             raise HarnessError(f"row {row.get('label', row)!r} of {definition['name']} needs 'data' or 'env'")
         budget_overrides = definition["budgets"][budget].get(kind, {})
-        for seed in range(seeds):
+        for seed in range(row.get("seed_offset", 0), row.get("seed_offset", 0) + seeds):
             overrides = {**budget_overrides, **row.get("overrides", {}), "seed": seed}
             config = resolved_config(plugins, row["algo"], task, kind, overrides)
             key = config_key(config)
@@ -144,11 +145,13 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
             runs.append(PlannedRun(row["label"], row["algo"], task, kind, seed, overrides, key, run_dir,
                                    row.get("evaluator", "fewshot"), row.get("options", {}), row.get("result_row", 0),
                                    unit))
-    by_label = {(run.label, run.seed): run for run in runs}
+    # "@LABEL" names that row's run with the same seed index (seed minus the row's seed_offset).
+    offsets = {row["label"]: row.get("seed_offset", 0) for row in definition["rows"]}
+    by_label = {(run.label, run.seed - offsets[run.label]): run for run in runs}
     for run in runs:
         for name, value in run.options.items():
             if isinstance(value, str) and value.startswith("@"):
-                other = by_label.get((value[1:], run.seed))
+                other = by_label.get((value[1:], run.seed - offsets[run.label]))
                 if other is None:
                     raise HarnessError(f"row {run.label!r} of {definition['name']}: option {name} = {value!r} names "
                                        f"no row; rows: {', '.join(sorted({r.label for r in runs}))}")

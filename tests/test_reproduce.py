@@ -63,7 +63,7 @@ def test_agreement_and_aggregation():
 def test_bad_definitions_are_one_line_errors(tmp_path):
     result = run_cli("reproduce", "table9")
     assert result.returncode == 2
-    assert result.stderr.strip() == "harness: error: unknown table 'table9'; defined tables: table1, table2, table4, table5 (or give a .toml file)"
+    assert result.stderr.strip() == "harness: error: unknown table 'table9'; defined tables: figure2, figure6, table1, table2, table3, table4, table5, table6 (or give a .toml file)"
     result = run_cli("reproduce", tiny_definition(tmp_path), "--budget", "paper")
     assert result.stderr.strip() == "harness: error: table 'tiny' has no budget 'paper'; budgets: cpu"
 
@@ -95,6 +95,66 @@ def test_reproduce_skips_finished_runs_resumes_started_ones_and_reports(tmp_path
     assert (tmp_path / "results" / "reproduced" / "tiny-curves.png").stat().st_size > 10_000
     assert run_cli("report", "--results", tmp_path / "results").returncode == 0
     assert (tmp_path / "results" / "README.md").read_text().count("<!-- reproduced:start -->") == 1
+
+
+def test_label_references_and_seed_offsets_resolve_to_run_directories(tmp_path):
+    runs = plan(get_plugins(), load_definition("table3"), "cpu", 1, tmp_path)
+    by_label = {run.label: run for run in runs}
+    assert by_label["MAML, second seed"].seed == 1 and by_label["MAML"].seed == 0
+    maml_vs_anil = by_label["body CCA, MAML vs ANIL"]
+    assert maml_vs_anil.run_dir == by_label["MAML"].run_dir  # evaluates the MAML row's run, trained once
+    assert maml_vs_anil.resolved_options == {"against": str(by_label["ANIL"].run_dir), "measure": "cca", "num_tasks": 50}
+    assert by_label["body CCA, MAML vs MAML (two seeds)"].resolved_options["against"] == str(by_label["MAML, second seed"].run_dir)
+    assert maml_vs_anil.unit == "CCA" and by_label["MAML"].unit == "%"
+    command = maml_vs_anil.command(None)
+    assert "--seed" in command and command[command.index("--seed") + 1] == "0"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(textwrap.dedent("""
+        title = "Bad"
+        [budgets.cpu]
+        image = {}
+        [[rows]]
+        label = "A"
+        algo = "maml"
+        data = "omniglot-20w1s"
+        evaluator = "run-similarity"
+        options = { against = "@B" }
+    """))
+    result = run_cli("reproduce", bad, "--plan")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "harness: error: row 'A' of bad: option against = '@B' names no row; rows: A"
+
+
+def test_speed_table_measures_speedups_against_the_paper_floor(tmp_path):
+    from harness.reproduce import speed_table
+
+    definition = {"budgets": {"cpu": {"rounds": 1}}, "rows": [
+        {"label": "fast enough", "config": "mini-5w1s", "phase": "inference", "algorithm": "anil", "paper": [1.0, 0.0]},
+        {"label": "never", "config": "mini-5w1s", "phase": "inference", "algorithm": "anil", "paper": [1000.0, 0.0]}]}
+    rows = speed_table(definition, "cpu")
+    assert rows[0]["mean"] > 1.0 and rows[0]["mean"] == rows[1]["mean"]  # the MAML and ANIL medians are measured once
+    assert [row["agree"] for row in rows] == ["yes", "no"] and rows[0]["unit"] == "x"
+    assert set(rows[0]["seconds"]) == {"maml", "anil"}
+    assert agrees(2.0, 0.0, [1.7, 0.0], "at_least") == "yes" and agrees(1.6, 0.0, [1.7, 0.0], "at_least") == "no"
+
+
+def test_report_renders_similarity_units_and_copies_evaluator_figures(tmp_path):
+    figure = tmp_path / "bars.png"
+    figure.write_bytes(b"\x89PNG fixture")
+    fixture = {"name": "fig", "title": "Figure X", "source": "paper", "budget": "cpu", "budget_note": "tiny",
+               "rows": [{"label": "layer 1", "mean": 0.95, "ci95": 0.01, "seeds": 1, "paper": None, "agree": "n/a",
+                         "unit": "CCA", "runs": [], "tasks": 50, "figures": [str(figure)]},
+                        {"label": "speed", "mean": 7.25, "ci95": 0.0, "seeds": 1, "paper": [1.7, 0.0], "agree": "yes",
+                         "unit": "x", "runs": [], "tasks": "5 rounds"}]}
+    (tmp_path / "reproduced").mkdir()
+    (tmp_path / "reproduced" / "fig.json").write_text(json.dumps(fixture))
+    result = run_cli("report", "--results", tmp_path)
+    assert result.returncode == 0, result.stderr
+    markdown = (tmp_path / "reproduced" / "fig.md").read_text()
+    assert "| layer 1 | 0.950 ± 0.010 (CCA) | n/a" in markdown
+    assert "| speed   | 7.25x               | 1.7x (a floor) | yes" in markdown
+    assert (tmp_path / "reproduced" / "fig-figure1.png").read_bytes() == figure.read_bytes()
+    assert "![Figure X](reproduced/fig-figure1.png)" in (tmp_path / "README.md").read_text()
 
 
 def test_report_renders_fixture_results_with_the_agreement_column(tmp_path):
