@@ -35,8 +35,9 @@ def render_table(result: dict) -> str:
             paper = "n/a"
         elif row["unit"] == "x":
             paper = f"{row['paper'][0]}x (a floor)"
-        else:
-            paper = format_value(row["paper"][0], row["paper"][1], row["unit"])
+        else:  # as published
+            unit = {"%": " %", "return": ""}.get(row["unit"], f" ({row['unit']})")
+            paper = f"{row['paper'][0]} ± {row['paper'][1]}{unit}"
         rows.append([row["label"], format_value(row["mean"], row["ci95"], row["unit"]), paper, row["agree"],
                      row["seeds"], row["tasks"]])
     machine = result.get("machine", {})
