@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from harness.episodes import Episodes
+from harness.errors import HarnessError
 from harness.meta_learning import query_accuracy
 
 VAL_TASK_SEED = 1
@@ -57,3 +58,15 @@ def evaluate(algorithm, model, sampler, config, num_tasks: int, set_seed: int, d
     )
     mean, ci95 = mean_and_ci95(accuracies)
     return {"accuracy": mean, "ci95": ci95, "tasks": int(num_tasks), "inner_steps": config.test_inner_steps}
+
+
+def positive_int_option(options: dict, name: str, default: int) -> int:
+    """An evaluator option that must be a positive integer (``harness eval -o name=N`` gives strings)."""
+    value = options.get(name) or default
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise HarnessError(f"option {name} must be a positive integer, got {value!r}") from None
+    if value < 1:
+        raise HarnessError(f"option {name} must be a positive integer, got {value}")
+    return value

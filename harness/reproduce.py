@@ -56,7 +56,7 @@ class PlannedRun:
     run_dir: Path
     evaluator: str = "fewshot"
     options: dict = field(default_factory=dict)  # as written in the definition (names the eval output file)
-    result_row: int = 0  # which row of the evaluator's output (e.g. 2 = "frozen 1-2" for freeze)
+    result_row: int = 0  # which row of the evaluator's output (2 = "frozen 1-2" for freeze; negative from the end)
     unit: str = "%"
     resolved_options: dict = field(default_factory=dict)  # "@LABEL" replaced by that row's run directory
 

@@ -162,6 +162,7 @@ def test_trained_body_beats_random_features_with_nil(data_root, tmp_path):
     freeze = evaluate(anil_run, data_root, "freeze", "-o", "layers=1-4", "-o", "all_checkpoints=1")
     assert [(row["checkpoint"], row["step"], row["frozen"]) for row in freeze["rows"]] == [
         ("step-0000075.pt", 75, "1-4"), ("step-0000150.pt", 150, "1-4"), ("best.pt", 150, "1-4")]
+    assert freeze["figure"].endswith("analysis-freeze.png") and (anil_run / "analysis-freeze.png").stat().st_size > 0
     # ANIL never adapts the body, so freezing it must reproduce the standard evaluation on the same tasks.
     standard = evaluate(anil_run, data_root, "fewshot")["rows"][0]["mean"]
     assert freeze["rows"][2]["mean"] == pytest.approx(standard, abs=1e-9)

@@ -63,7 +63,7 @@ def test_agreement_and_aggregation():
 def test_bad_definitions_are_one_line_errors(tmp_path):
     result = run_cli("reproduce", "table9")
     assert result.returncode == 2
-    assert result.stderr.strip() == "harness: error: unknown table 'table9'; defined tables: figure2, figure6, table1, table2, table3, table4, table5, table6 (or give a .toml file)"
+    assert result.stderr.strip() == "harness: error: unknown table 'table9'; defined tables: figure2, figure3, figure6, table1, table2, table3, table4, table5, table6 (or give a .toml file)"
     result = run_cli("reproduce", tiny_definition(tmp_path), "--budget", "paper")
     assert result.stderr.strip() == "harness: error: table 'tiny' has no budget 'paper'; budgets: cpu"
 

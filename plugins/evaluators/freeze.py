@@ -7,7 +7,10 @@ four-layer body). Options (``-o KEY=VALUE``):
 
 - ``layers=2-3``: one setting only (``none``, ``i`` or ``i-j``);
 - ``all_checkpoints=1``: also evaluate every ``checkpoints/step-*.pt`` of the
-  run (written by ``harness run --checkpoint-every 10000``), for Figure 3.
+  run (written by ``harness run --checkpoint-every 10000``), for Figure 3,
+  drawn as test accuracy against training step, one line per setting, in
+  ``RUN_DIR/analysis-freeze.png``;
+- ``num_tasks=N``: test tasks per row (default: the run's, 600).
 
     harness eval RUN_DIR --evaluator freeze
     harness eval RUN_DIR --evaluator freeze -o all_checkpoints=1
@@ -20,7 +23,12 @@ import re
 import harness
 from harness.activations import analysed_layers, layer_of, require_body_head
 from harness.errors import HarnessError
-from harness.evaluation import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
+from harness.evaluation import (
+    TEST_TASK_SEED,
+    mean_and_ci95,
+    per_task_accuracies,
+    positive_int_option,
+)
 from harness.meta_learning import adapt_and_predict
 from harness.rundir import load_torch
 
@@ -79,12 +87,37 @@ class FreezeEvaluator:
 
                 accuracies = per_task_accuracies(
                     lambda episodes: adapt_and_predict(run.model, episodes, steps, lr, adapts_unfrozen, first_order=True),
-                    sampler, options["num_tasks"], TEST_TASK_SEED, run.config.eval_batch_size, run.device)
+                    sampler, positive_int_option(options, "num_tasks", run.config.test_tasks), TEST_TASK_SEED, run.config.eval_batch_size, run.device)
                 mean, ci95 = mean_and_ci95(accuracies)
                 rows.append({"name": f"step {state['step']}: frozen {describe(block)}", "step": state["step"],
                              "frozen": describe(block), "checkpoint": path.name, "mean": mean, "ci95": ci95,
                              "tasks": len(accuracies)})
-        return {"rows": rows, "inner_steps": steps}
+        result = {"rows": rows, "inner_steps": steps}
+        if len(checkpoints) > 1:
+            result["figure"] = str(plot_over_training(rows, run.path / "analysis-freeze.png",
+                                                      f"{run.config.algo} {run.config.data}: layers frozen at test time"))
+        return result
+
+
+def plot_over_training(rows: list[dict], path, title: str):
+    """Figure 3 (left): test accuracy of each freezing setting against the checkpoint's training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    periodic = [row for row in rows if row["checkpoint"].startswith("step-")]  # best.pt repeats a step
+    for frozen in dict.fromkeys(row["frozen"] for row in periodic):
+        points = [(row["step"], 100 * row["mean"], 100 * row["ci95"]) for row in periodic if row["frozen"] == frozen]
+        steps, means, cis = zip(*points)
+        axis.errorbar(steps, means, yerr=cis, marker="o", capsize=3, label=f"frozen: {frozen}")
+    axis.set(title=title, xlabel="training iteration of the checkpoint", ylabel="test accuracy %")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 @harness.hookimpl

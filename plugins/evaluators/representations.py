@@ -33,7 +33,12 @@ import torch
 import harness
 from harness.activations import analysed_layers, layer_of, pre_post
 from harness.errors import HarnessError
-from harness.evaluation import TEST_TASK_SEED, fixed_tasks, mean_and_ci95
+from harness.evaluation import (
+    TEST_TASK_SEED,
+    fixed_tasks,
+    mean_and_ci95,
+    positive_int_option,
+)
 from harness.similarity import MEASURES, as_neurons_by_datapoints
 
 DEFAULT_TASKS = 50
@@ -47,21 +52,9 @@ def _measure(options) -> tuple[str, callable]:
     return name, MEASURES[name]
 
 
-def _count(options, name: str, default: int) -> int:
-    """A positive integer option (``harness eval -o name=N`` gives strings)."""
-    value = options.get(name) or default
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        raise HarnessError(f"option {name} must be a positive integer, got {value!r}") from None
-    if value < 1:
-        raise HarnessError(f"option {name} must be a positive integer, got {value}")
-    return value
-
-
 def _tasks(run, options):
-    sampler = run.open_split("test", queries=_count(options, "queries", DEFAULT_QUERIES))
-    return fixed_tasks(sampler, 0, _count(options, "num_tasks", DEFAULT_TASKS), TEST_TASK_SEED).to(run.device)
+    sampler = run.open_split("test", queries=positive_int_option(options, "queries", DEFAULT_QUERIES))
+    return fixed_tasks(sampler, 0, positive_int_option(options, "num_tasks", DEFAULT_TASKS), TEST_TASK_SEED).to(run.device)
 
 
 def _similarity(measure, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -97,7 +90,7 @@ def _bar_figure(path: Path, rows: list[dict], title: str, ylabel: str, ylim=(0, 
 
 
 def _steps(run, options) -> int:
-    return _count(options, "test_inner_steps", run.config.test_inner_steps)
+    return positive_int_option(options, "test_inner_steps", run.config.test_inner_steps)
 
 
 class PrePostSimilarity:
