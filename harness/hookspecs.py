@@ -87,6 +87,20 @@ def register_backbones(registry) -> None:
     an ``nn.Sequential`` of blocks, returning ``[batch, features]``) and
     ``head`` (the final ``nn.Linear``); algorithms such as ANIL rely on that
     split, and analyses address layers by ``body.<i>``.
+
+    Two optional module methods make a backbone fast (``harness.meta_learning``
+    uses them when present and falls back to ``torch.func.vmap`` otherwise;
+    ``plugins/backbones/conv4.py`` implements both):
+
+    - ``body_per_set(images, set_sizes) -> [sum(set_sizes), features]``: the
+      body on consecutive image sets, each normalised as its own batch (ANIL,
+      NIL, regimes: the body once per meta-batch);
+    - ``forward_tasks(params, images, channels_last) -> [tasks, n, ways]``:
+      every task with its own parameters (``{name: [tasks, *shape]}``) on
+      ``[tasks, n, C, H, W]`` (MAML-style inner loops without vmap).
+
+    Test either against the generic path (``FAST_PATHS = False``) as
+    ``tests/test_fast_paths.py`` does for Conv4.
     """
 
 
