@@ -169,7 +169,7 @@ class RunSimilarity:
         body = [np.mean([pre[l][t] for l in layers if l != "head"]) for t in range(episodes.num_tasks)]
         mean, ci95 = mean_and_ci95(np.asarray(body))
         rows.append({"name": f"body mean {measure_name} pre vs pre", "layer": "body", "mean": mean, "ci95": ci95, "tasks": len(body)})
-        figure = run.path / f"analysis-{self.name}-{measure_name}.png"
+        figure = run.path / f"analysis-{self.name}-{measure_name}-vs-{other.path.name}.png"  # one per pair
         _bar_figure(figure, rows[:len(layers)], f"{run.config.algo} vs {other.config.algo} ({other.path.name}): {measure_name}",
                     f"{measure_name} similarity")
         return {"rows": rows, "measure": measure_name, "against": str(other.path), "figure": str(figure)}
