@@ -141,9 +141,8 @@ def _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names,
     tasks = episodes.support_x.shape[0]
     channels_last = first_order  # faster for first-order graphs, slower for second-order ones (NOTES.md)
     with torch.enable_grad():  # the inner loop needs gradients even when predicting under no_grad
-        start = {name: p.detach().requires_grad_() if name in adapted_names and not p.requires_grad else p
-                 for name, p in params.items()}
-        fast = {name: p.unsqueeze(0).expand(tasks, *p.shape) for name, p in start.items()}  # views, [tasks, *shape]
+        fast = {name: p.unsqueeze(0).expand(tasks, *p.shape)  # views, [tasks, *shape]
+                for name, p in _differentiable(params, adapted_names).items()}
         for _ in range(steps):
             logits = model.forward_tasks(fast, episodes.support_x, channels_last)  # [tasks, ways*shots, ways]
             # Sum over tasks of each task's mean loss: task t's gradient is that of its own loss.
@@ -152,6 +151,12 @@ def _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names,
             fast.update({name: fast[name] - lr * g for name, g in zip(adapted_names, grads)})
     logits = model.forward_tasks(fast, episodes.query_x, channels_last)  # [tasks, ways*queries, ways]
     return (logits, {name: fast[name] for name in adapted_names}) if return_adapted else logits
+
+
+def _differentiable(params: dict[str, torch.Tensor], adapted_names: list[str]) -> dict[str, torch.Tensor]:
+    """Adapted parameters that do not require grad (frozen elsewhere, or under no_grad) as fresh leaves that do."""
+    return {name: p.detach().requires_grad_() if name in adapted_names and not p.requires_grad else p
+            for name, p in params.items()}
 
 
 def _normalises(model: nn.Module) -> bool:
@@ -170,8 +175,7 @@ def _adapt_task_by_task(model, episodes, steps, lr, params, adapted_names, retur
     suspect (pytorch/functorch#534). Correct first, then fast.
     """
     logits, adapted = [], {name: [] for name in adapted_names}
-    params = {name: p.detach().requires_grad_() if name in adapted_names and not p.requires_grad else p
-              for name, p in params.items()}
+    params = _differentiable(params, adapted_names)
     for task in range(episodes.support_x.shape[0]):
         fast = dict(params)
         for _ in range(steps):

@@ -257,8 +257,6 @@ def speed_table(definition: dict, budget: str) -> list[dict]:
     import statistics
     import time
 
-    import torch
-
     from harness.benchmarks import CONFIGS, make_step
     from harness.plugin_manager import get_plugins
 
@@ -279,7 +277,6 @@ def speed_table(definition: dict, budget: str) -> list[dict]:
             medians[(algorithm, config, phase)] = statistics.median(times)
         return medians[(algorithm, config, phase)]
 
-    torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     for row in definition["rows"]:
         ratio = median("maml", row["config"], row["phase"]) / median(row["algorithm"], row["config"], row["phase"])
