@@ -1,7 +1,9 @@
 """``harness`` command line: subcommands come from the ``register_commands`` hook.
 
 Every error a user can cause ends as one line on stderr and exit status 2;
-nothing a run has already written is removed.
+nothing a run has already written is removed. A run stopped on purpose
+(``--time-limit``, SIGTERM, SIGINT, SIGUSR1) ends with one line naming the
+resume command and exit status 75 (``harness.stopping.EXIT_STOPPED``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 
 from harness.errors import HarnessError
 from harness.plugin_manager import get_plugins, report_load_errors
+from harness.stopping import EXIT_STOPPED, RunStopped
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as stopped:
+        print(f"harness: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

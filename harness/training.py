@@ -5,7 +5,9 @@ from one ``numpy`` generator seeded with ``config.seed``, validation and test
 tasks from fixed task sets (``harness.evaluation``). Everything the loop
 needs to continue (model, optimiser, step, generator and torch RNG states,
 best validation so far) is in ``checkpoint.pt``, so ``--resume`` ends with the
-same numbers as an uninterrupted run.
+same numbers as an uninterrupted run. A run stopped by ``--time-limit`` or a
+signal (``harness.stopping``) writes that checkpoint at an iteration boundary
+and raises ``RunStopped``; resuming it gives the same numbers too.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from harness.rundir import (
     save_torch,
     write_json,
 )
+from harness.stopping import RunStopped, StopConditions
 from harness.taskspec import parse_task_spec
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, plugins, run_dir: Path, download: bool = True, progress: bool = True):
+    def __init__(self, config: RunConfig, plugins, run_dir: Path, download: bool = True, progress: bool = True,
+                 stop: StopConditions | None = None):
         self.config = config
         self.plugins = plugins
         self.spec = parse_task_spec(config.data)
@@ -54,6 +58,9 @@ class Trainer:
         if self.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.distributed.local_rank)
         self.is_main = self.distributed is None or self.distributed.is_main
+        # Ranks of a torchrun job would decide to stop at different iterations and hang in the
+        # gradient all-reduce; there the launcher's signals end the job as before.
+        self.stop = StopConditions(signals=False) if stop is None or self.distributed else stop
         self.run_dir = prepare_run_dir(run_dir)
         self.progress = progress
         options = {"split": config.split, "queries": config.queries, "download": download}
@@ -144,8 +151,14 @@ class Trainer:
         return result
 
     def train(self) -> dict:
-        with body_precision(self.config.precision):
+        with body_precision(self.config.precision), self.stop:
             return self._train()
+
+    def _stop_if_asked(self, next_seconds: float) -> None:
+        reason = self.stop.should_stop(next_seconds)
+        if reason:
+            self.save_checkpoint()
+            raise RunStopped(self.run_dir, self.step, self.config.iterations, reason)
 
     def _train(self) -> dict:
         config = self.config
@@ -158,8 +171,12 @@ class Trainer:
             bar = tqdm(total=config.iterations, initial=self.step, desc=f"{config.algo} {config.data}", unit="it",
                        dynamic_ncols=True)
         last = {"loss": float("nan"), "accuracy": float("nan")}
+        loop_started, steps_before = time.perf_counter(), self.step
         try:
             while self.step < config.iterations and getattr(self.algorithm, "trains", True):
+                done_here = self.step - steps_before
+                # Stop early enough that one more iteration (validations averaged in) fits the time limit.
+                self._stop_if_asked((time.perf_counter() - loop_started) / done_here if done_here else 0.0)
                 started = time.perf_counter()
                 batch = self._training_batch()
                 if self.distributed:
@@ -202,6 +219,8 @@ class Trainer:
             self.save_checkpoint()  # the untrained initialisation is the model (random features)
         if self.distributed:
             self.distributed.close()  # rank 0 tests alone, without collectives
+        if self.is_main:
+            self._stop_if_asked(0.0)  # a resumed run with step == iterations only tests
         return self.test() if self.is_main else None
 
     def _training_batch(self):

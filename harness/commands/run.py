@@ -11,6 +11,7 @@ from harness.config import RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
 from harness.rundir import read_json, write_json
+from harness.stopping import StopConditions, parse_duration
 from harness.taskspec import parse_task_spec
 
 # CLI flag -> RunConfig field, for values that override the paper defaults.
@@ -35,6 +36,9 @@ class RunCommand:
         parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint.pt")
         parser.add_argument("--no-download", action="store_true", help="never download missing data")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument("--time-limit", metavar="DURATION",
+                            help="stop cleanly before this much wall time has passed (e.g. 90m, 1h30m, 5400): "
+                                 "checkpoint, resume command, exit status 75; SIGTERM/SIGINT/SIGUSR1 do the same")
         for field, kind in OVERRIDES.items():
             flag = "--" + field.replace("_", "-")
             extra = {"choices": DEVICE_CHOICES} if field == "device" else {}
@@ -49,6 +53,7 @@ class RunCommand:
         from harness.training import Trainer
 
         plugins = get_plugins()
+        stop = StopConditions(parse_duration(args.time_limit) if args.time_limit else None)
         if args.env and args.data:
             raise HarnessError("give either --data or --env, not both")
         task_name = args.env or args.data
@@ -57,7 +62,7 @@ class RunCommand:
                          and getattr(plugins.task_samplers.get(task_name), "kind", None) == "rl"):
             from harness.commands.run_rl import run_rl
 
-            return run_rl(plugins, args, task_name)
+            return run_rl(plugins, args, task_name, stop)
         if args.env:
             rl = [n for n, obj, _ in plugins.task_samplers.items() if getattr(obj, "kind", None) == "rl"]
             raise HarnessError(f"unknown environment {args.env!r}; environments: {', '.join(rl) or '(none: install the rl extra)'}")
@@ -70,7 +75,8 @@ class RunCommand:
                 config.device = args.device
             if args.data_root is not None:
                 config.data_root = args.data_root
-            trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress)
+            trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress,
+                              stop=stop)
             trainer.restore()
         else:
             if not args.algo or not args.data:
@@ -85,7 +91,8 @@ class RunCommand:
                 raise HarnessError("a run across processes (torchrun) needs --out, so that every rank uses one run directory")
             run_dir = Path(args.out) if args.out else Path("results") / "runs" / (
                 f"{config.algo}-{config.data}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-            trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress)
+            trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress,
+                              stop=stop)
             if trainer.is_main:
                 write_json(run_dir / "config.json", config.to_dict())
         summary = trainer.train()

@@ -25,7 +25,7 @@ IMAGE_ONLY_FLAGS = ("backbone", "inner_steps", "test_inner_steps", "outer_lr", "
                     "val_tasks", "eval_batch_size", "log_every", "data_root")
 
 
-def run_rl(plugins, args, env_name: str | None) -> int:
+def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
     given = [f"--{name.replace('_', '-')}" for name in IMAGE_ONLY_FLAGS if getattr(args, name, None) is not None]
     if given:
         raise HarnessError(f"{', '.join(given)} do not apply to a reinforcement-learning run")
@@ -36,7 +36,7 @@ def run_rl(plugins, args, env_name: str | None) -> int:
         if set(overrides) - {"iterations"}:
             raise HarnessError("a resumed run keeps its config; only --iterations may be raised")
         config.iterations = overrides.get("iterations", config.iterations)
-        trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress)
+        trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
         trainer.restore()
         write_json(run_dir / "config.json", config.to_dict())
     else:
@@ -53,7 +53,7 @@ def run_rl(plugins, args, env_name: str | None) -> int:
             setattr(config, name, value)
         run_dir = Path(args.out) if args.out else Path("results") / "runs" / (
             f"{config.algo}-{config.env}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-        trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress)
+        trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
         write_json(run_dir / "config.json", config.to_dict())
     summary = trainer.train()
     test = summary["test"]

@@ -31,6 +31,7 @@ from harness.rundir import (
     save_torch,
     write_json,
 )
+from harness.stopping import RunStopped, StopConditions
 
 EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training tasks come from ``seed``)
 
@@ -103,8 +104,10 @@ def adapt_and_roll_out(algorithm, policy, env, env_plugin, tasks, config: RLConf
 
 
 class RLTrainer:
-    def __init__(self, config: RLConfig, plugins, run_dir: Path, progress: bool = True):
+    def __init__(self, config: RLConfig, plugins, run_dir: Path, progress: bool = True,
+                 stop: StopConditions | None = None):
         self.config, self.plugins, self.progress = config, plugins, progress
+        self.stop = stop or StopConditions(signals=False)
         self.env_plugin = plugins.task_samplers.get(config.env)
         self.algorithm = resolve_rl_algorithm(plugins, config.algo)
         self.run_dir = prepare_run_dir(run_dir)
@@ -149,41 +152,56 @@ class RLTrainer:
             bar = tqdm(total=config.iterations, initial=self.step, desc=f"{config.algo} {config.env}", unit="it",
                        dynamic_ncols=True)
         env = self.env_plugin.make_vector_env(config.meta_batch_size * config.episodes_per_task)
+        loop_started, steps_before = time.perf_counter(), self.step
         try:
-            while self.step < config.iterations:
-                started = time.perf_counter()
-                tasks = self.env_plugin.sample_tasks(config.meta_batch_size, self.rng)
-                seed = int(self.rng.integers(2 ** 31))
-                train, valid = adapt_and_roll_out(self.algorithm, self.policy, env, self.env_plugin, tasks, config,
-                                                  self.generator, seed)
-                sampled = time.perf_counter()
-                collecting_policy = {k: v.clone() for k, v in self.policy.state_dict().items()}
-                stats = self.algorithm.outer_step(self.policy, train, valid, config.inner_lr, config.max_kl)
-                row = {"step": self.step + 1, "split": "train",
-                       "return_before_adaptation": train.returns().mean().item(),
-                       "return": valid.returns().mean().item(), **stats,
-                       "sampling_seconds": round(sampled - started, 3),
-                       "update_seconds": round(time.perf_counter() - sampled, 3)}
-                if not np.isfinite(row["return"]) or not np.isfinite(stats["surrogate_before"]):
-                    raise HarnessError(f"non-finite return or loss at iteration {self.step + 1}; training stopped, "
-                                       f"last good checkpoint {self.run_dir / 'checkpoint.pt'} (step {self.step})")
-                if row["return"] > self.best["return"]:  # the policy that collected ``valid`` (before this update)
-                    self.best = {"return": row["return"], "step": self.step}
-                    save_torch(self.run_dir / "best.pt", {"policy": collecting_policy, "step": self.step,
-                                                          "config": config.to_dict()})
-                self.step += 1
-                self.train_seconds += time.perf_counter() - started
-                self.metrics.append(row)
-                self.plugins.hook.on_metrics(run_dir=str(self.run_dir), step=self.step, row=row)
-                self.save_checkpoint()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(ret=f"{row['return']:.1f}", best=f"{self.best['return']:.1f}")
+            with self.stop:
+                while self.step < config.iterations:
+                    done_here = self.step - steps_before
+                    self._stop_if_asked((time.perf_counter() - loop_started) / done_here if done_here else 0.0)
+                    self._iteration(env, bar)
+                self._stop_if_asked(0.0)
         finally:
             env.close()
             if bar is not None:
                 bar.close()
         return self.test()
+
+    def _stop_if_asked(self, next_seconds: float) -> None:
+        reason = self.stop.should_stop(next_seconds)
+        if reason:
+            self.save_checkpoint()  # every iteration already ends with one; this covers a stop before the first
+            raise RunStopped(self.run_dir, self.step, self.config.iterations, reason)
+
+    def _iteration(self, env, bar) -> None:
+        config = self.config
+        started = time.perf_counter()
+        tasks = self.env_plugin.sample_tasks(config.meta_batch_size, self.rng)
+        seed = int(self.rng.integers(2 ** 31))
+        train, valid = adapt_and_roll_out(self.algorithm, self.policy, env, self.env_plugin, tasks, config,
+                                          self.generator, seed)
+        sampled = time.perf_counter()
+        collecting_policy = {k: v.clone() for k, v in self.policy.state_dict().items()}
+        stats = self.algorithm.outer_step(self.policy, train, valid, config.inner_lr, config.max_kl)
+        row = {"step": self.step + 1, "split": "train",
+               "return_before_adaptation": train.returns().mean().item(),
+               "return": valid.returns().mean().item(), **stats,
+               "sampling_seconds": round(sampled - started, 3),
+               "update_seconds": round(time.perf_counter() - sampled, 3)}
+        if not np.isfinite(row["return"]) or not np.isfinite(stats["surrogate_before"]):
+            raise HarnessError(f"non-finite return or loss at iteration {self.step + 1}; training stopped, "
+                               f"last good checkpoint {self.run_dir / 'checkpoint.pt'} (step {self.step})")
+        if row["return"] > self.best["return"]:  # the policy that collected ``valid`` (before this update)
+            self.best = {"return": row["return"], "step": self.step}
+            save_torch(self.run_dir / "best.pt", {"policy": collecting_policy, "step": self.step,
+                                                  "config": config.to_dict()})
+        self.step += 1
+        self.train_seconds += time.perf_counter() - started
+        self.metrics.append(row)
+        self.plugins.hook.on_metrics(run_dir=str(self.run_dir), step=self.step, row=row)
+        self.save_checkpoint()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(ret=f"{row['return']:.1f}", best=f"{self.best['return']:.1f}")
 
     def test(self) -> dict:
         best_path = self.run_dir / "best.pt"
