@@ -22,7 +22,7 @@ class RunConfig:
     data: str  # task spec, e.g. "omniglot-20w1s"
     backbone: str | None = None  # None: the task sampler's default_backbone
     seed: int = 0
-    iterations: int = 30_000  # Raghu et al. 2020, App. A (Omniglot); datasets override
+    iterations: int = 30_000  # Raghu et al. 2020, App. B.1 / C.4 ("all models were trained for 30000 iterations"); datasets override
     meta_batch_size: int = 16  # tasks per outer step; datasets override
     inner_steps: int = 5  # inner-loop steps during meta-training
     test_inner_steps: int = 10  # inner-loop steps at validation/test

@@ -70,3 +70,21 @@ def positive_int_option(options: dict, name: str, default: int) -> int:
     if value < 1:
         raise HarnessError(f"option {name} must be a positive integer, got {value}")
     return value
+
+
+def inner_loop_algorithm(run, options: dict):
+    """The algorithm whose test-time inner loop an evaluator runs: the run's own, or ``-o adapt_as=NAME``.
+
+    ``adapt_as=maml`` adapts every layer (MAML's inner loop) on any trained network, e.g. an
+    ANIL-trained one, whose own inner loop leaves the body untouched by construction: does
+    the body change when it is allowed to (Raghu et al. 2020, Figure 2 / Table 1 on ANIL)?
+    """
+    name = options.get("adapt_as")
+    if not name:
+        return run.algorithm
+    from harness.plugin_manager import get_plugins
+
+    algorithm = get_plugins().algorithms.get(str(name))  # an unknown name lists the valid ones
+    if not hasattr(algorithm, "adapts"):
+        raise HarnessError(f"adapt_as={name}: algorithm {name!r} has no inner loop (no adapts() method)")
+    return algorithm

@@ -11,14 +11,21 @@ value). An option value ``"@LABEL"`` names the run of row LABEL with the same se
 row's runs use seeds 1, 2, ... (a second network of the same configuration). Evaluators that draw a figure
 (``similarity``, ``weight-distance``, ``freeze``) have it copied next to the table.
 
+Every row of the paper's table is defined, with its published value quoted
+from the paper (``paper = [mean, ±]``, or ``paper = [value]`` where the paper
+prints no interval; ``compare = "at_least"`` / ``"at_most"`` where the paper
+states a bound, e.g. Figure 2's "> 0.9"). A row the smaller budget cannot
+afford names why in ``skip = { cpu = "reason" }``: it is planned and reported
+as "not run" with that reason, and runs unchanged under the other budgets.
+
 A definition with ``kind = "speed"`` (Table 6) trains nothing: its rows name a
 benchmark ``config``, ``phase`` and ``algorithm``, and the measured value is that
 algorithm's speedup over MAML from step medians of this machine
 (``harness.benchmarks``), compared with the paper's ratio as a floor.
 
 Each row x seed becomes one run directory ``<root>/runs/<algo>-<task>-seed<s>-<key>``
-where ``key`` hashes the fully resolved config (defaults, dataset defaults, budget,
-seed), so runs shared by several tables or rows are trained once and a finished run
+where ``key`` hashes the fully resolved config values (defaults, dataset defaults, budget,
+seed; not where each value came from), so runs shared by several tables or rows are trained once and a finished run
 (``summary.json`` present) is never repeated; a started one (``checkpoint.pt`` only)
 is resumed. Runs execute as ``harness run`` subprocesses: several at a time on this
 machine, or as Ray tasks (``--executor ray``).
@@ -38,10 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.stopping import EXIT_STOPPED, StopConditions
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-#: Config fields that change where or how fast a run goes, not its result.
-NOT_IN_KEY = {"device", "data_root", "eval_batch_size", "log_every"}
+#: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
+#: where each value came from (rewording a source must not orphan finished runs).
+NOT_IN_KEY = {"device", "data_root", "eval_batch_size", "log_every", "sources"}
 
 
 @dataclass
@@ -59,12 +68,32 @@ class PlannedRun:
     result_row: int = 0  # which row of the evaluator's output (2 = "frozen 1-2" for freeze; negative from the end)
     unit: str = "%"
     resolved_options: dict = field(default_factory=dict)  # "@LABEL" replaced by that row's run directory
+    skipped: str | None = None  # why this budget does not run the row (``skip`` in the definition)
 
     @property
     def done(self) -> bool:
         return (self.run_dir / "summary.json").exists()
 
-    def command(self, data_root: str | None) -> list[str]:
+    @property
+    def state(self) -> str:
+        if self.skipped:
+            return f"not run: {self.skipped}"
+        if self.done:
+            return "done"
+        checkpoint = self.run_dir / "checkpoint.pt"
+        if checkpoint.exists():
+            rows = (self.run_dir / "metrics.jsonl").read_text().splitlines() if (self.run_dir / "metrics.jsonl").exists() else []
+            step = json.loads(rows[-1])["step"] if rows else 0
+            return f"started (step {step})"
+        return "to run"
+
+    def command(self, data_root: str | None, time_limit: float | None = None) -> list[str]:
+        args = self._run_args(data_root)
+        if time_limit is not None:
+            args += ["--time-limit", str(max(1, int(time_limit)))]
+        return [sys.executable, "-m", "harness", *args, "--no-progress"]
+
+    def _run_args(self, data_root: str | None) -> list[str]:
         if (self.run_dir / "checkpoint.pt").exists() and (self.run_dir / "config.json").exists():
             args = ["run", "--resume", str(self.run_dir)]
         else:
@@ -74,7 +103,7 @@ class PlannedRun:
                 args += [f"--{name.replace('_', '-')}", str(value)]
         if data_root and self.kind == "image":
             args += ["--data-root", data_root]
-        return [sys.executable, "-m", "harness", *args, "--no-progress"]
+        return args
 
 
 def load_definition(name: str) -> dict:
@@ -144,7 +173,7 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
             unit = row.get("unit", "return" if kind == "rl" else "%")
             runs.append(PlannedRun(row["label"], row["algo"], task, kind, seed, overrides, key, run_dir,
                                    row.get("evaluator", "fewshot"), row.get("options", {}), row.get("result_row", 0),
-                                   unit))
+                                   unit, skipped=row.get("skip", {}).get(budget)))
     # "@LABEL" names that row's run with the same seed index (seed minus the row's seed_offset).
     offsets = {row["label"]: row.get("seed_offset", 0) for row in definition["rows"]}
     by_label = {(run.label, run.seed - offsets[run.label]): run for run in runs}
@@ -160,33 +189,65 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
     return runs
 
 
-def execute(command: list[str], log: str, threads: int) -> int:
-    """Run one ``harness`` command, output to ``log``; used by both executors."""
+def execute(command: list[str], log: str, threads: int, children: set | None = None) -> int:
+    """Run one ``harness`` command, output to ``log``; used by both executors.
+
+    The child gets its own session, so that a terminal's Ctrl-C reaches it once, forwarded by
+    :func:`run_all` (as a second SIGINT it would mean "interrupt at once").
+    """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     with open(log, "a") as handle:
-        return subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
+        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        if children is not None:
+            children.add(child)
+        try:
+            return child.wait()
+        finally:
+            if children is not None:
+                children.discard(child)
 
 
 def run_all(runs: list[PlannedRun], data_root: str | None, executor: str = "local", workers: int = 1,
-            address: str | None = None) -> list[str]:
-    """Train every run that is not done; returns one line per failed run."""
+            address: str | None = None, stop: StopConditions | None = None) -> tuple[list[str], int]:
+    """Train every run that is not done (or skipped); returns one line per failed run and the number stopped.
+
+    With ``stop`` (``harness reproduce --time-limit``), each run gets the time that is left as its
+    own ``--time-limit``, runs not started when it is spent stay unstarted, and SIGTERM / SIGINT /
+    SIGUSR1 are forwarded to the running ones (local executor), which checkpoint and exit with
+    :data:`EXIT_STOPPED`; the next ``harness reproduce`` resumes them.
+    """
     todo, seen = [], set()
     for run in runs:
-        if not run.done and run.run_dir not in seen:
+        if not run.done and not run.skipped and run.run_dir not in seen:
             seen.add(run.run_dir)
             todo.append(run)
+    stop = stop or StopConditions(signals=False)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    jobs = [(run.command(data_root), str(run.run_dir) + ".log") for run in todo]
     for run in todo:
         run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    if executor == "ray":
-        codes = run_on_ray(jobs, address, threads)
-    elif executor == "local":
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            codes = list(pool.map(lambda job: execute(job[0], job[1], threads), jobs))
-    else:
-        raise HarnessError(f"unknown executor {executor!r}; executors: local, ray")
-    return [f"{run.run_dir} failed (exit {code}); log: {run.run_dir}.log" for run, code in zip(todo, codes) if code]
+    children: set = set()
+    stop.listeners.append(lambda signum: [child.send_signal(signum) for child in list(children)])
+
+    def launch(run: PlannedRun) -> int:
+        if stop.should_stop(1.0):
+            return EXIT_STOPPED  # not started: nothing to checkpoint
+        return execute(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log", threads, children)
+
+    with stop:
+        if executor == "ray":
+            if stop.should_stop(1.0):
+                codes = [EXIT_STOPPED] * len(todo)
+            else:
+                codes = run_on_ray([(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log")
+                                    for run in todo], address, threads)
+        elif executor == "local":
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                codes = list(pool.map(launch, todo))
+        else:
+            raise HarnessError(f"unknown executor {executor!r}; executors: local, ray")
+    failures = [f"{run.run_dir} failed (exit {code}); log: {run.run_dir}.log" for run, code in zip(todo, codes)
+                if code not in (0, EXIT_STOPPED)]
+    return failures, sum(code == EXIT_STOPPED for code in codes)
 
 
 def run_on_ray(jobs, address: str | None, threads: int) -> list[int]:
@@ -243,13 +304,20 @@ def aggregate(values: list[dict]) -> tuple[float, float]:
     return mean, 1.96 * std / math.sqrt(len(means))
 
 
+def paper_interval(paper: list | None) -> float:
+    """The published ± (0 where the paper prints a value without one, e.g. a figure's legend)."""
+    return float(paper[1]) if paper and len(paper) > 1 else 0.0
+
+
 def agrees(mean: float, ci: float, paper: list | None, compare: str = "interval") -> str:
-    """``yes`` when the measured interval and the paper's overlap (``compare = "at_least"``: mean >= paper)."""
+    """``yes`` when the measured interval and the paper's overlap; ``at_least`` / ``at_most``: the paper states a bound."""
     if not paper:
         return "n/a"
     if compare == "at_least":
         return "yes" if mean >= paper[0] else "no"
-    return "yes" if abs(mean - paper[0]) <= ci + paper[1] else "no"
+    if compare == "at_most":
+        return "yes" if mean <= paper[0] else "no"
+    return "yes" if abs(mean - paper[0]) <= ci + paper_interval(paper) else "no"
 
 
 def speed_table(definition: dict, budget: str) -> list[dict]:
@@ -288,17 +356,27 @@ def speed_table(definition: dict, budget: str) -> list[dict]:
 
 
 def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budget: str) -> dict:
+    """Measured beside published, one entry per row; rows without finished runs are "not run", with the reason."""
     rows = speed_table(definition, budget) if definition.get("kind") == "speed" else []
     for row in definition["rows"]:
         mine = [run for run in runs if run.label == row["label"]]
         if not mine:
             continue
+        compare = row.get("compare", "interval")
+        entry = {"label": row["label"], "paper": row.get("paper"), "compare": compare, "unit": mine[0].unit,
+                 "runs": [str(run.run_dir) for run in mine]}
+        missing = [run for run in mine if run.skipped or not run.done]
+        if missing:
+            entry.update({"mean": None, "ci95": None, "seeds": 0, "agree": "not run", "tasks": "",
+                          "not_run": missing[0].skipped or f"{missing[0].run_dir.name}: {missing[0].state}",
+                          "runs": [str(run.run_dir) for run in mine if run.done]})
+            rows.append(entry)
+            continue
         values = [evaluate_run(run, data_root) for run in mine]
         mean, ci = aggregate(values)
-        rows.append({"label": row["label"], "mean": mean, "ci95": ci, "seeds": len(values), "paper": row.get("paper"),
-                     "agree": agrees(mean, ci, row.get("paper")), "unit": mine[0].unit,
-                     "runs": [str(run.run_dir) for run in mine], "tasks": values[0]["tasks"],
-                     "figures": sorted({v["figure"] for v in values if "figure" in v})})
+        entry.update({"mean": mean, "ci95": ci, "seeds": len(values), "agree": agrees(mean, ci, row.get("paper"), compare),
+                      "tasks": values[0]["tasks"], "figures": sorted({v["figure"] for v in values if "figure" in v})})
+        rows.append(entry)
     budget_note = definition["budgets"][budget].get("note", "")
     return {"name": definition["name"], "title": definition["title"], "source": definition.get("source", ""),
             "budget": budget, "budget_note": budget_note, "rows": rows}

@@ -63,6 +63,10 @@ class RunStopped(Exception):
         where = "training finished, the test remains" if step >= iterations else f"step {step} of {iterations}"
         super().__init__(f"stopped at {where} ({reason}); checkpoint written; continue with: {self.resume}")
 
+    def with_message(self, message: str) -> "RunStopped":
+        self.args = (message,)
+        return self
+
 
 class StopConditions:
     """A wall-clock deadline and stop signals, polled between iterations.
@@ -77,6 +81,7 @@ class StopConditions:
         self.started = time.monotonic()
         self.deadline = self.started + time_limit if time_limit else None
         self.reason: str | None = None
+        self.listeners: list = []  # called with the signal number (harness reproduce forwards it to its runs)
         self._previous: dict = {}
 
     def __enter__(self) -> "StopConditions":
@@ -94,6 +99,8 @@ class StopConditions:
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: do not wait for the iteration to end
         self.reason = f"received {signal.Signals(signum).name}"
+        for listener in self.listeners:
+            listener(signum)
 
     def should_stop(self, next_seconds: float = 0.0) -> str | None:
         """Why to stop now, or None: a signal arrived, or ``next_seconds`` more would pass the deadline."""

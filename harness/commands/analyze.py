@@ -1,7 +1,7 @@
 """``harness analyze``: representation analyses (CCA/CKA, weight distance, seeds) on run directories.
 
     harness analyze similarity RUN_DIR [--against OTHER_RUN] --measure cca|svcca|cka|cka-unbiased
-    harness analyze weights RUN_DIR
+    harness analyze weights RUN_DIR [--adapt-as maml]
     harness analyze seeds RUN_SEED_A --against RUN_SEED_B
 
 Each analysis is an evaluator plugin (``harness list evaluators``); this
@@ -31,6 +31,9 @@ class AnalyzeCommand:
         parser.add_argument("--tasks", type=int, default=None, help="test tasks to average over (default 50)")
         parser.add_argument("--queries", type=int, default=None, help="query images per class (default 15)")
         parser.add_argument("--test-inner-steps", type=int, default=None, help="inner steps (default: the run's)")
+        parser.add_argument("--adapt-as", metavar="ALGO", default=None,
+                            help="adapt with ALGO's inner loop instead of the run's (maml: every layer; "
+                                 "for an ANIL-trained network)")
         parser.add_argument("--data-root", default=None)
         parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
         parser.add_argument("--no-download", action="store_true")
@@ -45,11 +48,12 @@ class AnalyzeCommand:
         evaluator = plugins.evaluators.get(name)
         run = open_run(plugins, args.run_dir, args)
         options = {"measure": args.measure, "num_tasks": args.tasks, "queries": args.queries,
-                   "test_inner_steps": args.test_inner_steps,
+                   "test_inner_steps": args.test_inner_steps, "adapt_as": args.adapt_as,
                    "against": open_run(plugins, args.against, args) if args.against else None}
         result = evaluator.evaluate(run, options)
         result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
         suffix = f"-{result['measure']}" if "measure" in result else ""
+        suffix += f"-adapt-as-{args.adapt_as}" if args.adapt_as else ""
         out = run.path / f"analysis-{evaluator.name}{suffix}.json"
         write_json(out, result)
         print(format_rows(result["rows"], percent=False))

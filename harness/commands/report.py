@@ -26,29 +26,41 @@ def format_value(mean: float, ci: float, unit: str) -> str:
     return f"{mean:.3f} ± {ci:.3f} ({unit})"  # similarities and distances
 
 
+def format_paper(row: dict) -> str:
+    paper = row.get("paper")
+    if not paper:
+        return "n/a"
+    unit = {"%": " %", "return": "", "x": "x"}.get(row["unit"], f" ({row['unit']})")
+    bound = {"at_least": "≥ ", "at_most": "≤ "}.get(row.get("compare", "interval"), "")
+    if row["unit"] == "x":
+        return f"{paper[0]}x (a floor)"
+    if bound or len(paper) == 1:  # a bound stated in the text, or a value printed without an interval
+        return f"{bound}{paper[0]}{unit}"
+    return f"{paper[0]} ± {paper[1]}{unit}"  # as published
+
+
 def render_table(result: dict) -> str:
     from tabulate import tabulate
 
-    rows = []
+    rows, not_run = [], []
     for row in result["rows"]:
-        if not row.get("paper"):
-            paper = "n/a"
-        elif row["unit"] == "x":
-            paper = f"{row['paper'][0]}x (a floor)"
-        else:  # as published
-            unit = {"%": " %", "return": ""}.get(row["unit"], f" ({row['unit']})")
-            paper = f"{row['paper'][0]} ± {row['paper'][1]}{unit}"
-        rows.append([row["label"], format_value(row["mean"], row["ci95"], row["unit"]), paper, row["agree"],
-                     row["seeds"], row["tasks"]])
+        if row.get("mean") is None:
+            measured = "not run"
+            not_run.append(f"- {row['label']}: {row.get('not_run', 'no finished run')}")
+        else:
+            measured = format_value(row["mean"], row["ci95"], row["unit"])
+        rows.append([row["label"], measured, format_paper(row), row["agree"], row["seeds"], row["tasks"]])
     machine = result.get("machine", {})
     lines = [f"### {result['title']}", "",
              f"Budget `{result['budget']}`: {result['budget_note']}. Measured {result.get('date', '')} on "
              f"{machine.get('device_name', 'this machine')} ({machine.get('torch_threads', '?')} threads, "
              f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or over seeds"
              f"{'; speedups are ratios of step medians, agree = at least the paper' if any(r['unit'] == 'x' for r in result['rows']) else ''}. "
-             f"Paper: {result['source']} (± as published).", "",
+             f"Paper: {result['source']} (± as published; ≥ / ≤: a bound stated in the paper's text).", "",
              tabulate(rows, headers=["row", "measured", "paper", "agree", "seeds", "test tasks"], tablefmt="github"),
              ""]
+    if not_run:
+        lines += ["Not run:", "", *not_run, ""]
     return "\n".join(lines)
 
 
@@ -75,11 +87,15 @@ def plot_curves(result: dict, out: Path) -> Path | None:
                 points = [(r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "val"]
                 axis = axes[0]
             if points:
-                axis.plot(*zip(*points), label=Path(run_dir).name.rsplit("-", 1)[0])
+                name = Path(run_dir).name.rsplit("-", 1)[0]
+                line, = axis.plot(*zip(*points), label=f"{name} val" if axis is axes[0] else name)
+                train = [(r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "train" and "accuracy" in r]
+                if axis is axes[0] and train:  # training accuracy (query sets of the meta-batch), as Figures 5 and 10
+                    axis.plot(*zip(*train), linestyle="--", linewidth=0.8, color=line.get_color(), label=f"{name} train")
     if not drawn:
         plt.close(figure)
         return None
-    axes[0].set(title="few-shot: validation accuracy", xlabel="iteration", ylabel="%")
+    axes[0].set(title="few-shot: validation (solid) and training (dashed) accuracy", xlabel="iteration", ylabel="%")
     axes[1].set(title="meta-RL: return after adaptation (training tasks)", xlabel="iteration", ylabel="return")
     for axis in axes:
         if axis.lines:

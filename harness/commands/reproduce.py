@@ -3,11 +3,19 @@
     harness reproduce table4 --budget cpu --data-root ../shared/data      # Omniglot rows, ~20 min on 2 cores
     harness reproduce table2 --budget cpu --workers 2                     # two runs at a time
     harness reproduce table2 --budget paper --seeds 3 --executor ray --address auto
+    harness reproduce table4 --budget paper --time-limit 2h --data-root DATA  # stop cleanly; run again to continue
+    harness reproduce table2 --budget paper --no-train                        # the table from finished runs only
 
 Finished runs are skipped (keyed by a hash of the resolved config), started
 ones resumed, so an interrupted sweep continues where it stopped. The table
 is written to ``results/reproduced/<table>.json`` and ``.md``; ``harness report``
-renders all of them with figures and the ``results/README.md`` index.
+renders all of them with figures and the ``results/README.md`` index. Rows
+the budget does not run (``skip`` in the definition) or whose runs are not
+finished (``--no-train``) are reported as "not run" with the reason.
+
+``--time-limit`` (and SIGTERM / SIGINT / SIGUSR1) stop the runs cleanly at
+an iteration boundary (``harness.stopping``); the command then prints how
+to continue and exits with status 75, and the same command resumes them.
 """
 
 from __future__ import annotations
@@ -36,27 +44,54 @@ class ReproduceCommand:
         parser.add_argument("--root", default=str(RESULTS / "reproduce"), help="where run directories go")
         parser.add_argument("--results", default=str(RESULTS), help="where reproduced/<table>.json|md go")
         parser.add_argument("--data-root", default=None, help="dataset root for few-shot rows")
-        parser.add_argument("--plan", action="store_true", help="only list the runs and whether they are done")
+        parser.add_argument("--plan", action="store_true",
+                            help="only list the rows, their published values and whether their runs are done")
+        parser.add_argument("--no-train", action="store_true",
+                            help="train nothing: build the table from finished runs, the others reported as not run")
+        parser.add_argument("--time-limit", metavar="DURATION",
+                            help="stop all runs cleanly before this much wall time (e.g. 90m); run again to continue")
 
     def run(self, args) -> int:
         from tabulate import tabulate
 
         from harness.devices import describe_device
         from harness.plugin_manager import get_plugins
-        from harness.reproduce import load_definition, plan, run_all, table
+        from harness.reproduce import load_definition, paper_interval, plan, run_all, table
+        from harness.stopping import RunStopped, StopConditions, parse_duration
 
         if args.seeds < 1 or args.workers < 1:
             raise HarnessError("--seeds and --workers must be at least 1")
+        stop = StopConditions(parse_duration(args.time_limit) if args.time_limit else None)
         plugins = get_plugins()
         definition = load_definition(args.table)
         runs = plan(plugins, definition, args.budget, args.seeds, Path(args.root))
         if args.plan:
-            print(tabulate([[r.label, r.seed, r.key, "done" if r.done else "to run", r.run_dir] for r in runs],
-                           headers=["row", "seed", "config key", "state", "run directory"], tablefmt="github"))
+            rows = {row["label"]: row for row in definition["rows"]}
+
+            def published(label):
+                paper = rows[label].get("paper")
+                bound = {"at_least": "≥ ", "at_most": "≤ "}.get(rows[label].get("compare", ""), "")
+                if not paper:
+                    return "n/a"
+                return f"{bound}{paper[0]}" + (f" ± {paper[1]}" if paper_interval(paper) and not bound else "")
+
+            print(f"{definition['title']} (budget {args.budget}; paper: {definition.get('source', '')})")
+            print(tabulate([[r.label, published(r.label), r.seed, r.key, r.state, r.run_dir] for r in runs],
+                           headers=["row", "paper", "seed", "config key", "state", "run directory"], tablefmt="github"))
             return 0
-        failures = run_all(runs, args.data_root, args.executor, args.workers, args.address)
-        if failures:
-            raise HarnessError(f"{len(failures)} run(s) failed, the others are kept: " + "; ".join(failures))
+        if not args.no_train:
+            failures, stopped = run_all(runs, args.data_root, args.executor, args.workers, args.address, stop)
+            if failures:
+                raise HarnessError(f"{len(failures)} run(s) failed, the others are kept: " + "; ".join(failures))
+            if stopped:
+                again = " ".join(["harness reproduce", args.table, "--budget", args.budget]
+                                 + (["--seeds", str(args.seeds)] if args.seeds != 1 else [])
+                                 + (["--root", args.root] if args.root != str(RESULTS / "reproduce") else [])
+                                 + (["--data-root", args.data_root] if args.data_root else []))
+                raise RunStopped(args.root, 0, 0, stop.reason or "time limit reached",
+                                 resume=again).with_message(
+                    f"stopped ({stop.reason or 'time limit reached'}): {stopped} run(s) unfinished, their "
+                    f"checkpoints kept; continue with: {again}")
         import torch
 
         result = table(definition, runs, args.data_root, args.budget)

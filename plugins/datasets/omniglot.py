@@ -169,7 +169,7 @@ class Omniglot:
             # cbfinn/maml main.py builds omniglot tasks with update_batch_size*2
             # samples per class: K support and K query.
             "queries": (spec.shots, "cbfinn/maml main.py: K query images per class for Omniglot"),
-            "outer_lr": (1e-3, "Raghu et al. 2020 App. A / Finn et al. 2017 Sec. 5.2: Adam, meta lr 0.001"),
+            "outer_lr": (1e-3, "cbfinn/maml main.py: meta_lr 0.001 (Adam); Raghu et al. 2020 use that code (App. C.4)"),
         }
         if spec.ways <= 5:
             defaults.update({
@@ -185,7 +185,7 @@ class Omniglot:
                 "inner_steps": (5, "Raghu et al. 2020 App. A: 5 inner steps for 20-way Omniglot"),
                 "inner_lr": (0.1, "Raghu et al. 2020 App. A: inner lr 0.1 for 20-way Omniglot"),
                 "test_inner_steps": (10, "cbfinn/maml main.py: test_num_updates = 10 at test time"),
-                "iterations": (30_000, "Raghu et al. 2020 App. A: 30,000 iterations for Omniglot"),
+                "iterations": (30_000, "Raghu et al. 2020 App. C.4: all models trained for 30,000 iterations"),
             })
         return defaults
 

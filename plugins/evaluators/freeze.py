@@ -10,7 +10,10 @@ four-layer body). Options (``-o KEY=VALUE``):
   run (written by ``harness run --checkpoint-every 10000``), for Figure 3,
   drawn as test accuracy against training step, one line per setting, in
   ``RUN_DIR/analysis-freeze.png``;
-- ``num_tasks=N``: test tasks per row (default: the run's, 600).
+- ``num_tasks=N``: test tasks per row (default: the run's, 600);
+- ``adapt_as=maml``: adapt with that algorithm's inner loop (every layer for
+  ``maml``) instead of the run's own; for an ANIL-trained network, whose own
+  inner loop never touches the body, this is the only informative setting.
 
     harness eval RUN_DIR --evaluator freeze
     harness eval RUN_DIR --evaluator freeze -o all_checkpoints=1
@@ -25,6 +28,7 @@ from harness.activations import analysed_layers, layer_of, require_body_head
 from harness.errors import HarnessError
 from harness.evaluation import (
     TEST_TASK_SEED,
+    inner_loop_algorithm,
     mean_and_ci95,
     per_task_accuracies,
     positive_int_option,
@@ -59,9 +63,11 @@ class FreezeEvaluator:
 
     def evaluate(self, run, options) -> dict:
         require_body_head(run.model, f"evaluator {self.name!r}")
-        adapts = getattr(run.algorithm, "adapts", None)
+        algorithm = inner_loop_algorithm(run, options)
+        adapts = getattr(algorithm, "adapts", None)
         if adapts is None:
-            raise HarnessError(f"evaluator 'freeze' needs an algorithm with an inner loop; {run.config.algo!r} has none")
+            raise HarnessError(f"evaluator 'freeze' needs an algorithm with an inner loop; {run.config.algo!r} has none "
+                               f"(-o adapt_as=maml adapts every layer instead)")
         body = [name for name, _ in analysed_layers(run.model) if name != "head"]
         if "layers" in options:
             blocks = [parse_layers(options["layers"], len(body), run.config.backbone)]
@@ -92,9 +98,10 @@ class FreezeEvaluator:
                 rows.append({"name": f"step {state['step']}: frozen {describe(block)}", "step": state["step"],
                              "frozen": describe(block), "checkpoint": path.name, "mean": mean, "ci95": ci95,
                              "tasks": len(accuracies)})
-        result = {"rows": rows, "inner_steps": steps}
+        result = {"rows": rows, "inner_steps": steps, "inner_loop": algorithm.name}
         if len(checkpoints) > 1:
-            result["figure"] = str(plot_over_training(rows, run.path / "analysis-freeze.png",
+            variant = f"-adapt-as-{algorithm.name}" if options.get("adapt_as") else ""
+            result["figure"] = str(plot_over_training(rows, run.path / f"analysis-freeze{variant}.png",
                                                       f"{run.config.algo} {run.config.data}: layers frozen at test time"))
         return result
 

@@ -20,7 +20,11 @@
     harness analyze seeds RUN_SEED1 --against RUN_SEED2
 
 Each writes ``analysis-<name>.json`` and ``analysis-<name>.png`` into the
-(first) run directory.
+(first) run directory. Options (``harness eval -o KEY=VALUE``): ``measure``,
+``num_tasks``, ``queries``, ``test_inner_steps``, ``against`` and
+``adapt_as=maml`` (adapt every layer, whatever algorithm trained the network:
+on an ANIL network its own inner loop leaves the body identical by
+construction, so only this shows whether the body would move).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from harness.errors import HarnessError
 from harness.evaluation import (
     TEST_TASK_SEED,
     fixed_tasks,
+    inner_loop_algorithm,
     mean_and_ci95,
     positive_int_option,
 )
@@ -89,6 +94,11 @@ def _bar_figure(path: Path, rows: list[dict], title: str, ylabel: str, ylim=(0, 
     plt.close(fig)
 
 
+def _variant(options) -> str:
+    """File-name suffix of a non-default inner loop, so its figure does not overwrite the run's own."""
+    return f"-adapt-as-{options['adapt_as']}" if options.get("adapt_as") else ""
+
+
 def _steps(run, options) -> int:
     return positive_int_option(options, "test_inner_steps", run.config.test_inner_steps)
 
@@ -101,11 +111,11 @@ class PrePostSimilarity:
         measure_name, measure = _measure(options)
         episodes = _tasks(run, options)
         per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
-        for before, after, _ in pre_post(run.model, run.algorithm, episodes, _steps(run, options), run.config.inner_lr):
+        for before, after, _ in pre_post(run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config.inner_lr):
             for layer in per_layer:
                 per_layer[layer].append(_similarity(measure, before[layer], after[layer]))
         rows = _rows(per_layer, f"{measure_name} pre vs post")
-        figure = run.path / f"analysis-{self.name}-{measure_name}.png"
+        figure = run.path / f"analysis-{self.name}-{measure_name}{_variant(options)}.png"
         _bar_figure(figure, rows, f"{run.config.algo} {run.config.data}: {measure_name} before vs after adaptation",
                     f"{measure_name} similarity")
         return {"rows": rows, "measure": measure_name, "figure": str(figure), "inner_steps": _steps(run, options)}
@@ -119,7 +129,7 @@ class WeightDistance:
         episodes = _tasks(run, options)
         base = {name: p.detach() for name, p in run.model.named_parameters()}
         per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
-        for _, _, adapted in pre_post(run.model, run.algorithm, episodes, _steps(run, options), run.config.inner_lr):
+        for _, _, adapted in pre_post(run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config.inner_lr):
             squared: dict[str, float] = {layer: 0.0 for layer in per_layer}
             for name, value in adapted.items():
                 if layer_of(name) in squared:
@@ -127,7 +137,7 @@ class WeightDistance:
             for layer, total in squared.items():
                 per_layer[layer].append(total ** 0.5)
         rows = _rows(per_layer, "L2 distance")
-        figure = run.path / f"analysis-{self.name}.png"
+        figure = run.path / f"analysis-{self.name}{_variant(options)}.png"
         _bar_figure(figure, rows, f"{run.config.algo} {run.config.data}: ||adapted - init||", "L2 distance", ylim=None)
         return {"rows": rows, "figure": str(figure)}
 
@@ -147,8 +157,8 @@ def _paired_activations(run, options):
     measure_name, measure = _measure(options)
     episodes = _tasks(run, options)
     steps = _steps(run, options)
-    pairs = zip(pre_post(run.model, run.algorithm, episodes, steps, run.config.inner_lr),
-                pre_post(other.model, other.algorithm, episodes, steps, other.config.inner_lr))
+    pairs = zip(pre_post(run.model, inner_loop_algorithm(run, options), episodes, steps, run.config.inner_lr),
+                pre_post(other.model, inner_loop_algorithm(other, options), episodes, steps, other.config.inner_lr))
     return other, measure_name, measure, episodes, pairs
 
 
@@ -169,6 +179,11 @@ class RunSimilarity:
         body = [np.mean([pre[l][t] for l in layers if l != "head"]) for t in range(episodes.num_tasks)]
         mean, ci95 = mean_and_ci95(np.asarray(body))
         rows.append({"name": f"body mean {measure_name} pre vs pre", "layer": "body", "mean": mean, "ci95": ci95, "tasks": len(body)})
+        # Table 8 of the paper averages over the first three conv layers only.
+        first3 = [np.mean([pre[l][t] for l in layers if l != "head"][:3]) for t in range(episodes.num_tasks)]
+        mean, ci95 = mean_and_ci95(np.asarray(first3))
+        rows.append({"name": f"body layers 1-3 mean {measure_name} pre vs pre", "layer": "body 1-3", "mean": mean,
+                     "ci95": ci95, "tasks": len(first3)})
         figure = run.path / f"analysis-{self.name}-{measure_name}-vs-{other.path.name}.png"  # one per pair
         _bar_figure(figure, rows[:len(layers)], f"{run.config.algo} vs {other.config.algo} ({other.path.name}): {measure_name}",
                     f"{measure_name} similarity")
@@ -201,7 +216,7 @@ class SeedSimilarity:
             mean, ci95 = mean_and_ci95(y)
             rows.append({"name": f"({key}) vs (pre,pre): slope {slope:.3f}, R^2 {r2:.3f}", "layer": key, "mean": mean,
                          "ci95": ci95, "tasks": episodes.num_tasks, **fits[key]})
-        figure = run.path / f"analysis-{self.name}-{measure_name}.png"
+        figure = run.path / f"analysis-{self.name}-{measure_name}{_variant(options)}.png"
         self._figure(figure, points, fits, measure_name)
         return {"rows": rows, "fits": fits, "points": points, "layers": layers, "measure": measure_name,
                 "against": str(other.path), "figure": str(figure)}
