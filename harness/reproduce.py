@@ -184,6 +184,8 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
                 if other is None:
                     raise HarnessError(f"row {run.label!r} of {definition['name']}: option {name} = {value!r} names "
                                        f"no row; rows: {', '.join(sorted({r.label for r in runs}))}")
+                if other.skipped and not run.skipped:
+                    run.skipped = f"needs row {value[1:]!r}, not run: {other.skipped}"
                 value = str(other.run_dir)
             run.resolved_options[name] = value
     return runs

@@ -1,6 +1,7 @@
 """harness reproduce / report: expansion and hashing, skip-if-done and resume, rendering, agreement, Ray."""
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -36,18 +37,58 @@ def tiny_definition(tmp_path, anil_paper=-20.1):
 
 def test_table4_expands_to_keyed_runs_shared_between_rows(tmp_path):
     runs = plan(get_plugins(), load_definition("table4"), "cpu", 2, tmp_path)
-    assert [(r.label, r.seed) for r in runs][:2] == [("MAML", 0), ("MAML", 1)]
-    anil, nil = [r for r in runs if r.label == "ANIL"], [r for r in runs if r.label.startswith("NIL")]
-    assert [r.run_dir for r in anil] == [r.run_dir for r in nil]  # NIL evaluates the ANIL runs: trained once
-    assert nil[0].evaluator == "nil" and anil[0].evaluator == "fewshot"
-    assert len({r.key for r in runs}) == 4  # 2 algorithms x 2 seeds
+    maml, anil = "Omniglot 20w1s, MAML", "Omniglot 20w1s, ANIL"
+    assert [(r.label, r.seed) for r in runs][:2] == [(maml, 0), (maml, 1)]
+    anil_runs = [r for r in runs if r.label == anil]
+    nil = [r for r in runs if r.label == "Omniglot 20w1s, NIL at test time (ANIL-trained body)"]
+    assert [r.run_dir for r in anil_runs] == [r.run_dir for r in nil]  # NIL evaluates the ANIL runs: trained once
+    assert nil[0].evaluator == "nil" and anil_runs[0].evaluator == "fewshot"
+    runnable = [r for r in runs if not r.skipped]
+    assert len({r.key for r in runnable}) == 4  # 2 algorithms x 2 seeds; the other benchmarks are not run on CPU
+    assert len({r.key for r in runs}) == 16  # 4 benchmarks x 2 algorithms x 2 seeds, all planned
     paper = plan(get_plugins(), load_definition("table4"), "paper", 1, tmp_path)
     assert paper[0].key != runs[0].key  # the budget is part of the resolved config
+    assert not any(r.skipped for r in paper)  # the paper budget runs every row
     assert runs[0].run_dir.name == f"maml-omniglot-20w1s-seed0-{runs[0].key}"
     command = runs[0].command("/data")
     assert command[3:] == ["run", "--algo", "maml", "--data", "omniglot-20w1s", "--seed", "0", "--out",
                            str(runs[0].run_dir), "--iterations", "300", "--val-every", "100", "--data-root", "/data",
                            "--no-progress"]
+    assert runs[0].command("/data", time_limit=90.7)[-3:] == ["--time-limit", "90", "--no-progress"]
+
+
+@pytest.mark.parametrize("name", ["table1", "table2", "table3", "table4", "table5", "table7", "table8",
+                                  "figure2", "figure3", "figure5", "figure6", "figure10"])
+def test_every_paper_definition_plans_under_both_budgets(name, tmp_path):
+    """Every row is planned under both budgets; rows the CPU budget skips say why, the paper budget skips none."""
+    definition = load_definition(name)
+    cpu = plan(get_plugins(), definition, "cpu", 1, tmp_path)
+    paper = plan(get_plugins(), definition, "paper", 1, tmp_path)
+    assert [r.label for r in cpu] == [r.label for r in paper] == [row["label"] for row in definition["rows"]]
+    assert not any(r.skipped for r in paper)
+    assert all(len(r.skipped) > 40 for r in cpu if r.skipped)  # a reason, not a flag
+    published = [row for row in definition["rows"] if row.get("paper")]
+    assert all(not row["label"].startswith("Omniglot analogue") or row.get("compare") for row in published)
+
+
+def test_full_budget_runs_share_one_key_across_tables(tmp_path):
+    keys = {name: {r.label: r.key for r in plan(get_plugins(), load_definition(name), "paper", 1, tmp_path)}
+            for name in ("table2", "table4", "figure2", "figure3", "figure10")}
+    anil = keys["table2"]["Omniglot 20w1s, ANIL"]
+    assert keys["table4"]["Omniglot 20w1s, NIL at test time (ANIL-trained body)"] == anil
+    assert keys["figure2"]["Omniglot analogue: ANIL network adapted as MAML, CCA head"] == anil
+    assert keys["figure3"]["Omniglot analogue: ANIL network adapted as MAML, iteration 10000, nothing frozen"] == anil
+    assert keys["figure10"]["Omniglot 20w1s, ANIL"] == anil
+    assert keys["table2"]["MiniImageNet 5w5s, MAML"] == keys["figure3"]["MiniImageNet 5w5s, MAML, iteration 10000, nothing frozen"]
+
+
+def test_rewording_a_source_keeps_the_key():
+    from harness.reproduce import config_key
+
+    config = {"algo": "anil", "iterations": 30000, "sources": {"iterations": "Raghu et al. 2020 App. A"}}
+    reworded = {**config, "sources": {"iterations": "Raghu et al. 2020 App. C.4"}}
+    assert config_key(config) == config_key(reworded)
+    assert config_key(config) != config_key({**config, "iterations": 29999})
 
 
 def test_agreement_and_aggregation():
@@ -55,6 +96,9 @@ def test_agreement_and_aggregation():
     assert agrees(95.5, 0.5, [96.2, 0.5]) == "yes"
     assert agrees(-18.0, 1.0, [-20.1, 2.3]) == "yes"
     assert agrees(1.0, 0.1, None) == "n/a"
+    assert agrees(61.0, 0.5, [61.3]) == "yes" and agrees(60.0, 0.5, [61.3]) == "no"  # no published interval
+    assert agrees(0.45, 0.01, [0.5], "at_most") == "yes" and agrees(0.55, 0.01, [0.5], "at_most") == "no"
+    assert agrees(0.95, 0.01, [0.9], "at_least") == "yes"
     assert aggregate([{"mean": 90.0, "ci95": 0.7}]) == (90.0, 0.7)
     mean, ci = aggregate([{"mean": 90.0, "ci95": 0.7}, {"mean": 92.0, "ci95": 0.7}])
     assert mean == 91.0 and ci == pytest.approx(1.96 * 2 ** 0.5 / 2 ** 0.5)
@@ -63,7 +107,7 @@ def test_agreement_and_aggregation():
 def test_bad_definitions_are_one_line_errors(tmp_path):
     result = run_cli("reproduce", "table9")
     assert result.returncode == 2
-    assert result.stderr.strip() == "harness: error: unknown table 'table9'; defined tables: figure2, figure3, figure6, table1, table2, table3, table4, table5, table6 (or give a .toml file)"
+    assert result.stderr.strip() == "harness: error: unknown table 'table9'; defined tables: figure10, figure2, figure3, figure5, figure6, table1, table2, table3, table4, table5, table6, table7, table8 (or give a .toml file)"
     result = run_cli("reproduce", tiny_definition(tmp_path), "--budget", "paper")
     assert result.stderr.strip() == "harness: error: table 'tiny' has no budget 'paper'; budgets: cpu"
 
@@ -101,13 +145,18 @@ def test_label_references_and_seed_offsets_resolve_to_run_directories(tmp_path):
     runs = plan(get_plugins(), load_definition("table3"), "cpu", 1, tmp_path)
     by_label = {run.label: run for run in runs}
     assert by_label["MAML, second seed"].seed == 1 and by_label["MAML"].seed == 0
-    maml_vs_anil = by_label["body CCA, MAML vs ANIL"]
+    maml_vs_anil = by_label["Omniglot analogue: body CCA, MAML vs ANIL (same seed)"]
     assert maml_vs_anil.run_dir == by_label["MAML"].run_dir  # evaluates the MAML row's run, trained once
     assert maml_vs_anil.resolved_options == {"against": str(by_label["ANIL"].run_dir), "measure": "cca", "num_tasks": 50}
-    assert by_label["body CCA, MAML vs MAML (two seeds)"].resolved_options["against"] == str(by_label["MAML, second seed"].run_dir)
+    assert by_label["Omniglot analogue: body CCA, MAML vs MAML (two seeds)"].resolved_options["against"] == \
+        str(by_label["MAML, second seed"].run_dir)
     assert maml_vs_anil.unit == "CCA" and by_label["MAML"].unit == "%"
     command = maml_vs_anil.command(None)
     assert "--seed" in command and command[command.index("--seed") + 1] == "0"
+    # A row whose "@LABEL" names a row this budget does not run is not run either, and says why.
+    table8 = {run.label: run for run in plan(get_plugins(), load_definition("table8"), "cpu", 1, tmp_path)}
+    random_vs_maml = table8["MiniImageNet 5w5s, (Random features, MAML) CCA"]
+    assert random_vs_maml.skipped.startswith("needs row 'MiniImageNet 5w5s, MAML', not run: MiniImageNet at the paper's")
     bad = tmp_path / "bad.toml"
     bad.write_text(textwrap.dedent("""
         title = "Bad"
@@ -184,3 +233,88 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     assert len(table["rows"]) == 2 and all(len(row["runs"]) == 1 for row in table["rows"])
     for run_dir in (row["runs"][0] for row in table["rows"]):
         assert json.loads((tmp_path / "root" / "runs" / run_dir.rsplit("/", 1)[1] / "summary.json").read_text())
+
+
+LONGER = """
+title = "Tiny: stopped and resumed"
+[budgets.cpu]
+note = "40 iterations, 2 tasks"
+rl = { iterations = 40, meta_batch_size = 2, test_tasks = 2 }
+[[rows]]
+label = "2D-Navigation, MAML"
+algo = "maml"
+env = "2d-navigation"
+paper = [-20.3, 3.2]
+[[rows]]
+label = "2D-Navigation, ANIL"
+algo = "anil"
+env = "2d-navigation"
+paper = [-20.1, 2.3]
+[[rows]]
+label = "HalfCheetah-Velocity, ANIL"
+algo = "anil"
+env = "halfcheetah-vel"
+paper = [-120.9, 6.3]
+skip = { cpu = "HalfCheetah at 500 iterations does not fit this budget (measured 28.3 s/iteration)" }
+"""
+
+
+def test_reproduce_time_limit_stops_runs_and_the_next_call_resumes_them(tmp_path):
+    definition = tmp_path / "longer.toml"
+    definition.write_text(LONGER)
+    args = ["reproduce", definition, "--root", tmp_path / "root", "--results", tmp_path / "results"]
+    stopped = run_cli(*args, "--time-limit", "3s")
+    assert stopped.returncode == 75, stopped.stderr
+    assert stopped.stderr.startswith("harness: stopped (time limit 3s reached): ") and stopped.stderr.count("\n") == 1
+    assert stopped.stderr.rstrip().endswith(f"run(s) unfinished, their checkpoints kept; continue with: "
+                                            f"harness reproduce {definition} --budget cpu --root {tmp_path / 'root'}")
+    assert not (tmp_path / "results" / "reproduced" / "longer.json").exists()
+    started = [p for p in (tmp_path / "root" / "runs").iterdir() if p.is_dir()]
+    assert len(started) == 1 and not (started[0] / "summary.json").exists()  # the second run never started
+    step = json.loads((started[0] / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    assert 1 <= step < 40
+
+    finished = run_cli(*args)
+    assert finished.returncode == 0, finished.stderr
+    rows = (started[0] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in rows] == list(range(1, 41))  # resumed, not restarted
+    table = json.loads((tmp_path / "results" / "reproduced" / "longer.json").read_text())
+    cheetah = table["rows"][2]
+    assert cheetah["mean"] is None and cheetah["agree"] == "not run"
+    assert cheetah["not_run"] == "HalfCheetah at 500 iterations does not fit this budget (measured 28.3 s/iteration)"
+    markdown = (tmp_path / "results" / "reproduced" / "longer.md").read_text()
+    assert re.search(r"\| HalfCheetah-Velocity, ANIL \| not run +\| -120\.9 ± 6\.3 +\| not run +\|", markdown)
+    assert "Not run:\n\n- HalfCheetah-Velocity, ANIL: HalfCheetah at 500 iterations does not fit" in markdown
+
+
+def test_no_train_builds_the_table_from_finished_runs_only(tmp_path):
+    definition = tiny_definition(tmp_path)
+    result = run_cli("reproduce", definition, "--no-train", "--root", tmp_path / "root", "--results", tmp_path / "results")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "root" / "runs").exists()  # nothing trained
+    table = json.loads((tmp_path / "results" / "reproduced" / "tiny.json").read_text())
+    assert [row["agree"] for row in table["rows"]] == ["not run", "not run"]
+    assert table["rows"][0]["not_run"].endswith(": to run")
+    plan_output = run_cli("reproduce", definition, "--plan", "--root", tmp_path / "root").stdout
+    assert "| 2D-Navigation, MAML | -20.3 ± 3.2 |" in plan_output
+
+
+def test_report_renders_bounds_and_values_printed_without_an_interval(tmp_path):
+    fixture = {"name": "b", "title": "Figure Y", "source": "paper", "budget": "paper", "budget_note": "full",
+               "rows": [{"label": "head", "mean": 0.42, "ci95": 0.01, "seeds": 1, "paper": [0.5], "compare": "at_most",
+                         "agree": "yes", "unit": "CCA", "runs": [], "tasks": 50},
+                        {"label": "iteration 10000", "mean": 60.9, "ci95": 0.6, "seeds": 1, "paper": [61.3],
+                         "agree": "yes", "unit": "%", "runs": [], "tasks": 600}]}
+    (tmp_path / "reproduced").mkdir()
+    (tmp_path / "reproduced" / "b.json").write_text(json.dumps(fixture))
+    assert run_cli("report", "--results", tmp_path).returncode == 0
+    markdown = (tmp_path / "reproduced" / "b.md").read_text()
+    assert "| head            | 0.420 ± 0.010 (CCA) | ≤ 0.5 (CCA) | yes " in markdown
+    assert "| iteration 10000 | 60.90 ± 0.60 %      | 61.3 %      | yes " in markdown
+
+
+def test_malformed_reproduce_time_limit_is_one_line(tmp_path):
+    result = run_cli("reproduce", tiny_definition(tmp_path), "--time-limit", "soon", "--root", tmp_path / "root")
+    assert result.returncode == 2
+    assert result.stderr == ("harness: error: --time-limit: cannot read 'soon' as a duration; "
+                             "use e.g. 90m, 1h30m, 45s or 5400 (seconds)\n")
