@@ -266,7 +266,7 @@ def run_on_ray(jobs, address: str | None, threads: int) -> list[int]:
     return ray.get([task.remote(command, log, threads) for command, log in jobs])
 
 
-def evaluate_run(run: PlannedRun, data_root: str | None) -> dict:
+def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) -> dict:
     """``{"mean", "ci95", "tasks"}`` of one finished run for its row's evaluator (percent for accuracies)."""
     summary = json.loads((run.run_dir / "summary.json").read_text())
     if run.kind == "rl":
@@ -289,6 +289,12 @@ def evaluate_run(run: PlannedRun, data_root: str | None) -> dict:
         if suffix:
             written.replace(out)
     output = json.loads(out.read_text())
+    if not -len(output["rows"]) <= run.result_row < len(output["rows"]):
+        if cached:  # written by an earlier version of the evaluator, with fewer rows: evaluate again
+            out.unlink()
+            return evaluate_run(run, data_root, cached=False)
+        raise HarnessError(f"row {run.label!r}: evaluator {run.evaluator!r} gave {len(output['rows'])} rows, "
+                           f"result_row {run.result_row} is out of range ({out})")
     row = output["rows"][run.result_row]
     value = {"mean": scale * row["mean"], "ci95": scale * row["ci95"], "tasks": row["tasks"]}
     if output.get("figure"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,11 +70,31 @@ def save_torch(path: Path, value: Any) -> None:
     _atomic_write(Path(path), lambda handle: torch.save(value, handle))
 
 
-def load_torch(path: Path) -> Any:
+def _numpy_array_globals() -> list:
+    """What unpickling a numpy array needs (the numpy RNG state in ``checkpoint.pt``), and nothing else."""
+    import numpy as np
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.uint32))]
+
+
+def load_torch(path: Path) -> Any:
+    """A checkpoint, loaded without running code: ``weights_only`` unpickling (tensors, containers, numbers,
+    strings) plus numpy arrays. Checkpoints are shared between people (the project releases its own
+    meta-initialisations), and a pickle may run any code when loaded; one that needs more is refused."""
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise HarnessError(f"{path} does not exist") from None
+    except pickle.UnpicklingError as exc:
+        found = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        what = found[0].rstrip(".") if found else "an object that is not a tensor, number or string"
+        raise HarnessError(f"refusing to load {path}: it would run code when loaded ({what}); "
+                           f"a harness checkpoint holds only tensors, numbers and strings") from None
     except Exception as exc:
         raise HarnessError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
 

@@ -117,7 +117,7 @@ def test_reproduce_skips_finished_runs_resumes_started_ones_and_reports(tmp_path
     args = ["reproduce", definition, "--root", tmp_path / "root", "--results", tmp_path / "results", "--workers", "2"]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
-    table = json.loads((tmp_path / "results" / "reproduced" / "tiny.json").read_text())
+    table = json.loads((tmp_path / "results" / "reproduced" / "tiny-cpu.json").read_text())
     assert [row["label"] for row in table["rows"]] == ["2D-Navigation, MAML", "2D-Navigation, ANIL"]
     assert all(row["seeds"] == 1 and row["tasks"] == 2 and row["agree"] in ("yes", "no") for row in table["rows"])
     assert "| 2D-Navigation, MAML |" in result.stdout and "-20.3 ± 3.2" in result.stdout
@@ -136,7 +136,7 @@ def test_reproduce_skips_finished_runs_resumes_started_ones_and_reports(tmp_path
     assert report.returncode == 0, report.stderr
     readme = (tmp_path / "results" / "README.md").read_text()
     assert readme.count("<!-- reproduced:start -->") == 1 and "Tiny: 2D-Navigation smoke table" in readme
-    assert (tmp_path / "results" / "reproduced" / "tiny-curves.png").stat().st_size > 10_000
+    assert (tmp_path / "results" / "reproduced" / "tiny-cpu-curves.png").stat().st_size > 10_000
     assert run_cli("report", "--results", tmp_path / "results").returncode == 0
     assert (tmp_path / "results" / "README.md").read_text().count("<!-- reproduced:start -->") == 1
 
@@ -229,7 +229,7 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     result = run_cli("reproduce", definition, "--root", tmp_path / "root", "--results", tmp_path / "results",
                      "--executor", "ray")
     assert result.returncode == 0, result.stderr
-    table = json.loads((tmp_path / "results" / "reproduced" / "tiny.json").read_text())
+    table = json.loads((tmp_path / "results" / "reproduced" / "tiny-cpu.json").read_text())
     assert len(table["rows"]) == 2 and all(len(row["runs"]) == 1 for row in table["rows"])
     for run_dir in (row["runs"][0] for row in table["rows"]):
         assert json.loads((tmp_path / "root" / "runs" / run_dir.rsplit("/", 1)[1] / "summary.json").read_text())
@@ -268,7 +268,7 @@ def test_reproduce_time_limit_stops_runs_and_the_next_call_resumes_them(tmp_path
     assert stopped.stderr.startswith("harness: stopped (time limit 3s reached): ") and stopped.stderr.count("\n") == 1
     assert stopped.stderr.rstrip().endswith(f"run(s) unfinished, their checkpoints kept; continue with: "
                                             f"harness reproduce {definition} --budget cpu --root {tmp_path / 'root'}")
-    assert not (tmp_path / "results" / "reproduced" / "longer.json").exists()
+    assert not (tmp_path / "results" / "reproduced" / "longer-cpu.json").exists()
     started = [p for p in (tmp_path / "root" / "runs").iterdir() if p.is_dir()]
     assert len(started) == 1 and not (started[0] / "summary.json").exists()  # the second run never started
     step = json.loads((started[0] / "metrics.jsonl").read_text().splitlines()[-1])["step"]
@@ -278,11 +278,11 @@ def test_reproduce_time_limit_stops_runs_and_the_next_call_resumes_them(tmp_path
     assert finished.returncode == 0, finished.stderr
     rows = (started[0] / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in rows] == list(range(1, 41))  # resumed, not restarted
-    table = json.loads((tmp_path / "results" / "reproduced" / "longer.json").read_text())
+    table = json.loads((tmp_path / "results" / "reproduced" / "longer-cpu.json").read_text())
     cheetah = table["rows"][2]
     assert cheetah["mean"] is None and cheetah["agree"] == "not run"
     assert cheetah["not_run"] == "HalfCheetah at 500 iterations does not fit this budget (measured 28.3 s/iteration)"
-    markdown = (tmp_path / "results" / "reproduced" / "longer.md").read_text()
+    markdown = (tmp_path / "results" / "reproduced" / "longer-cpu.md").read_text()
     assert re.search(r"\| HalfCheetah-Velocity, ANIL \| not run +\| -120\.9 ± 6\.3 +\| not run +\|", markdown)
     assert "Not run:\n\n- HalfCheetah-Velocity, ANIL: HalfCheetah at 500 iterations does not fit" in markdown
 
@@ -292,7 +292,7 @@ def test_no_train_builds_the_table_from_finished_runs_only(tmp_path):
     result = run_cli("reproduce", definition, "--no-train", "--root", tmp_path / "root", "--results", tmp_path / "results")
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "root" / "runs").exists()  # nothing trained
-    table = json.loads((tmp_path / "results" / "reproduced" / "tiny.json").read_text())
+    table = json.loads((tmp_path / "results" / "reproduced" / "tiny-cpu.json").read_text())
     assert [row["agree"] for row in table["rows"]] == ["not run", "not run"]
     assert table["rows"][0]["not_run"].endswith(": to run")
     plan_output = run_cli("reproduce", definition, "--plan", "--root", tmp_path / "root").stdout

@@ -107,8 +107,8 @@ def plot_curves(result: dict, out: Path) -> Path | None:
     return out
 
 
-def copy_figures(result: dict, folder: Path) -> list[Path]:
-    """Evaluator figures of the table's rows (one per distinct file), copied to ``folder/<table>-<n>.png``."""
+def copy_figures(result: dict, folder: Path, stem: str) -> list[Path]:
+    """Evaluator figures of the table's rows (one per distinct file), copied to ``folder/<stem>-figure<n>.png``."""
     import shutil
 
     sources = []
@@ -117,7 +117,7 @@ def copy_figures(result: dict, folder: Path) -> list[Path]:
     copied = []
     for number, source in enumerate(sources, 1):
         if Path(source).exists():
-            target = folder / f"{result['name']}-figure{number}.png"
+            target = folder / f"{stem}-figure{number}.png"
             shutil.copyfile(source, target)
             copied.append(target)
     return copied
@@ -154,7 +154,7 @@ class ReportCommand:
             sections.append(markdown)
             if figure:
                 sections.append(f"![{result['title']}: learning curves](reproduced/{figure.name})\n")
-            for copied in copy_figures(result, path.parent):
+            for copied in copy_figures(result, path.parent, path.stem):
                 sections.append(f"![{result['title']}](reproduced/{copied.name})\n")
             print(markdown)
         update_index(results / "README.md", sections)

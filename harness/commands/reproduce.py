@@ -8,7 +8,7 @@
 
 Finished runs are skipped (keyed by a hash of the resolved config), started
 ones resumed, so an interrupted sweep continues where it stopped. The table
-is written to ``results/reproduced/<table>.json`` and ``.md``; ``harness report``
+is written to ``results/reproduced/<table>-<budget>.json`` and ``.md``; ``harness report``
 renders all of them with figures and the ``results/README.md`` index. Rows
 the budget does not run (``skip`` in the definition) or whose runs are not
 finished (``--no-train``) are reported as "not run" with the reason.
@@ -97,7 +97,7 @@ class ReproduceCommand:
         result = table(definition, runs, args.data_root, args.budget)
         result.update({"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"),
                        "machine": describe_device(torch.device("cpu"))})
-        out = Path(args.results) / "reproduced" / f"{definition['name']}.json"
+        out = Path(args.results) / "reproduced" / f"{definition['name']}-{args.budget}.json"  # one file per budget
         write_json(out, result)
         from harness.commands.report import render_table
 

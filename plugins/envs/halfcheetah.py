@@ -1,6 +1,6 @@
 """HalfCheetah-Direction and HalfCheetah-Velocity (Finn et al. 2017, Section 5.3; pytorch-maml-rl).
 
-    harness run --algo anil --env halfcheetah-dir   # README: measured s/meta-iteration and returns at our budget
+    harness run --algo anil --env halfcheetah-dir   # docs/meta-rl.md: measured s/meta-iteration and returns at our budget
     harness run --algo maml --env halfcheetah-vel
 
 The body is gymnasium's HalfCheetah (its ``half_cheetah.xml``, 5 physics

@@ -1,6 +1,6 @@
 """2D-Navigation (Finn et al. 2017, Section 5.3; the point task of pytorch-maml-rl).
 
-    harness run --algo anil --env 2d-navigation     # 500 meta-iterations; README: measured return beside the paper's
+    harness run --algo anil --env 2d-navigation     # 500 meta-iterations; docs/meta-rl.md: measured return beside the paper's
 
 A point agent starts at the origin and moves to a goal drawn uniformly from
 [-0.5, 0.5]^2. The observation is the position, the action a displacement
