@@ -166,6 +166,15 @@ def test_trained_body_beats_random_features_with_nil(data_root, tmp_path):
     # ANIL never adapts the body, so freezing it must reproduce the standard evaluation on the same tasks.
     standard = evaluate(anil_run, data_root, "fewshot")["rows"][0]["mean"]
     assert freeze["rows"][2]["mean"] == pytest.approx(standard, abs=1e-9)
+    # adapt_as=maml: MAML's inner loop on the ANIL network moves the body (a different accuracy); with the
+    # whole body frozen it adapts the head alone, which is ANIL's own test-time adaptation.
+    as_maml = evaluate(anil_run, data_root, "freeze", "-o", "adapt_as=maml")
+    assert as_maml["inner_loop"] == "maml" and [row["frozen"] for row in as_maml["rows"]] == ["none", "1", "1-2", "1-3", "1-4"]
+    assert as_maml["rows"][4]["mean"] == pytest.approx(standard, abs=1e-9)
+    assert as_maml["rows"][0]["mean"] != pytest.approx(standard, abs=1e-9)
+    unknown = run_cli("eval", anil_run, "--evaluator", "freeze", "-o", "adapt_as=nope", "--data-root", data_root)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("harness: error: unknown algorithm 'nope'")
+    assert unknown.stderr.count("\n") == 1
     bad = run_cli("eval", anil_run, "--evaluator", "freeze", "-o", "layers=1-6", "--data-root", data_root)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "harness: error: cannot freeze layers 1-6: backbone 'conv4' has 4 body layers (1-4)"
