@@ -122,7 +122,17 @@ class MetricsLog:
         _atomic_write(self.path, lambda handle: handle.write(data))
 
 
-def prepare_run_dir(path: Path) -> Path:
+#: Open lock files of the run directories this process trains in (released when the process exits).
+_LOCKS: dict[Path, Any] = {}
+
+
+def prepare_run_dir(path: Path, lock: bool = False) -> Path:
+    """Create ``path`` and check it is writable; with ``lock``, hold ``path/.lock`` for this process.
+
+    The lock is an OS-level ``flock``: the kernel releases it when the process ends, however it
+    ends, so a lock file left behind by a killed run never blocks the next one; a second process
+    that tries to train in the same directory at the same time is refused with one line.
+    """
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -131,7 +141,37 @@ def prepare_run_dir(path: Path) -> Path:
         probe.unlink()
     except OSError as exc:
         raise HarnessError(f"cannot write to output directory {path}: {exc.strerror or exc}") from None
+    if lock and path.resolve() not in _LOCKS:
+        import fcntl
+
+        handle = open(path / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise HarnessError(f"{path} is in use by another harness process (pid {holder}); wait for it to end "
+                               f"or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        _LOCKS[path.resolve()] = handle
     return path
+
+
+def run_state(path: Path) -> str | None:
+    """``"finished"`` / ``"started (step N)"`` for a run directory that holds a run, None for one that does not."""
+    path = Path(path)
+    if (path / "summary.json").exists():
+        return "finished"
+    if (path / "checkpoint.pt").exists():
+        try:
+            return f"started (step {load_torch(path / 'checkpoint.pt')['step']})"
+        except HarnessError:
+            return "started"
+    return None
 
 
 @dataclass

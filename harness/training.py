@@ -61,7 +61,7 @@ class Trainer:
         # Ranks of a torchrun job would decide to stop at different iterations and hang in the
         # gradient all-reduce; there the launcher's signals end the job as before.
         self.stop = StopConditions(signals=False) if stop is None or self.distributed else stop
-        self.run_dir = prepare_run_dir(run_dir)
+        self.run_dir = prepare_run_dir(run_dir, lock=self.is_main)
         self.progress = progress
         options = {"split": config.split, "queries": config.queries, "download": download}
         data_root = resolve_data_root(config.data_root)

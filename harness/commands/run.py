@@ -10,7 +10,7 @@ import harness
 from harness.config import RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
-from harness.rundir import read_json, write_json
+from harness.rundir import read_json, run_state, write_json
 from harness.stopping import StopConditions, parse_duration
 from harness.taskspec import parse_task_spec
 
@@ -21,6 +21,9 @@ OVERRIDES = {
     "val_every": int, "val_tasks": int, "test_tasks": int, "eval_batch_size": int, "checkpoint_every": int,
     "log_every": int, "device": str, "data_root": str,
 }
+
+#: What ``--resume`` may change: where and how fast the run goes, and how long it is (extended only).
+RESUME_MAY_CHANGE = {"iterations", "device", "data_root"}
 
 
 class RunCommand:
@@ -71,6 +74,20 @@ class RunCommand:
             if not (run_dir / "config.json").exists():
                 raise HarnessError(f"cannot resume: {run_dir} is not a run directory (no config.json)")
             config = RunConfig.from_dict(read_json(run_dir / "config.json"))
+            refused = [f"--{name.replace('_', '-')}" for name in OVERRIDES
+                       if getattr(args, name) is not None and name not in RESUME_MAY_CHANGE]
+            if args.algo or args.data:
+                refused = ["--algo" if args.algo else None, "--data" if args.data else None, *refused]
+            if any(refused):
+                raise HarnessError(f"a resumed run keeps its config: {', '.join(f for f in refused if f)} cannot be "
+                                   f"changed; only --iterations (to extend it), --device and --data-root can")
+            if args.iterations is not None:
+                if args.iterations < config.iterations:
+                    raise HarnessError(f"--iterations {args.iterations} with --resume: the run was set to "
+                                       f"{config.iterations}; it can be extended, not shortened")
+                config.iterations = args.iterations
+                config.sources["iterations"] = "command line (extended on --resume)"
+                write_json(run_dir / "config.json", config.to_dict())
             if args.device is not None:
                 config.device = args.device
             if args.data_root is not None:
@@ -91,9 +108,14 @@ class RunCommand:
                 raise HarnessError("a run across processes (torchrun) needs --out, so that every rank uses one run directory")
             run_dir = Path(args.out) if args.out else Path("results") / "runs" / (
                 f"{config.algo}-{config.data}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+            state = run_state(run_dir)
+            if state:
+                raise HarnessError(f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, "
+                                   f"or choose another --out")
             trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress,
                               stop=stop)
             if trainer.is_main:
+                trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
                 write_json(run_dir / "config.json", config.to_dict())
         summary = trainer.train()
         if summary is None:  # a torchrun rank other than 0: rank 0 reports

@@ -110,7 +110,7 @@ class RLTrainer:
         self.stop = stop or StopConditions(signals=False)
         self.env_plugin = plugins.task_samplers.get(config.env)
         self.algorithm = resolve_rl_algorithm(plugins, config.algo)
-        self.run_dir = prepare_run_dir(run_dir)
+        self.run_dir = prepare_run_dir(run_dir, lock=True)
         torch.manual_seed(config.seed)
         self.policy = GaussianMLPPolicy(self.env_plugin.observation_dim, self.env_plugin.action_dim)
         self.rng = np.random.default_rng(config.seed)

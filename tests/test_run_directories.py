@@ -1,0 +1,86 @@
+"""A run directory belongs to one run: no silent overwrite, no two writers, no silently ignored flags on --resume."""
+
+import json
+import os
+
+import pytest
+
+from harness.rundir import prepare_run_dir
+from conftest import run_cli
+
+FLAGS = ["--algo", "anil", "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--val-every", "5", "--log-every", "5",
+         "--val-tasks", "4", "--test-tasks", "8", "--no-progress", "--no-download"]
+
+
+@pytest.fixture(scope="module")
+def finished(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    result = run_cli("run", *FLAGS, "--iterations", "10", "--data-root", data_root, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _files(run_dir):
+    return {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.realdata
+def test_a_finished_run_is_not_overwritten(finished, data_root):
+    before = _files(finished)
+    result = run_cli("run", *FLAGS, "--iterations", "10", "--seed", "4", "--data-root", data_root, "--out", finished)
+    assert result.returncode == 2
+    assert result.stderr == (f"harness: error: {finished} already holds a run (finished); continue it with "
+                             f"--resume {finished}, or choose another --out\n")
+    assert _files(finished) == before
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("flags, named", [(["--seed", "5"], "--seed"), (["--inner-lr", "0.9", "--seed", "5"], "--seed, --inner-lr"),
+                                          (["--algo", "maml"], "--algo")])
+def test_resume_refuses_flags_it_would_ignore(finished, data_root, flags, named):
+    before = _files(finished)
+    result = run_cli("run", "--resume", finished, *flags, "--data-root", data_root, "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr == (f"harness: error: a resumed run keeps its config: {named} cannot be changed; "
+                             f"only --iterations (to extend it), --device and --data-root can\n")
+    assert _files(finished) == before
+
+
+@pytest.mark.realdata
+def test_resume_can_extend_a_run_but_not_shorten_it(data_root, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("run", *FLAGS, "--iterations", "10", "--data-root", data_root, "--out", out).returncode == 0
+    shorter = run_cli("run", "--resume", out, "--iterations", "5", "--data-root", data_root, "--no-progress")
+    assert shorter.returncode == 2
+    assert shorter.stderr == ("harness: error: --iterations 5 with --resume: the run was set to 10; "
+                              "it can be extended, not shortened\n")
+    longer = run_cli("run", "--resume", out, "--iterations", "15", "--data-root", data_root, "--no-progress")
+    assert longer.returncode == 0, longer.stderr
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 15
+    config = json.loads((out / "config.json").read_text())
+    assert config["iterations"] == 15 and config["sources"]["iterations"] == "command line (extended on --resume)"
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 5, 10, 10, 15, 15]  # train and validation rows, none repeated
+
+
+@pytest.mark.realdata
+def test_two_processes_cannot_train_in_one_directory(data_root, tmp_path):
+    out = tmp_path / "busy"
+    prepare_run_dir(out, lock=True)  # this test process holds the lock, as a running `harness run` would
+    result = run_cli("run", *FLAGS, "--iterations", "5", "--data-root", data_root, "--out", out)
+    assert result.returncode == 2
+    assert result.stderr == (f"harness: error: {out} is in use by another harness process (pid {os.getpid()}); "
+                             f"wait for it to end or choose another --out\n")
+    assert not (out / "config.json").exists()
+
+
+@pytest.mark.realdata
+def test_a_start_that_never_checkpointed_starts_over_without_duplicate_rows(data_root, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "metrics.jsonl").write_text('{"step": 5, "split": "val", "accuracy": 0.1}\n')  # killed before checkpoint.pt
+    result = run_cli("run", *FLAGS, "--iterations", "5", "--data-root", data_root, "--out", out)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["step"], row["split"]) for row in rows] == [(5, "train"), (5, "val")]
