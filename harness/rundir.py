@@ -158,6 +158,10 @@ def prepare_run_dir(path: Path, lock: bool = False) -> Path:
         handle.write(str(os.getpid()))
         handle.flush()
         _LOCKS[path.resolve()] = handle
+        # Half-written files of a killed writer (``_atomic_write``'s temporary names): nobody else writes here now.
+        for leftover in [*path.glob(".*.pt.*"), *path.glob(".*.json.*"), *path.glob(".*.jsonl.*"),
+                         *path.glob("checkpoints/.step-*.pt.*")]:
+            leftover.unlink(missing_ok=True)
     return path
 
 

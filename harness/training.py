@@ -104,13 +104,15 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if not self.is_main:
             return
-        path = self.run_dir / "checkpoint.pt"
-        save_torch(path, self._state())
-        self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(path))
+        # The periodic checkpoint first: a kill between the two writes leaves checkpoint.pt at an earlier
+        # step, so the resumed run passes this step again and writes it; the other order would lose it.
         if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
             periodic = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
             save_torch(periodic, self._state())
             self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(periodic))
+        path = self.run_dir / "checkpoint.pt"
+        save_torch(path, self._state())
+        self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(path))
 
     def restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"

@@ -80,7 +80,12 @@ def test_a_start_that_never_checkpointed_starts_over_without_duplicate_rows(data
     out.mkdir()
     (out / "config.json").write_text("{}")
     (out / "metrics.jsonl").write_text('{"step": 5, "split": "val", "accuracy": 0.1}\n')  # killed before checkpoint.pt
+    (out / "checkpoints").mkdir()
+    leftovers = [out / ".checkpoint.pt.k1ll3d", out / ".best.pt.x7", out / "checkpoints" / ".step-0000005.pt.q2"]
+    for leftover in leftovers:  # half-written temporary files of the killed writer
+        leftover.write_bytes(b"\0" * 100)
     result = run_cli("run", *FLAGS, "--iterations", "5", "--data-root", data_root, "--out", out)
     assert result.returncode == 0, result.stderr
+    assert not any(leftover.exists() for leftover in leftovers)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(row["step"], row["split"]) for row in rows] == [(5, "train"), (5, "val")]

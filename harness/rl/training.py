@@ -125,11 +125,11 @@ class RLTrainer:
                 "best": dict(self.best), "train_seconds": self.train_seconds}
 
     def save_checkpoint(self) -> None:
+        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:  # first: see Trainer
+            save_torch(self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt", self._state())
         path = self.run_dir / "checkpoint.pt"
         save_torch(path, self._state())
         self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(path))
-        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-            save_torch(self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt", self._state())
 
     def restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"
