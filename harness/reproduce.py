@@ -69,6 +69,7 @@ class PlannedRun:
     unit: str = "%"
     resolved_options: dict = field(default_factory=dict)  # "@LABEL" replaced by that row's run directory
     skipped: str | None = None  # why this budget does not run the row (``skip`` in the definition)
+    needs: list = field(default_factory=list)  # runs named by "@LABEL" options: evaluated only once they are done
 
     @property
     def done(self) -> bool:
@@ -186,6 +187,7 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
                                        f"no row; rows: {', '.join(sorted({r.label for r in runs}))}")
                 if other.skipped and not run.skipped:
                     run.skipped = f"needs row {value[1:]!r}, not run: {other.skipped}"
+                run.needs.append(other)
                 value = str(other.run_dir)
             run.resolved_options[name] = value
     return runs
@@ -279,7 +281,7 @@ def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) ->
     written = run.run_dir / f"eval-{run.evaluator}.json"
     suffix = "".join(f"-{k}={str(v).lstrip('@')}" for k, v in sorted(run.options.items()))
     out = written.with_name(f"eval-{run.evaluator}{suffix}.json")  # one file per evaluator and options
-    if not out.exists():
+    if not out.exists() or not cached:
         command = [sys.executable, "-m", "harness", "eval", str(run.run_dir), "--evaluator", run.evaluator]
         command += [f"-o{k}={v}" for k, v in run.resolved_options.items()]
         if data_root:
@@ -290,8 +292,7 @@ def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) ->
             written.replace(out)
     output = json.loads(out.read_text())
     if not -len(output["rows"]) <= run.result_row < len(output["rows"]):
-        if cached:  # written by an earlier version of the evaluator, with fewer rows: evaluate again
-            out.unlink()
+        if cached:  # written by an earlier version of the evaluator, with fewer rows: evaluate again (kept if that fails)
             return evaluate_run(run, data_root, cached=False)
         raise HarnessError(f"row {run.label!r}: evaluator {run.evaluator!r} gave {len(output['rows'])} rows, "
                            f"result_row {run.result_row} is out of range ({out})")
@@ -363,8 +364,13 @@ def speed_table(definition: dict, budget: str) -> list[dict]:
     return rows
 
 
-def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budget: str) -> dict:
-    """Measured beside published, one entry per row; rows without finished runs are "not run", with the reason."""
+def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budget: str, partial: bool = False) -> dict:
+    """Measured beside published, one entry per row; rows without finished runs are "not run", with the reason.
+
+    ``partial`` (``--no-train``): a row whose evaluation cannot run on what is there (e.g. a run
+    directory copied without its checkpoints) is reported as not run with the error, instead of
+    stopping the table.
+    """
     rows = speed_table(definition, budget) if definition.get("kind") == "speed" else []
     for row in definition["rows"]:
         mine = [run for run in runs if run.label == row["label"]]
@@ -373,14 +379,23 @@ def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budge
         compare = row.get("compare", "interval")
         entry = {"label": row["label"], "paper": row.get("paper"), "compare": compare, "unit": mine[0].unit,
                  "runs": [str(run.run_dir) for run in mine]}
-        missing = [run for run in mine if run.skipped or not run.done]
+        missing = [run for run in mine if run.skipped or not run.done] or \
+            [other for run in mine for other in run.needs if not other.done]
         if missing:
             entry.update({"mean": None, "ci95": None, "seeds": 0, "agree": "not run", "tasks": "",
                           "not_run": missing[0].skipped or f"{missing[0].run_dir.name}: {missing[0].state}",
                           "runs": [str(run.run_dir) for run in mine if run.done]})
             rows.append(entry)
             continue
-        values = [evaluate_run(run, data_root) for run in mine]
+        try:
+            values = [evaluate_run(run, data_root) for run in mine]
+        except HarnessError as exc:
+            if not partial:
+                raise
+            entry.update({"mean": None, "ci95": None, "seeds": 0, "agree": "not run", "tasks": "",
+                          "not_run": f"evaluation failed: {exc}"})
+            rows.append(entry)
+            continue
         mean, ci = aggregate(values)
         entry.update({"mean": mean, "ci95": ci, "seeds": len(values), "agree": agrees(mean, ci, row.get("paper"), compare),
                       "tasks": values[0]["tasks"], "figures": sorted({v["figure"] for v in values if "figure" in v})})

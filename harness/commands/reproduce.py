@@ -94,7 +94,7 @@ class ReproduceCommand:
                     f"checkpoints kept; continue with: {again}")
         import torch
 
-        result = table(definition, runs, args.data_root, args.budget)
+        result = table(definition, runs, args.data_root, args.budget, partial=args.no_train)
         result.update({"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"),
                        "machine": describe_device(torch.device("cpu"))})
         out = Path(args.results) / "reproduced" / f"{definition['name']}-{args.budget}.json"  # one file per budget
