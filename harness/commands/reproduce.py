@@ -56,7 +56,8 @@ class ReproduceCommand:
 
         from harness.devices import describe_device
         from harness.plugin_manager import get_plugins
-        from harness.reproduce import load_definition, paper_interval, plan, run_all, table
+        from harness.executors import run_all
+        from harness.reproduce import load_definition, paper_interval, plan, table
         from harness.stopping import RunStopped, StopConditions, parse_duration
 
         if args.seeds < 1 or args.workers < 1:

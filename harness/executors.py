@@ -1,0 +1,95 @@
+"""Executing planned runs: ``harness run`` subprocesses on this machine, or Ray tasks, under one time limit.
+
+``harness reproduce`` plans run directories (``harness.reproduce``) and hands the
+unfinished ones here. Every run is the same ``harness run`` command line in both
+executors, logged to ``<run_dir>.log``; a run stopped by its time limit or a
+forwarded signal exits with ``EXIT_STOPPED`` and is resumed by the next call.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from harness.errors import HarnessError
+from harness.stopping import EXIT_STOPPED, StopConditions
+
+if TYPE_CHECKING:
+    from harness.reproduce import PlannedRun
+
+
+def execute(command: list[str], log: str, threads: int, children: set | None = None) -> int:
+    """Run one ``harness`` command, output to ``log``; used by both executors.
+
+    The child gets its own session, so that a terminal's Ctrl-C reaches it once, forwarded by
+    :func:`run_all` (as a second SIGINT it would mean "interrupt at once").
+    """
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    with open(log, "a") as handle:
+        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        if children is not None:
+            children.add(child)
+        try:
+            return child.wait()
+        finally:
+            if children is not None:
+                children.discard(child)
+
+
+def run_all(runs: list[PlannedRun], data_root: str | None, executor: str = "local", workers: int = 1,
+            address: str | None = None, stop: StopConditions | None = None) -> tuple[list[str], int]:
+    """Train every run that is not done (or skipped); returns one line per failed run and the number stopped.
+
+    With ``stop`` (``harness reproduce --time-limit``), each run gets the time that is left as its
+    own ``--time-limit``, runs not started when it is spent stay unstarted, and SIGTERM / SIGINT /
+    SIGUSR1 are forwarded to the running ones (local executor), which checkpoint and exit with
+    :data:`EXIT_STOPPED`; the next ``harness reproduce`` resumes them.
+    """
+    todo, seen = [], set()
+    for run in runs:
+        if not run.done and not run.skipped and run.run_dir not in seen:
+            seen.add(run.run_dir)
+            todo.append(run)
+    stop = stop or StopConditions(signals=False)
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    for run in todo:
+        run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    children: set = set()
+    stop.listeners.append(lambda signum: [child.send_signal(signum) for child in list(children)])
+
+    def launch(run: PlannedRun) -> int:
+        if stop.should_stop(1.0):
+            return EXIT_STOPPED  # not started: nothing to checkpoint
+        return execute(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log", threads, children)
+
+    with stop:
+        if executor == "ray":
+            if stop.should_stop(1.0):
+                codes = [EXIT_STOPPED] * len(todo)
+            else:
+                codes = run_on_ray([(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log")
+                                    for run in todo], address, threads)
+        elif executor == "local":
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                codes = list(pool.map(launch, todo))
+        else:
+            raise HarnessError(f"unknown executor {executor!r}; executors: local, ray")
+    failures = [f"{run.run_dir} failed (exit {code}); log: {run.run_dir}.log" for run, code in zip(todo, codes)
+                if code not in (0, EXIT_STOPPED)]
+    return failures, sum(code == EXIT_STOPPED for code in codes)
+
+
+def run_on_ray(jobs, address: str | None, threads: int) -> list[int]:
+    """Each run a Ray task (one GPU each where the cluster has GPUs), same command as the local executor."""
+    try:
+        import ray
+    except ImportError:
+        raise HarnessError("--executor ray needs Ray: pip install 'feature-reuse-harness[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False) if address else \
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_cpus=threads, num_gpus=gpus)(execute)
+    return ray.get([task.remote(command, log, threads) for command, log in jobs])
