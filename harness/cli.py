@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from harness.errors import HarnessError
 from harness.plugin_manager import get_plugins, report_load_errors
-from harness.stopping import EXIT_STOPPED, RunStopped
+from harness.stopping import EXIT_STOPPED, RunStopped, Terminated, interrupted_message, terminate_outside_training
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +35,25 @@ def build_parser(plugins) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    # SIGTERM while data loads or a run is tested ends with one line; the training loop
+    # installs its own handler (a clean stop at the next iteration boundary).
+    previous = signal.signal(signal.SIGTERM, terminate_outside_training)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: Commands that go on to load data or train: at a terminal they say so before the plugins (and torch) load.
+SLOW_COMMANDS = ("run", "eval", "analyze", "reproduce")
+
+
+def _main(argv: list[str] | None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in SLOW_COMMANDS and not {"-h", "--help"} & set(words) and sys.stderr.isatty():
+        print(f"harness {words[0]}: starting (loading torch and the plugins takes a few seconds)", file=sys.stderr, flush=True)
     try:
         plugins = get_plugins()
         report_load_errors(plugins)
@@ -52,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print("harness: interrupted; the last checkpoint is kept (continue with --resume RUN_DIR)", file=sys.stderr)
+        print(f"harness: {interrupted_message('interrupted')}", file=sys.stderr)
         return 130
+    except Terminated as terminated:
+        print(f"harness: {interrupted_message(f'terminated ({terminated})')}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except OSError as exc:  # a write or read the commands did not expect to fail (full disk, read-only mount)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"harness: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

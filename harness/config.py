@@ -55,6 +55,14 @@ class RunConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def validate(self) -> None:
+        for spec in dataclasses.fields(self):
+            value, kind = getattr(self, spec.name), str(spec.type)
+            wanted = {"int": (int,), "float": (int, float), "str": (str,)}.get(kind.replace(" | None", ""))
+            if wanted and not (value is None and "None" in kind) and (not isinstance(value, wanted) or isinstance(value, bool)):
+                raise HarnessError(f"{spec.name.replace('_', '-')} must be {'an integer' if kind == 'int' else 'a ' + kind.split()[0]}"
+                                   f", got {value!r}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise HarnessError(f"--seed must be between 0 and {2 ** 32 - 1} (numpy and torch seed range), got {self.seed}")
         positive = ["iterations", "meta_batch_size", "test_tasks", "eval_batch_size", "log_every", "val_tasks"]
         for name in positive:
             if getattr(self, name) < 1:

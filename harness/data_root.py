@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,21 +48,67 @@ def fingerprint(files: list[Path], extra: str = "") -> str:
     return digest.hexdigest()[:16]
 
 
+def _digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _damage(path: Path, checksum: Path) -> str | None:
+    """Why the cache file ``path`` cannot be trusted, or None when its contents match the checksum written with it."""
+    if not checksum.exists():
+        return "no checksum beside it (written by an older version, or the writer was killed)"
+    try:
+        expected = checksum.read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return "its checksum file is unreadable"
+    try:
+        if _digest(path) != expected:
+            return "its contents do not match the checksum written with it"
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    return None
+
+
 def load_or_build_array(name: str, key: str, build) -> np.ndarray:
-    """``build()`` once per fingerprint ``key``; later calls memory-map the ``.npy``."""
+    """``build()`` once per fingerprint ``key``; later calls memory-map the ``.npy``.
+
+    Each cache file has a SHA-256 of its contents beside it (``.npy.sha256``), checked on every
+    open: a damaged, truncated or half-written cache (disk error, a killed writer, a copy gone
+    wrong) is decoded again with a one-line notice, never trained on.
+    """
     path = cache_dir() / f"{name}-{key}.npy"
+    checksum = path.with_name(path.name + ".sha256")
     if path.exists():
-        try:
-            return np.load(path, mmap_mode="r")
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)  # a corrupt cache is rebuilt, never trusted
+        reason = _damage(path, checksum)
+        if reason is None:
+            try:
+                return np.load(path, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as exc:
+                reason = f"numpy cannot read it ({exc})"
+        print(f"harness: decoded-image cache {path} cannot be trusted ({reason}); decoding again", file=sys.stderr)
+        path.unlink(missing_ok=True)
+        checksum.unlink(missing_ok=True)
     array = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as handle:
             np.save(handle, array)
+        digest = _digest(tmp)
         os.replace(tmp, path)
+        tmp_checksum = checksum.with_name(f".{checksum.name}.{os.getpid()}.tmp")
+        tmp_checksum.write_text(f"{digest}  {path.name}\n")  # the sha256sum format: `sha256sum -c` checks it too
+        os.replace(tmp_checksum, checksum)
     except OSError:
         pass  # caching is an optimisation; an unwritable cache dir must not stop a run
     return array
+
+
+def decode_all(files: list[Path], decode, what: str) -> np.ndarray:
+    """``np.stack([decode(f) for f in files])`` with a progress bar: what is decoded, how far, how long is left."""
+    from tqdm import tqdm
+
+    print(f"harness: decoding {len(files)} {what} images (once: later runs read the cache in "
+          f"{cache_dir()})", file=sys.stderr)
+    return np.stack([decode(path) for path in tqdm(files, desc=f"decoding {what}", unit="img", file=sys.stderr,
+                                                    mininterval=1.0, disable=None)])

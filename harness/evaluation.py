@@ -60,18 +60,6 @@ def evaluate(algorithm, model, sampler, config, num_tasks: int, set_seed: int, d
     return {"accuracy": mean, "ci95": ci95, "tasks": int(num_tasks), "inner_steps": config.test_inner_steps}
 
 
-def positive_int_option(options: dict, name: str, default: int) -> int:
-    """An evaluator option that must be a positive integer (``harness eval -o name=N`` gives strings)."""
-    value = options.get(name) or default
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        raise HarnessError(f"option {name} must be a positive integer, got {value!r}") from None
-    if value < 1:
-        raise HarnessError(f"option {name} must be a positive integer, got {value}")
-    return value
-
-
 def inner_loop_algorithm(run, options: dict):
     """The algorithm whose test-time inner loop an evaluator runs: the run's own, or ``-o adapt_as=NAME``.
 

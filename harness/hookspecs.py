@@ -148,6 +148,15 @@ def register_evaluators(registry) -> None:
     Return ``{"rows": [{"name", "mean", "ci95", "tasks", ...}, ...]}``; the
     command prints the rows as a table and writes them as JSON into the run
     directory. Raise ``HarnessError`` when the run does not fit the evaluator.
+
+    Declare the ``-o KEY=VALUE`` options it takes as ``options``, a tuple of
+    :class:`harness.evaluator_options.Option` (``NUM_TASKS``,
+    ``TEST_INNER_STEPS`` and ``ADAPT_AS`` are shared ones): ``evaluate`` then
+    receives every declared option, converted to its type or set to its
+    default, and unknown keys, malformed and out-of-range values are refused
+    with one line before anything runs (``--test-tasks`` and
+    ``--test-inner-steps`` arrive as ``num_tasks`` and ``test_inner_steps``).
+    Without ``options`` the evaluator gets the given strings unchecked.
     """
 
 

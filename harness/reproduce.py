@@ -44,6 +44,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.executors import execute
+from harness.rundir import read_json, read_metrics
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 #: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
@@ -81,8 +82,9 @@ class PlannedRun:
             return "done"
         checkpoint = self.run_dir / "checkpoint.pt"
         if checkpoint.exists():
-            rows = (self.run_dir / "metrics.jsonl").read_text().splitlines() if (self.run_dir / "metrics.jsonl").exists() else []
-            step = json.loads(rows[-1])["step"] if rows else 0
+            metrics = self.run_dir / "metrics.jsonl"
+            rows = read_metrics(metrics) if metrics.exists() else []
+            step = rows[-1]["step"] if rows else 0
             return f"started (step {step})"
         return "to run"
 
@@ -117,8 +119,44 @@ def load_definition(name: str) -> dict:
     for needed in ("title", "budgets", "rows"):
         if needed not in definition:
             raise HarnessError(f"{path} has no {needed!r}")
+    check_definition(definition, path)
     definition["name"] = path.stem
     return definition
+
+
+def check_definition(definition: dict, path: Path) -> None:
+    """The shape of a definition, checked before anything is planned: each mistake is one line naming it."""
+    budgets, rows = definition["budgets"], definition["rows"]
+    if not isinstance(budgets, dict) or not all(isinstance(b, dict) for b in budgets.values()):
+        raise HarnessError(f"{path}: 'budgets' must be tables ([budgets.cpu], [budgets.paper]), got {budgets!r}")
+    for name, budget in budgets.items():
+        for kind, overrides in budget.items():
+            if kind in ("image", "rl") and not isinstance(overrides, dict):
+                raise HarnessError(f"{path}: budgets.{name}.{kind} must be a table of harness run flags, got {overrides!r}")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise HarnessError(f"{path}: 'rows' must be a non-empty array of tables ([[rows]]), got {rows!r}")
+    speed = definition.get("kind") == "speed"
+    for number, row in enumerate(rows, start=1):
+        where = f"{path}: row {number}" + (f" ({row['label']!r})" if isinstance(row.get("label"), str) else "")
+        for key in ("label",) if speed else ("label", "algo"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise HarnessError(f"{where} needs {key!r} (a string)")
+        if speed:
+            continue
+        if not isinstance(row.get("data", row.get("env")), str):
+            raise HarnessError(f"{where} needs 'data' (a task spec) or 'env' (a meta-RL environment), a string")
+        for key in ("options", "overrides", "skip"):
+            if not isinstance(row.get(key, {}), dict):
+                raise HarnessError(f"{where}: {key!r} must be a table ({{ key = value }}), got {row[key]!r}")
+        for key, minimum in (("seed_offset", 0), ("result_row", None)):
+            value = row.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+                raise HarnessError(f"{where}: {key!r} must be an integer{'' if minimum is None else f' >= {minimum}'}, "
+                                   f"got {value!r}")
+        paper = row.get("paper")
+        if paper is not None and (not isinstance(paper, list) or len(paper) not in (1, 2)
+                                  or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in paper)):
+            raise HarnessError(f"{where}: 'paper' must be [mean, interval] or [value] (numbers), got {paper!r}")
 
 
 def resolved_config(plugins, algo: str, task: str, kind: str, overrides: dict) -> dict:
@@ -165,7 +203,10 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
         budget_overrides = definition["budgets"][budget].get(kind, {})
         for seed in range(row.get("seed_offset", 0), row.get("seed_offset", 0) + seeds):
             overrides = {**budget_overrides, **row.get("overrides", {}), "seed": seed}
-            config = resolved_config(plugins, row["algo"], task, kind, overrides)
+            try:
+                config = resolved_config(plugins, row["algo"], task, kind, overrides)
+            except HarnessError as exc:
+                raise HarnessError(f"row {row['label']!r} of {definition['name']} (budget {budget}): {exc}") from None
             key = config_key(config)
             overrides.pop("seed")
             run_dir = root / "runs" / f"{config['algo']}-{task}-seed{seed}-{key}"
@@ -193,7 +234,7 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
 
 def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) -> dict:
     """``{"mean", "ci95", "tasks"}`` of one finished run for its row's evaluator (percent for accuracies)."""
-    summary = json.loads((run.run_dir / "summary.json").read_text())
+    summary = read_json(run.run_dir / "summary.json")
     if run.kind == "rl":
         test = summary["test"]
         return {"mean": test["return"], "ci95": test["ci95"], "tasks": test["tasks"]}
@@ -213,7 +254,7 @@ def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) ->
             raise HarnessError(f"evaluator {run.evaluator!r} failed on {run.run_dir}; log: {run.run_dir}.log")
         if suffix:
             written.replace(out)
-    output = json.loads(out.read_text())
+    output = read_json(out)
     if not -len(output["rows"]) <= run.result_row < len(output["rows"]):
         if cached:  # written by an earlier version of the evaluator, with fewer rows: evaluate again (kept if that fails)
             return evaluate_run(run, data_root, cached=False)

@@ -16,10 +16,14 @@ into place, so a killed process never leaves a half-written file.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import pickle
+import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,25 +40,49 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, _file_mode())  # mkstemp creates 0600; run files are meant to be shared
+class DiskFullError(HarnessError):
+    """A write failed for want of space; whatever was written before is intact."""
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _write_error(exc: OSError, path: Path) -> HarnessError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"no space left on {_mount_point(path.parent)} writing {path}")
+    if exc.errno == errno.EROFS:
+        return HarnessError(f"cannot write {path}: {path.parent} is on a read-only file system")
+    return HarnessError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary file and a rename: readers see the old or the new file, whole."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; run files are meant to be shared
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise _write_error(exc, path) from None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
 def write_json(path: Path, value: Any) -> None:
-    data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
-    _atomic_write(Path(path), lambda handle: handle.write(data))
+    _atomic_write(Path(path), (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:
@@ -67,7 +95,11 @@ def read_json(path: Path) -> Any:
 
 
 def save_torch(path: Path, value: Any) -> None:
-    _atomic_write(Path(path), lambda handle: torch.save(value, handle))
+    # Serialised in memory first: torch.save on a full disk fails with an opaque RuntimeError from its
+    # zip writer, a plain write with OSError(ENOSPC), which becomes a one-line error.
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    _atomic_write(Path(path), buffer.getvalue())
 
 
 def _numpy_array_globals() -> list:
@@ -81,13 +113,17 @@ def _numpy_array_globals() -> list:
     return [np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.uint32))]
 
 
-def load_torch(path: Path) -> Any:
+def load_torch(path: Path, needs: tuple[str, ...] = ()) -> Any:
     """A checkpoint, loaded without running code: ``weights_only`` unpickling (tensors, containers, numbers,
     strings) plus numpy arrays. Checkpoints are shared between people (the project releases its own
-    meta-initialisations), and a pickle may run any code when loaded; one that needs more is refused."""
+    meta-initialisations), and a pickle may run any code when loaded; one that needs more is refused.
+
+    ``needs``: the entries the caller reads; a file without them (a plain state dict, another
+    program's checkpoint) is refused with one line naming what is missing.
+    """
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise HarnessError(f"{path} does not exist") from None
     except pickle.UnpicklingError as exc:
@@ -96,7 +132,49 @@ def load_torch(path: Path) -> Any:
         raise HarnessError(f"refusing to load {path}: it would run code when loaded ({what}); "
                            f"a harness checkpoint holds only tensors, numbers and strings") from None
     except Exception as exc:
-        raise HarnessError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        raise HarnessError(f"cannot read checkpoint {path}: {type(exc).__name__}: {_one_line(exc)}") from None
+    if needs:
+        missing = [key for key in needs if not isinstance(state, dict) or key not in state]
+        if missing:
+            what = "a dict" if isinstance(state, dict) else f"a {type(state).__name__}"
+            hint = " (a bare state dict?)" if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()) else ""
+            raise HarnessError(f"{path} is not a harness checkpoint{hint}: {what} without {', '.join(map(repr, missing))}; "
+                               f"harness checkpoints (best.pt, checkpoint.pt) hold {', '.join(needs)}")
+    return state
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()).replace(":; ", ": ")
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def load_weights(module: torch.nn.Module, weights: dict, path: Path) -> None:
+    """``module.load_state_dict(weights)``, with a one-line error when the checkpoint is for another network."""
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+        raise HarnessError(f"{path} does not fit this network: {_one_line(exc)}") from None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``; a damaged line is a one-line error naming it (the file is left as it is)."""
+    rows = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}:{number} is not a JSON row ({exc.msg}); the file was changed outside harness: "
+                               f"repair or delete that line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise HarnessError(f"{path}:{number} is not a metrics row (a JSON object with an integer 'step')")
+        rows.append(row)
+    return rows
 
 
 class MetricsLog:
@@ -104,9 +182,7 @@ class MetricsLog:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.rows: list[dict] = []
-        if self.path.exists():
-            self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        self.rows: list[dict] = read_metrics(self.path) if self.path.exists() else []
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after ``step`` (they are recomputed on resume)."""
@@ -118,8 +194,7 @@ class MetricsLog:
         self._flush()
 
     def _flush(self) -> None:
-        data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in self.rows).encode()
-        _atomic_write(self.path, lambda handle: handle.write(data))
+        _atomic_write(self.path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in self.rows).encode())
 
 
 #: Open lock files of the run directories this process trains in (released when the process exits).
@@ -163,6 +238,26 @@ def prepare_run_dir(path: Path, lock: bool = False) -> Path:
                          *path.glob("checkpoints/.step-*.pt.*")]:
             leftover.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def removed_if_start_fails(path: Path):
+    """A new run directory is removed again when its start fails (bad data root, unknown backbone, ...).
+
+    Only a directory that did not exist before is removed, and only while the run is being set
+    up: once training has begun, whatever was written stays.
+    """
+    path = Path(path)
+    created = not path.exists()
+    try:
+        yield
+    except BaseException:
+        if created and path.exists():
+            lock = _LOCKS.pop(path.resolve(), None)
+            if lock is not None:
+                lock.close()
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def run_state(path: Path) -> str | None:
@@ -214,9 +309,9 @@ def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
     checkpoint_path = Path(checkpoint) if checkpoint else path / "best.pt"
     if not checkpoint_path.exists() and checkpoint is None:
         checkpoint_path = path / "checkpoint.pt"
-    state = load_torch(checkpoint_path)
+    state = load_torch(checkpoint_path, needs=("model", "geometry"))
     geometry = state["geometry"]
     head_outputs = geometry.get("head_outputs", spec.ways)
     model = backbone.build(geometry["in_channels"], geometry["image_size"], head_outputs, bn_mode=config.bn_mode)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], checkpoint_path)
     return LoadedRun(path, config, model, algorithm, task_sampler, spec, checkpoint_path)

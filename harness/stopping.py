@@ -54,6 +54,37 @@ def format_duration(seconds: float) -> str:
     return "".join(f"{v}{u}" for v, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if v) or "0s"
 
 
+#: The run directory this process trains in, once its trainer is set up (for the message of an interrupted run).
+active_run_dir = None
+
+
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (while data loads, while a run is tested): end with one line."""
+
+
+def terminate_outside_training(signum, _frame) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+def interrupted_message(how: str) -> str:
+    """One line for a run ended by Ctrl-C or SIGTERM between checkpoints: what is kept and how to go on."""
+    from pathlib import Path
+
+    run_dir = active_run_dir
+    if run_dir is None or not Path(run_dir).is_dir():
+        return f"{how} before training started; nothing was written"
+    checkpoint = Path(run_dir) / "checkpoint.pt"
+    if not checkpoint.exists():
+        return f"{how} before the first checkpoint of {run_dir}; start the same command again"
+    try:
+        from harness.rundir import load_torch
+
+        step = f"step {load_torch(checkpoint)['step']}"
+    except (HarnessError, KeyError, TypeError):
+        step = "the last checkpoint"
+    return f"{how}; {step} is kept; continue with: harness run --resume {run_dir}"
+
+
 class RunStopped(Exception):
     """A run ended early on purpose; its checkpoint is written and ``harness run --resume`` continues it."""
 

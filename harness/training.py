@@ -28,12 +28,15 @@ from harness.errors import HarnessError, NonFiniteLossError
 from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
 from harness.meta_learning import body_precision
 from harness.rundir import (
+    DiskFullError,
     MetricsLog,
     load_torch,
+    load_weights,
     prepare_run_dir,
     save_torch,
     write_json,
 )
+from harness import stopping
 from harness.stopping import RunStopped, StopConditions
 from harness.taskspec import parse_task_spec
 
@@ -62,6 +65,7 @@ class Trainer:
         # gradient all-reduce; there the launcher's signals end the job as before.
         self.stop = StopConditions(signals=False) if stop is None or self.distributed else stop
         self.run_dir = prepare_run_dir(run_dir, lock=self.is_main)
+        stopping.active_run_dir = self.run_dir
         self.progress = progress
         options = {"split": config.split, "queries": config.queries, "download": download}
         data_root = resolve_data_root(config.data_root)
@@ -116,11 +120,13 @@ class Trainer:
 
     def restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"
-        if not path.exists():
-            raise HarnessError(f"cannot resume: {path} does not exist")
-        state = load_torch(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not path.exists():  # stopped or killed before its first checkpoint: start over, with its config
+            if self.is_main:
+                self.metrics.truncate_after(-1)
+            return
+        state = load_torch(path, needs=("model", "optimizer", "step", "rng", "best", "train_seconds"))
+        load_weights(self.model, state["model"], path)
+        load_weights(self.optimizer, state["optimizer"], path)
         self.step = state["step"]
         self.rng.bit_generator.state = state["rng"]["episodes"]
         torch.set_rng_state(state["rng"]["torch"])
@@ -154,7 +160,18 @@ class Trainer:
 
     def train(self) -> dict:
         with body_precision(self.config.precision), self.stop:
-            return self._train()
+            try:
+                return self._train()
+            except DiskFullError as exc:
+                raise DiskFullError(f"{exc}; {self._kept()}; free space, then continue with "
+                                f"harness run --resume {self.run_dir}") from None
+
+    def _kept(self) -> str:
+        """Which checkpoint a failed run leaves to resume from (written atomically, so it is whole)."""
+        saved = self.run_dir / "checkpoint.pt"
+        if not saved.exists():
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is step {load_torch(saved)['step']} ({saved})"
 
     def _stop_if_asked(self, next_seconds: float) -> None:
         reason = self.stop.should_stop(next_seconds)
@@ -192,18 +209,18 @@ class Trainer:
                 # One host-device synchronisation for all gradients, not one per tensor.
                 grads_finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
                 if not math.isfinite(last["loss"]) or not grads_finite:
-                    saved = self.run_dir / "checkpoint.pt"
-                    kept = f"last good checkpoint {saved} (step {load_torch(saved)['step']})" if saved.exists() \
-                        else "no checkpoint was written yet"
                     raise NonFiniteLossError(
-                        f"non-finite loss or gradient ({last['loss']}) at step {self.step + 1}; training stopped, {kept}"
+                        f"non-finite loss or gradient ({last['loss']}) at step {self.step + 1}; training stopped, {self._kept()}"
                     )
                 self.optimizer.step()
                 self.step += 1
                 self.train_seconds += time.perf_counter() - started
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}", best_val=f"{self.best['accuracy']:.3f}")
+                    shown = {"loss": f"{last['loss']:.3f}", "acc": f"{last['accuracy']:.3f}"}
+                    if self.best["accuracy"] >= 0:  # -1 until the first validation
+                        shown["best_val"] = f"{self.best['accuracy']:.3f}"
+                    bar.set_postfix(shown)
                 logged = False
                 if self.step % config.log_every == 0 or self.step == config.iterations:
                     self._log({"step": self.step, "split": "train", "loss": last["loss"], "accuracy": last["accuracy"],
@@ -238,8 +255,8 @@ class Trainer:
         best_path = self.run_dir / "best.pt"
         tested_step = self.step
         if best_path.exists():
-            state = load_torch(best_path)
-            self.model.load_state_dict(state["model"])
+            state = load_torch(best_path, needs=("model", "step"))
+            load_weights(self.model, state["model"], best_path)
             tested_step = state["step"]
         started = time.perf_counter()
         result = evaluate(self.algorithm, self.model, self.samplers["test"], self.config,

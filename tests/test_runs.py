@@ -128,8 +128,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
     with pytest.raises(NonFiniteLossError) as error:
         trainer.train()
     assert str(error.value) == (
-        f"non-finite loss or gradient (nan) at step 5; training stopped, last good checkpoint "
-        f"{tmp_path / 'nan' / 'checkpoint.pt'} (step 4)"
+        f"non-finite loss or gradient (nan) at step 5; training stopped, the last good checkpoint is step 4 "
+        f"({tmp_path / 'nan' / 'checkpoint.pt'})"
     )
     state = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import harness
 from harness.commands.eval import format_rows, open_run
 from harness.devices import DEVICE_CHOICES
+from harness.evaluator_options import resolve_options
 from harness.rundir import write_json
 from harness.similarity import MEASURES
 
@@ -27,7 +28,7 @@ class AnalyzeCommand:
         parser.add_argument("analysis", choices=sorted(ANALYSES))
         parser.add_argument("run_dir", metavar="RUN_DIR")
         parser.add_argument("--against", metavar="OTHER_RUN", help="second run (another algorithm, regime or seed)")
-        parser.add_argument("--measure", choices=sorted(MEASURES), default="cca")
+        parser.add_argument("--measure", choices=sorted(MEASURES), default=None, help="similarity measure (default cca)")
         parser.add_argument("--tasks", type=int, default=None, help="test tasks to average over (default 50)")
         parser.add_argument("--queries", type=int, default=None, help="query images per class (default 15)")
         parser.add_argument("--test-inner-steps", type=int, default=None, help="inner steps (default: the run's)")
@@ -47,9 +48,11 @@ class AnalyzeCommand:
             name = "run-similarity"
         evaluator = plugins.evaluators.get(name)
         run = open_run(plugins, args.run_dir, args)
-        options = {"measure": args.measure, "num_tasks": args.tasks, "queries": args.queries,
-                   "test_inner_steps": args.test_inner_steps, "adapt_as": args.adapt_as,
-                   "against": open_run(plugins, args.against, args) if args.against else None}
+        given = {"measure": args.measure, "num_tasks": args.tasks, "queries": args.queries,
+                 "test_inner_steps": args.test_inner_steps, "adapt_as": args.adapt_as, "against": args.against}
+        flags = {"measure": "--measure", "num_tasks": "--tasks", "queries": "--queries",
+                 "test_inner_steps": "--test-inner-steps", "adapt_as": "--adapt-as", "against": "--against"}
+        options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
         result = evaluator.evaluate(run, options)
         result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
         suffix = f"-{result['measure']}" if "measure" in result else ""

@@ -122,6 +122,13 @@ class BenchCommand:
         if args.save:
             pytest_args.append(f"--benchmark-save={args.save}")
         if args.compare:
+            # pytest-benchmark's default storage, ./.benchmarks/<machine>/<NNNN>_<name>.json, searched as it searches
+            # it; checked here so that a wrong name fails at once, not after the whole suite has run.
+            saved = sorted(Path(".benchmarks").glob("*/*.json"))
+            if not any(path.stem.startswith(args.compare) or args.compare in path.stem for path in saved):
+                names = ", ".join(path.stem for path in saved[-5:]) or "none saved yet"
+                raise HarnessError(f"--compare {args.compare}: no saved baseline matches in {Path('.benchmarks').resolve()} "
+                                   f"(saved: {names}); save one with harness bench --save NAME")
             pytest_args += [f"--benchmark-compare={args.compare}", f"--benchmark-compare-fail=median:{args.max_regression}"]
         if args.keyword:
             pytest_args += ["-k", args.keyword]

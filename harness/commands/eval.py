@@ -10,6 +10,7 @@ import harness
 from harness.data_root import resolve_data_root
 from harness.devices import DEVICE_CHOICES, resolve_device
 from harness.errors import HarnessError
+from harness.evaluator_options import resolve_options
 from harness.rundir import load_run, read_json, write_json
 
 
@@ -65,15 +66,20 @@ class EvalCommand:
         if args.more_runs:
             raise HarnessError("several run directories are only accepted for meta-RL runs (seeds); give one RUN_DIR")
         evaluator = plugins.evaluators.get(args.evaluator)
-        run = open_run(plugins, args.run_dir, args)
-        options = {"num_tasks": args.test_tasks or run.config.test_tasks, "test_inner_steps": args.test_inner_steps}
+        given, flags = {}, {}
         for item in args.option:
             key, separator, value = item.partition("=")
             if not separator or not key:
                 raise HarnessError(f"malformed option {item!r}: expected KEY=VALUE")
-            options[key] = value
-        if isinstance(options.get("against"), str):  # -o against=OTHER_RUN_DIR (run-similarity, seed-similarity)
-            options["against"] = open_run(plugins, options["against"], args)
+            given[key.strip()] = value
+        for flag, key in (("--test-tasks", "num_tasks"), ("--test-inner-steps", "test_inner_steps")):
+            value = getattr(args, key.replace("num_tasks", "test_tasks"))
+            if value is not None:
+                if key in given:
+                    raise HarnessError(f"{flag} and -o {key}= say the same thing; give one")
+                given[key], flags[key] = value, flag
+        run = open_run(plugins, args.run_dir, args)
+        options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
         from harness.meta_learning import body_precision
 
         with body_precision(run.config.precision):  # evaluate as the run was trained and tested

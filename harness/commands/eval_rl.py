@@ -18,7 +18,7 @@ from tabulate import tabulate
 from harness.errors import HarnessError
 from harness.rl.policy import GaussianMLPPolicy
 from harness.rl.training import RLConfig, evaluate_returns, resolve_rl_algorithm
-from harness.rundir import load_torch, read_json, write_json
+from harness.rundir import load_torch, load_weights, read_json, write_json
 
 
 def evaluate_rl_runs(plugins, run_dirs, args) -> int:
@@ -36,9 +36,9 @@ def evaluate_rl_runs(plugins, run_dirs, args) -> int:
     rows, returns = [], []
     for run_dir, config in zip(run_dirs, configs):
         checkpoint = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "checkpoint.pt"
-        state = load_torch(checkpoint)
+        state = load_torch(checkpoint, needs=("policy", "step"))
         policy = GaussianMLPPolicy(env_plugin.observation_dim, env_plugin.action_dim)
-        policy.load_state_dict(state["policy"])
+        load_weights(policy, state["policy"], checkpoint)
         tasks = args.test_tasks or config.eval_tasks
         result = evaluate_returns(algorithm, policy, env_plugin, config, tasks)
         result.update({"checkpoint": str(checkpoint), "step": state["step"]})

@@ -3,6 +3,7 @@
 from tabulate import tabulate
 
 import harness
+from harness.evaluator_options import describe_options
 
 KINDS = ("algorithms", "backbones", "task_samplers", "evaluators")
 
@@ -13,6 +14,7 @@ class ListCommand:
 
     def add_arguments(self, parser):
         parser.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")
+        parser.add_argument("--options", action="store_true", help="with evaluators: each one's -o KEY=VALUE options")
 
     def run(self, args) -> int:
         from harness.plugin_manager import get_plugins
@@ -23,6 +25,11 @@ class ListCommand:
             print(f"{kind.replace('_', ' ')}:")
             print(tabulate(rows, headers=["name", "description", "plugin"], tablefmt="simple"))
             print()
+            if kind == "evaluators" and args.options:
+                for name, evaluator, _plugin in plugins.registries[kind].items():
+                    print(f"{name} options (harness eval RUN_DIR --evaluator {name} -o KEY=VALUE):")
+                    print(describe_options(evaluator))
+                print()
         return 0
 
 

@@ -9,11 +9,11 @@ when missing); the rest of the file is left as it is.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
+from harness.rundir import read_json, read_metrics
 
 START, END = "<!-- reproduced:start -->", "<!-- reproduced:end -->"
 
@@ -79,7 +79,7 @@ def plot_curves(result: dict, out: Path) -> Path | None:
             if run_dir in drawn or not metrics.exists():
                 continue
             drawn.add(run_dir)
-            rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+            rows = read_metrics(metrics)
             if any("return" in r for r in rows):  # a meta-RL run
                 points = [(r["step"], r["return"]) for r in rows if r.get("split") == "train"]
                 axis = axes[1]
@@ -147,7 +147,10 @@ class ReportCommand:
             raise HarnessError(f"nothing reproduced yet: no {results / 'reproduced'}/*.json (run harness reproduce TABLE)")
         sections = []
         for path in tables:
-            result = json.loads(path.read_text())
+            result = read_json(path)
+            if not isinstance(result, dict) or not isinstance(result.get("rows"), list) or "title" not in result:
+                raise HarnessError(f"{path} is not a reproduced table (harness reproduce writes title and rows); "
+                                   f"rebuild it with harness reproduce {path.stem.rsplit('-', 1)[0]} --no-train")
             markdown = render_table(result)
             path.with_suffix(".md").write_text(markdown)
             figure = plot_curves(result, path.with_name(f"{path.stem}-curves.png"))

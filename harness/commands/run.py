@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import harness
 from harness.config import RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
-from harness.rundir import read_json, run_state, write_json
+from harness.rundir import read_json, removed_if_start_fails, run_state, write_json
 from harness.stopping import StopConditions, parse_duration
 from harness.taskspec import parse_task_spec
 
@@ -112,11 +113,16 @@ class RunCommand:
             if state:
                 raise HarnessError(f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, "
                                    f"or choose another --out")
-            trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress,
-                              stop=stop)
+            with removed_if_start_fails(run_dir):
+                trainer = Trainer(config, plugins, run_dir, download=not args.no_download,
+                                  progress=not args.no_progress, stop=stop)
             if trainer.is_main:
                 trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
                 write_json(run_dir / "config.json", config.to_dict())
+        if trainer.is_main:
+            begun = f"from step {trainer.step} " if trainer.step else ""
+            print(f"harness: training {config.algo} on {config.data} {begun}to {config.iterations} iterations "
+                  f"(device {trainer.device}); run directory {trainer.run_dir}", file=sys.stderr)
         summary = trainer.train()
         if summary is None:  # a torchrun rank other than 0: rank 0 reports
             return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.rl.training import RLConfig, RLTrainer, resolve_rl_algorithm
-from harness.rundir import read_json, run_state, write_json
+from harness.rundir import read_json, removed_if_start_fails, run_state, write_json
 
 #: ``harness run`` flags an RL run takes; the image-only ones are refused rather than ignored.
 RL_FLAGS = {"seed": "seed", "iterations": "iterations", "meta_batch_size": "meta_batch_size", "inner_lr": "inner_lr",
@@ -57,7 +57,8 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
         if state:
             raise HarnessError(f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, "
                                f"or choose another --out")
-        trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
+        with removed_if_start_fails(run_dir):
+            trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
         trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
         write_json(run_dir / "config.json", config.to_dict())
     summary = trainer.train()

@@ -20,17 +20,20 @@ import numpy as np
 import torch
 
 from harness.devices import describe_device
-from harness.errors import HarnessError
+from harness.errors import HarnessError, NonFiniteLossError
 from harness.evaluation import mean_and_ci95
 from harness.rl.policy import GaussianMLPPolicy
 from harness.rl.rollouts import collect
 from harness.rundir import (
+    DiskFullError,
     MetricsLog,
     load_torch,
+    load_weights,
     prepare_run_dir,
     save_torch,
     write_json,
 )
+from harness import stopping
 from harness.stopping import RunStopped, StopConditions
 
 EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training tasks come from ``seed``)
@@ -111,6 +114,7 @@ class RLTrainer:
         self.env_plugin = plugins.task_samplers.get(config.env)
         self.algorithm = resolve_rl_algorithm(plugins, config.algo)
         self.run_dir = prepare_run_dir(run_dir, lock=True)
+        stopping.active_run_dir = self.run_dir
         torch.manual_seed(config.seed)
         self.policy = GaussianMLPPolicy(self.env_plugin.observation_dim, self.env_plugin.action_dim)
         self.rng = np.random.default_rng(config.seed)
@@ -133,10 +137,11 @@ class RLTrainer:
 
     def restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"
-        if not path.exists():
-            raise HarnessError(f"cannot resume: {path} does not exist")
-        state = load_torch(path)
-        self.policy.load_state_dict(state["policy"])
+        if not path.exists():  # stopped or killed before its first checkpoint: start over, with its config
+            self.metrics.truncate_after(-1)
+            return
+        state = load_torch(path, needs=("policy", "step", "best", "train_seconds", "rng"))
+        load_weights(self.policy, state["policy"], path)
         self.step, self.best, self.train_seconds = state["step"], state["best"], state["train_seconds"]
         self.rng.bit_generator.state = state["rng"]["tasks"]
         self.generator.set_state(state["rng"]["actions"])
@@ -160,11 +165,21 @@ class RLTrainer:
                     self._stop_if_asked((time.perf_counter() - loop_started) / done_here if done_here else 0.0)
                     self._iteration(env, bar)
                 self._stop_if_asked(0.0)
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc}; {self._kept()}; free space, then continue with "
+                                f"harness run --resume {self.run_dir}") from None
         finally:
             env.close()
             if bar is not None:
                 bar.close()
         return self.test()
+
+    def _kept(self) -> str:
+        """Which checkpoint a failed run leaves to resume from (written atomically, so it is whole)."""
+        saved = self.run_dir / "checkpoint.pt"
+        if not saved.exists():
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is step {load_torch(saved)['step']} ({saved})"
 
     def _stop_if_asked(self, next_seconds: float) -> None:
         reason = self.stop.should_stop(next_seconds)
@@ -188,8 +203,8 @@ class RLTrainer:
                "sampling_seconds": round(sampled - started, 3),
                "update_seconds": round(time.perf_counter() - sampled, 3)}
         if not np.isfinite(row["return"]) or not np.isfinite(stats["surrogate_before"]):
-            raise HarnessError(f"non-finite return or loss at iteration {self.step + 1}; training stopped, "
-                               f"last good checkpoint {self.run_dir / 'checkpoint.pt'} (step {self.step})")
+            raise NonFiniteLossError(f"non-finite return or loss at iteration {self.step + 1}; training stopped, "
+                                     f"{self._kept()}")
         if row["return"] > self.best["return"]:  # the policy that collected ``valid`` (before this update)
             self.best = {"return": row["return"], "step": self.step}
             save_torch(self.run_dir / "best.pt", {"policy": collecting_policy, "step": self.step,
@@ -206,7 +221,7 @@ class RLTrainer:
     def test(self) -> dict:
         best_path = self.run_dir / "best.pt"
         if best_path.exists():
-            self.policy.load_state_dict(load_torch(best_path)["policy"])
+            load_weights(self.policy, load_torch(best_path, needs=("policy",))["policy"], best_path)
         started = time.perf_counter()
         result = evaluate_returns(self.algorithm, self.policy, self.env_plugin, self.config, self.config.eval_tasks)
         summary = {"algo": self.config.algo, "env": self.config.env, "seed": self.config.seed, "test": result,

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import harness
-from harness.data_root import fingerprint, load_or_build_array
+from harness.data_root import decode_all, fingerprint, load_or_build_array
 from harness.episodes import ClassPoolSampler
 from harness.images import decode_image
 from harness.errors import HarnessError
@@ -106,7 +106,7 @@ def load_csv_split(root: Path, split: str, needed: int) -> tuple[torch.Tensor, l
     key = fingerprint(files, extra=hashlib.sha256(csv_path.read_bytes()).hexdigest() + f"/{per_class}/v1")
 
     def build() -> np.ndarray:
-        return np.stack([_decode(path) for path in files])
+        return decode_all(files, _decode, f"MiniImageNet {split}")
 
     array = load_or_build_array(f"miniimagenet-{split}-84", key, build)
     images = torch.from_numpy(np.array(array)).view(len(classes), per_class, 3, IMAGE_SIZE, IMAGE_SIZE)

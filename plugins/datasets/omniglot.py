@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import harness
-from harness.data_root import fingerprint, load_or_build_array
+from harness.data_root import decode_all, fingerprint, load_or_build_array
 from harness.episodes import ClassPoolSampler
 from harness.images import decode_image
 from harness.errors import HarnessError
@@ -120,7 +120,7 @@ def load_pool(images_root: Path) -> tuple[np.ndarray, list[str]]:
         files.extend(pngs[:IMAGES_PER_CHARACTER])
 
     def build() -> np.ndarray:
-        pixels = np.stack([_decode(path) for path in files])
+        pixels = decode_all(files, _decode, "Omniglot")
         return pixels.reshape(len(characters), IMAGES_PER_CHARACTER, IMAGE_SIZE, IMAGE_SIZE)
 
     pool = load_or_build_array("omniglot-28x28-lanczos", fingerprint(files, extra="v1"), build)

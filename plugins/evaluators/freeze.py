@@ -31,10 +31,10 @@ from harness.evaluation import (
     inner_loop_algorithm,
     mean_and_ci95,
     per_task_accuracies,
-    positive_int_option,
 )
+from harness.evaluator_options import ADAPT_AS, NUM_TASKS, TEST_INNER_STEPS, Option
 from harness.meta_learning import adapt_and_predict
-from harness.rundir import load_torch
+from harness.rundir import load_torch, load_weights
 
 
 def parse_layers(text: str, body_layers: int, backbone: str) -> tuple[int, int] | None:
@@ -60,6 +60,11 @@ def describe(block: tuple[int, int] | None) -> str:
 class FreezeEvaluator:
     name = "freeze"
     description = "test-time adaptation with body layers frozen: none, 1, 1-2, 1-3, 1-4 (Table 1, Fig. 3)"
+    options = (
+        NUM_TASKS, TEST_INNER_STEPS, ADAPT_AS,
+        Option("layers", "one setting only: none, i or i-j (layers numbered from 1)"),
+        Option("all_checkpoints", "also evaluate every checkpoints/step-*.pt (Figure 3)", kind="bool", default=False),
+    )
 
     def evaluate(self, run, options) -> dict:
         require_body_head(run.model, f"evaluator {self.name!r}")
@@ -69,22 +74,22 @@ class FreezeEvaluator:
             raise HarnessError(f"evaluator 'freeze' needs an algorithm with an inner loop; {run.config.algo!r} has none "
                                f"(-o adapt_as=maml adapts every layer instead)")
         body = [name for name, _ in analysed_layers(run.model) if name != "head"]
-        if "layers" in options:
+        if options["layers"] is not None:
             blocks = [parse_layers(options["layers"], len(body), run.config.backbone)]
         else:
             blocks = [None] + [(1, last) for last in range(1, len(body) + 1)]
         checkpoints = [run.checkpoint_path]
-        if str(options.get("all_checkpoints", "0")) not in ("0", "", "false"):
+        if options["all_checkpoints"]:
             periodic = sorted((run.path / "checkpoints").glob("step-*.pt"))
             if not periodic:
                 raise HarnessError(f"{run.path}/checkpoints has no step-*.pt files (train with --checkpoint-every N)")
             checkpoints = periodic + checkpoints
         sampler = run.open_split("test")
-        steps, lr = run.config.test_inner_steps, run.config.inner_lr
+        steps, lr = options["test_inner_steps"], run.config.inner_lr
         rows = []
         for path in checkpoints:
-            state = load_torch(path)
-            run.model.load_state_dict(state["model"])
+            state = load_torch(path, needs=("model", "step"))
+            load_weights(run.model, state["model"], path)
             for block in blocks:
                 frozen = set() if block is None else set(body[block[0] - 1:block[1]])
 
@@ -93,14 +98,14 @@ class FreezeEvaluator:
 
                 accuracies = per_task_accuracies(
                     lambda episodes: adapt_and_predict(run.model, episodes, steps, lr, adapts_unfrozen, first_order=True),
-                    sampler, positive_int_option(options, "num_tasks", run.config.test_tasks), TEST_TASK_SEED, run.config.eval_batch_size, run.device)
+                    sampler, options["num_tasks"], TEST_TASK_SEED, run.config.eval_batch_size, run.device)
                 mean, ci95 = mean_and_ci95(accuracies)
                 rows.append({"name": f"step {state['step']}: frozen {describe(block)}", "step": state["step"],
                              "frozen": describe(block), "checkpoint": path.name, "mean": mean, "ci95": ci95,
                              "tasks": len(accuracies)})
         result = {"rows": rows, "inner_steps": steps, "inner_loop": algorithm.name}
         if len(checkpoints) > 1:
-            variant = f"-adapt-as-{algorithm.name}" if options.get("adapt_as") else ""
+            variant = f"-adapt-as-{algorithm.name}" if options["adapt_as"] else ""
             result["figure"] = str(plot_over_training(rows, run.path / f"analysis-freeze{variant}.png",
                                                       f"{run.config.algo} {run.config.data}: layers frozen at test time"))
         return result

@@ -22,6 +22,7 @@ from torch import nn
 import harness
 from harness.activations import require_body_head
 from harness.evaluation import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
+from harness.evaluator_options import NUM_TASKS, TEST_INNER_STEPS, Option
 from harness.meta_learning import adapt_and_predict
 
 DEFAULT_HEAD_ITERATIONS = 500
@@ -54,13 +55,18 @@ def train_maml_head(model: nn.Module, sampler, config, iterations: int, seed: in
 class MAMLHeadEvaluator:
     name = "maml-head"
     description = "discard the head, meta-train a fresh head with MAML on the frozen body, test with adaptation (Table 7)"
+    options = (
+        NUM_TASKS, TEST_INNER_STEPS,
+        Option("head_iterations", "meta-training iterations of the new head", kind="int", minimum=1,
+               default=DEFAULT_HEAD_ITERATIONS),
+        Option("seed", "seed of the head's training tasks", kind="int", minimum=0, default=0),
+    )
 
     def evaluate(self, run, options) -> dict:
         require_body_head(run.model, f"evaluator {self.name!r}")
-        iterations = int(options.get("head_iterations", DEFAULT_HEAD_ITERATIONS))
-        model = train_maml_head(run.model, run.open_split("train"), run.config, iterations,
-                                int(options.get("seed", 0)), run.device)
-        steps, lr = run.config.test_inner_steps, run.config.inner_lr
+        iterations = options["head_iterations"]
+        model = train_maml_head(run.model, run.open_split("train"), run.config, iterations, options["seed"], run.device)
+        steps, lr = options["test_inner_steps"], run.config.inner_lr
         accuracies = per_task_accuracies(
             lambda episodes: adapt_and_predict(model, episodes, steps, lr, is_head, first_order=True),
             run.open_split("test"), options["num_tasks"], TEST_TASK_SEED, run.config.eval_batch_size, run.device)

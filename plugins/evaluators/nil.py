@@ -6,12 +6,14 @@
 import harness
 from harness.activations import require_body_head
 from harness.evaluation import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
+from harness.evaluator_options import NUM_TASKS
 from harness.nil import nil_predict
 
 
 class NILEvaluator:
     name = "nil"
     description = "NIL: remove the head, classify queries by cosine similarity to support features (no inner loop)"
+    options = (NUM_TASKS,)
 
     def evaluate(self, run, options) -> dict:
         require_body_head(run.model, f"evaluator {self.name!r}")

@@ -42,24 +42,32 @@ from harness.evaluation import (
     fixed_tasks,
     inner_loop_algorithm,
     mean_and_ci95,
-    positive_int_option,
 )
+from harness.evaluator_options import ADAPT_AS, Option
 from harness.similarity import MEASURES, as_neurons_by_datapoints
 
 DEFAULT_TASKS = 50
 DEFAULT_QUERIES = 15  # more query images than training uses, so the head has more datapoints than neurons
 
 
+MEASURE = Option("measure", "similarity measure", choices=tuple(MEASURES), default="cca")
+TASKS = (
+    Option("num_tasks", "test tasks to average over", kind="int", minimum=1, default=DEFAULT_TASKS),
+    Option("queries", "query images per class", kind="int", minimum=1, default=DEFAULT_QUERIES),
+    Option("test_inner_steps", "inner-loop steps (default: the run's)", kind="int", minimum=1,
+           default=lambda run: run.config.test_inner_steps),
+    ADAPT_AS,
+)
+AGAINST = Option("against", "the second run directory", kind="run")
+
+
 def _measure(options) -> tuple[str, callable]:
-    name = options.get("measure") or "cca"
-    if name not in MEASURES:
-        raise HarnessError(f"unknown similarity measure {name!r}; valid measures: {', '.join(MEASURES)}")
-    return name, MEASURES[name]
+    return options["measure"], MEASURES[options["measure"]]
 
 
 def _tasks(run, options):
-    sampler = run.open_split("test", queries=positive_int_option(options, "queries", DEFAULT_QUERIES))
-    return fixed_tasks(sampler, 0, positive_int_option(options, "num_tasks", DEFAULT_TASKS), TEST_TASK_SEED).to(run.device)
+    sampler = run.open_split("test", queries=options["queries"])
+    return fixed_tasks(sampler, 0, options["num_tasks"], TEST_TASK_SEED).to(run.device)
 
 
 def _similarity(measure, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -96,16 +104,17 @@ def _bar_figure(path: Path, rows: list[dict], title: str, ylabel: str, ylim=(0, 
 
 def _variant(options) -> str:
     """File-name suffix of a non-default inner loop, so its figure does not overwrite the run's own."""
-    return f"-adapt-as-{options['adapt_as']}" if options.get("adapt_as") else ""
+    return f"-adapt-as-{options['adapt_as']}" if options["adapt_as"] else ""
 
 
 def _steps(run, options) -> int:
-    return positive_int_option(options, "test_inner_steps", run.config.test_inner_steps)
+    return options["test_inner_steps"]
 
 
 class PrePostSimilarity:
     name = "similarity"
     description = "per-layer CCA/CKA between representations before and after inner-loop adaptation (Fig. 2)"
+    options = (MEASURE, *TASKS)
 
     def evaluate(self, run, options) -> dict:
         measure_name, measure = _measure(options)
@@ -124,6 +133,7 @@ class PrePostSimilarity:
 class WeightDistance:
     name = "weight-distance"
     description = "per-layer Euclidean distance between meta-initialisation and adapted weights (Fig. 6)"
+    options = TASKS
 
     def evaluate(self, run, options) -> dict:
         episodes = _tasks(run, options)
@@ -143,7 +153,7 @@ class WeightDistance:
 
 
 def _two_runs(run, options):
-    other = options.get("against")
+    other = options["against"]
     if other is None:
         raise HarnessError("this analysis compares two runs: pass --against OTHER_RUN_DIR")
     if (run.spec.ways, run.spec.shots, run.spec.dataset) != (other.spec.ways, other.spec.shots, other.spec.dataset):
@@ -165,6 +175,7 @@ def _paired_activations(run, options):
 class RunSimilarity:
     name = "run-similarity"
     description = "per-layer similarity between two runs' representations, pre and post adaptation (Tables 3, 8)"
+    options = (AGAINST, MEASURE, *TASKS)
 
     def evaluate(self, run, options) -> dict:
         other, measure_name, measure, episodes, pairs = _paired_activations(run, options)
@@ -193,6 +204,7 @@ class RunSimilarity:
 class SeedSimilarity:
     name = "seed-similarity"
     description = "two seeds: (pre,pre) vs (pre,post), (post,pre), (post,post) with fit and R^2 (Figs. 7, 8)"
+    options = (AGAINST, MEASURE, *TASKS)
 
     def evaluate(self, run, options) -> dict:
         other, measure_name, measure, episodes, pairs = _paired_activations(run, options)
