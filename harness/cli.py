@@ -27,11 +27,26 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(plugins) -> argparse.ArgumentParser:
     parser = _Parser(prog="harness", description="Meta-learning harness: MAML, FOMAML, ANIL and the analyses of Raghu et al. (ICLR 2020).")
     subparsers = parser.add_subparsers(dest="command_name", metavar="COMMAND", parser_class=_Parser)
-    for name, command, _plugin in plugins.commands.items():
+    for name in plugins.commands.names():
+        try:
+            command = plugins.commands.get(name)
+        except HarnessError as collision:  # two plugins add this command: an error only when it is used
+            sub = subparsers.add_parser(name, help=f"(unusable: {collision})", add_help=False)
+            sub.add_argument("rest", nargs=argparse.REMAINDER)
+            sub.set_defaults(command=_Unusable(str(collision)))
+            continue
         sub = subparsers.add_parser(name, help=command.description, description=command.description)
         command.add_arguments(sub)
         sub.set_defaults(command=command)
     return parser
+
+
+class _Unusable:
+    def __init__(self, error: str):
+        self.error = error
+
+    def run(self, _args) -> int:
+        raise HarnessError(self.error)
 
 
 def main(argv: list[str] | None = None) -> int:

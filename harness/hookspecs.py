@@ -174,21 +174,43 @@ def register_commands(registry) -> None:
 # -- run lifecycle (loggers) ------------------------------------------------
 
 
+# Image and meta-RL runs call all four. An implementation that raises is reported by
+# name and disabled for the rest of the run; the run and the other plugins go on.
+
+
 @hookspec
 def on_run_start(run_dir: str, config: dict[str, Any]) -> None:
-    """A run starts (or resumes) in ``run_dir`` with the resolved config."""
+    """A run starts (or resumes) in ``run_dir`` with the resolved config (``config.json``)."""
 
 
 @hookspec
 def on_metrics(run_dir: str, step: int, row: dict[str, Any]) -> None:
-    """A metrics row was appended to ``metrics.jsonl`` (training or validation)."""
+    """A metrics row was appended to ``metrics.jsonl``.
+
+    Image runs: ``{"step", "split": "train", "loss", "accuracy", "train_seconds"}`` every
+    ``log_every`` iterations and ``{"step", "split": "val", "accuracy", "ci95", "tasks",
+    "inner_steps"}`` every ``val_every``. Meta-RL runs, every iteration: ``{"step", "split":
+    "train", "return_before_adaptation", "return", "sampling_seconds", "update_seconds"}`` plus
+    the algorithm's outer-step statistics (TRPO: surrogate and KL before/after, line-search steps).
+    """
 
 
 @hookspec
 def on_checkpoint(run_dir: str, step: int, path: str) -> None:
-    """A checkpoint for ``step`` was written atomically to ``path``."""
+    """A checkpoint for ``step`` was written atomically to ``path``: ``checkpoint.pt`` (the
+    latest state), ``best.pt`` (best validation so far) or ``checkpoints/step-NNNNNNN.pt``
+    (``--checkpoint-every``)."""
 
 
 @hookspec
 def on_run_end(run_dir: str, summary: dict[str, Any]) -> None:
-    """The run finished; ``summary`` is what was written to ``summary.json``."""
+    """The run finished and was tested; ``summary`` is what was written to ``summary.json``.
+
+    Image runs: ``algo``, ``data``, ``seed``, ``precision``, ``test`` (``accuracy``, ``ci95``,
+    ``tasks``, ``inner_steps``), ``tested_checkpoint`` (``file``, ``step``), ``best_val``,
+    ``iterations``, ``train_seconds``, ``seconds_per_iteration``, ``test_seconds``,
+    ``environment`` (device, its name, torch threads and versions). Meta-RL runs: ``algo``,
+    ``env``, ``seed``, ``test`` (``return``, ``ci95``, ``tasks``, ...), ``tested_checkpoint``,
+    ``best_train_return``, ``iterations``, ``paper_return`` (the paper's value, or None) and the
+    same timing and environment keys.
+    """

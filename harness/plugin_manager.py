@@ -3,12 +3,18 @@
 Environment variables (comma-separated plugin names, as ``harness plugins``
 prints them):
 
-- ``HARNESS_PLUGINS``: allow-list; only these plugins load (an empty value
-  loads none, which leaves even the built-in commands out);
-- ``HARNESS_BLOCK_PLUGINS``: these plugins never load.
+- ``HARNESS_PLUGINS``: allow-list; only these plugins load, besides the
+  built-in commands, which always do (``harness plugins`` and ``--help`` keep
+  working whatever the lists say);
+- ``HARNESS_BLOCK_PLUGINS``: these plugins never load (built-in commands aside).
 
-A plugin that fails to import is reported by name and entry point on stderr
-(and by ``harness plugins``); the others still load.
+A name in either list that matches no plugin is warned about. Failures are
+contained to the plugin that fails, which is reported by name (on stderr and
+by ``harness plugins``) and disabled while the others go on: one that fails to
+import, defines a hook that does not exist (a misspelt ``register_algorithm``),
+or whose registration hook raises; a lifecycle hook (``on_metrics`` ...) that
+raises during a run is disabled for the rest of the run, which continues. Two
+plugins registering one name is an error only where that name is used.
 """
 
 from __future__ import annotations
@@ -86,10 +92,37 @@ class Plugins:
     load_errors: list[LoadError] = field(default_factory=list)
     missing_extras: dict[str, str] = field(default_factory=dict)  # bundled plugin -> how to install what it needs
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it came from
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def hook(self):
         return self.manager.hook
+
+    def disable(self, name: str, error: str) -> None:
+        """Unregister plugin ``name`` and forget what it registered; it is reported as failed."""
+        plugin = self.manager.get_plugin(name)
+        if plugin is not None:
+            self.manager.unregister(plugin, name=name)
+        for registry in self.registries.values():
+            registry.remove_plugin(name)
+        self.load_errors.append(LoadError(name, self.sources.pop(name, "?"), error))
+
+    def notify(self, hook_name: str, **kwargs) -> None:
+        """Call every plugin's lifecycle hook ``hook_name`` (``on_run_start``, ``on_metrics``, ...).
+
+        Each implementation is called on its own so that one that raises can be reported by name
+        and disabled while the run and the other plugins go on (pluggy's hook call would stop at
+        the first exception and end the run).
+        """
+        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():  # registration order
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as exc:
+                name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
+                error = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                print(f"harness: warning: plugin {name!r} failed ({error}); it is disabled, the run goes on",
+                      file=sys.stderr)
+                self.disable(name, error)
 
     def __getattr__(self, kind: str) -> Registry:
         registries = self.__dict__.get("registries", {})
@@ -133,6 +166,8 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
     plugins = Plugins(manager=manager, registries={})
 
     def wanted(name: str) -> bool:
+        if name.startswith("harness.commands."):
+            return True  # harness plugins and --help must work whatever the lists say
         return name not in blocked and (allowed is None or name in allowed)
 
     ensure_bundled_package()
@@ -174,16 +209,48 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
         manager.register(plugin, name=name)
         plugins.sources[name] = "registered in code"
 
-    for key, (hook_name, kind) in REGISTRY_HOOKS.items():
-        registry = Registry(kind)
-        # Call each implementation ourselves so the registry knows which
-        # plugin registered what (needed for duplicate-name errors).
+    known = set(BUILTIN_PLUGINS) | {e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    for variable, names in (("HARNESS_PLUGINS", allowed or set()), ("HARNESS_BLOCK_PLUGINS", blocked)):
+        for name in sorted(names - known):
+            plugins.warnings.append(f"{variable} names {name!r}, which is no plugin (harness plugins lists them)")
+
+    for name, error in _unknown_hooks(manager).items():
+        plugins.disable(name, error)
+
+    plugins.registries = {key: Registry(kind) for key, (_hook, kind) in REGISTRY_HOOKS.items()}
+    failed: dict[str, str] = {}
+    for key, (hook_name, _kind) in REGISTRY_HOOKS.items():
+        registry = plugins.registries[key]
+        # Each implementation is called on its own, so the registry knows which plugin registered
+        # what (for collisions) and a registration hook that raises disables only its plugin.
         for impl in getattr(manager.hook, hook_name).get_hookimpls():  # registration order
-            registry.current_plugin = manager.get_name(impl.plugin) or repr(impl.plugin)
-            impl.function(registry=registry)
+            name = manager.get_name(impl.plugin) or repr(impl.plugin)
+            if name in failed:
+                continue
+            registry.current_plugin = name
+            try:
+                impl.function(registry=registry)
+            except Exception as exc:
+                failed[name] = f"{hook_name} raised {type(exc).__name__}: {exc}"
         registry.current_plugin = "<unknown>"
-        plugins.registries[key] = registry
+    for name, error in failed.items():
+        plugins.disable(name, error)
     return plugins
+
+
+def _unknown_hooks(manager: pluggy.PluginManager) -> dict[str, str]:
+    """Plugins defining a ``@harness.hookimpl`` that no hook spec has (pluggy's ``check_pending``, per plugin)."""
+    import difflib
+
+    specified = [name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "harness_spec", None)]
+    unknown = {}
+    for name, plugin in manager.list_name_plugin():
+        for attribute in dir(plugin):
+            if manager.parse_hookimpl_opts(plugin, attribute) is not None and attribute not in specified:
+                close = difflib.get_close_matches(attribute, specified, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; hooks: {', '.join(sorted(specified))}"
+                unknown[name] = f"defines hook {attribute!r}, which does not exist{hint}"
+    return unknown
 
 
 _cached: Plugins | None = None
@@ -199,5 +266,7 @@ def get_plugins(refresh: bool = False) -> Plugins:
 
 def report_load_errors(plugins: Plugins, stream=None) -> None:
     stream = stream or sys.stderr
+    for warning in plugins.warnings:
+        print(f"harness: warning: {warning}", file=stream)
     for error in plugins.load_errors:
         print(f"harness: warning: plugin {error.plugin!r} ({error.source}) failed to load: {error.error}", file=stream)

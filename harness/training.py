@@ -113,10 +113,10 @@ class Trainer:
         if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
             periodic = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
             save_torch(periodic, self._state())
-            self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(periodic))
+            self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(periodic))
         path = self.run_dir / "checkpoint.pt"
         save_torch(path, self._state())
-        self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(path))
+        self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(path))
 
     def restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"
@@ -143,7 +143,7 @@ class Trainer:
         if not self.is_main:
             return
         self.metrics.append(row)
-        self.plugins.hook.on_metrics(run_dir=str(self.run_dir), step=row["step"], row=row)
+        self.plugins.notify("on_metrics", run_dir=str(self.run_dir), step=row["step"], row=row)
 
     def validate(self) -> dict | None:
         if not self.is_main:
@@ -154,8 +154,10 @@ class Trainer:
         self._log({"step": self.step, "split": "val", **result})
         if result["accuracy"] > self.best["accuracy"]:
             self.best = {"accuracy": result["accuracy"], "ci95": result["ci95"], "step": self.step}
-            save_torch(self.run_dir / "best.pt", {"model": self.model.state_dict(), "step": self.step,
-                                                  "config": self.config.to_dict(), "geometry": self.geometry})
+            best = self.run_dir / "best.pt"
+            save_torch(best, {"model": self.model.state_dict(), "step": self.step, "config": self.config.to_dict(),
+                              "geometry": self.geometry})
+            self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(best))
         return result
 
     def train(self) -> dict:
@@ -182,7 +184,7 @@ class Trainer:
     def _train(self) -> dict:
         config = self.config
         if self.is_main:
-            self.plugins.hook.on_run_start(run_dir=str(self.run_dir), config=config.to_dict())
+            self.plugins.notify("on_run_start", run_dir=str(self.run_dir), config=config.to_dict())
         bar = None
         if self.progress and self.is_main:
             from tqdm import tqdm
@@ -276,5 +278,5 @@ class Trainer:
             "environment": describe_device(self.device),
         }
         write_json(self.run_dir / "summary.json", summary)
-        self.plugins.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
+        self.plugins.notify("on_run_end", run_dir=str(self.run_dir), summary=summary)
         return summary

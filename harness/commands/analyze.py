@@ -11,7 +11,7 @@ command picks it, prints its table and writes JSON and PNG into RUN_DIR.
 from __future__ import annotations
 
 import harness
-from harness.commands.eval import format_rows, open_run
+from harness.commands.eval import format_rows, open_run, require_writable
 from harness.devices import DEVICE_CHOICES
 from harness.evaluator_options import resolve_options
 from harness.rundir import write_json
@@ -48,6 +48,7 @@ class AnalyzeCommand:
             name = "run-similarity"
         evaluator = plugins.evaluators.get(name)
         run = open_run(plugins, args.run_dir, args)
+        require_writable(run)
         given = {"measure": args.measure, "num_tasks": args.tasks, "queries": args.queries,
                  "test_inner_steps": args.test_inner_steps, "adapt_as": args.adapt_as, "against": args.against}
         flags = {"measure": "--measure", "num_tasks": "--tasks", "queries": "--queries",

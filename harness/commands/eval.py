@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tabulate import tabulate
@@ -20,6 +21,13 @@ def format_rows(rows: list[dict], percent: bool = True) -> str:
     table = [[row["name"], f"{scale * row['mean']:.{digits}f}", f"{scale * row['ci95']:.{digits}f}", row["tasks"]]
              for row in rows]
     return tabulate(table, headers=["evaluation", value, "95% CI +-", "tasks"], tablefmt="github")
+
+
+def require_writable(run) -> None:
+    """Results go into the run directory: say so before minutes of evaluation, not after."""
+    if not os.access(run.path, os.W_OK):
+        raise HarnessError(f"cannot write results into {run.path} (read-only); copy the run directory somewhere "
+                           f"writable and evaluate the copy")
 
 
 def open_run(plugins, run_dir, args, checkpoint=None):
@@ -79,6 +87,7 @@ class EvalCommand:
                     raise HarnessError(f"{flag} and -o {key}= say the same thing; give one")
                 given[key], flags[key] = value, flag
         run = open_run(plugins, args.run_dir, args)
+        require_writable(run)
         options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
         from harness.meta_learning import body_precision
 

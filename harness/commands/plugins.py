@@ -36,8 +36,10 @@ class PluginsCommand:
         plugins = get_plugins()
         entries = describe_plugins(plugins)
         errors = [{"name": e.plugin, "source": e.source, "error": e.error} for e in plugins.load_errors]
+        collisions = [c for kind in REGISTRY_HOOKS for c in plugins.registries[kind].collisions()]
         if args.json:
-            print(json.dumps({"plugins": entries, "failed": errors, "not_installed": plugins.missing_extras}, indent=2))
+            print(json.dumps({"plugins": entries, "failed": errors, "not_installed": plugins.missing_extras,
+                              "collisions": collisions}, indent=2))
             return 0
         rows = [[e["name"], e["source"], "; ".join(f"{k}: {', '.join(v)}" for k, v in e["registers"].items()) or
                  ", ".join(e["hooks"])] for e in entries]
@@ -46,6 +48,8 @@ class PluginsCommand:
             print(f"not loaded {name}: {how}")
         for error in errors:
             print(f"FAILED {error['name']} ({error['source']}): {error['error']}")
+        for collision in collisions:
+            print(f"COLLISION {collision}")
         return 0
 
 

@@ -130,10 +130,12 @@ class RLTrainer:
 
     def save_checkpoint(self) -> None:
         if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:  # first: see Trainer
-            save_torch(self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt", self._state())
+            periodic = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
+            save_torch(periodic, self._state())
+            self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(periodic))
         path = self.run_dir / "checkpoint.pt"
         save_torch(path, self._state())
-        self.plugins.hook.on_checkpoint(run_dir=str(self.run_dir), step=self.step, path=str(path))
+        self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(path))
 
     def restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"
@@ -149,7 +151,7 @@ class RLTrainer:
 
     def train(self) -> dict:
         config = self.config
-        self.plugins.hook.on_run_start(run_dir=str(self.run_dir), config=config.to_dict())
+        self.plugins.notify("on_run_start", run_dir=str(self.run_dir), config=config.to_dict())
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -207,12 +209,13 @@ class RLTrainer:
                                      f"{self._kept()}")
         if row["return"] > self.best["return"]:  # the policy that collected ``valid`` (before this update)
             self.best = {"return": row["return"], "step": self.step}
-            save_torch(self.run_dir / "best.pt", {"policy": collecting_policy, "step": self.step,
-                                                  "config": config.to_dict()})
+            best = self.run_dir / "best.pt"
+            save_torch(best, {"policy": collecting_policy, "step": self.step, "config": config.to_dict()})
+            self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(best))
         self.step += 1
         self.train_seconds += time.perf_counter() - started
         self.metrics.append(row)
-        self.plugins.hook.on_metrics(run_dir=str(self.run_dir), step=self.step, row=row)
+        self.plugins.notify("on_metrics", run_dir=str(self.run_dir), step=self.step, row=row)
         self.save_checkpoint()
         if bar is not None:
             bar.update(1)
@@ -234,5 +237,5 @@ class RLTrainer:
                    "paper_return": getattr(self.env_plugin, "paper_returns", {}).get(self.config.algo),
                    "environment": describe_device(torch.device("cpu"))}
         write_json(self.run_dir / "summary.json", summary)
-        self.plugins.hook.on_run_end(run_dir=str(self.run_dir), summary=summary)
+        self.plugins.notify("on_run_end", run_dir=str(self.run_dir), summary=summary)
         return summary
