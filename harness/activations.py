@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from harness.episodes import Episodes
 from harness.errors import HarnessError
-from harness.meta_learning import adapt_and_predict
+from harness.evaluation import adapt_with
 
 
 def require_body_head(model: nn.Module, needed_by: str) -> None:
@@ -53,22 +53,20 @@ def capture(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) 
     return store
 
 
-def adapted_parameters(model: nn.Module, algorithm, episodes: Episodes, steps: int, lr: float) -> dict[str, torch.Tensor]:
-    """The algorithm's inner loop on each support set: ``{name: [tasks, *shape]}`` for adapted names."""
-    adapts = getattr(algorithm, "adapts", None)
-    if adapts is None:
-        raise HarnessError(
-            f"algorithm {algorithm.name!r} does not say which parameters its inner loop adapts (no adapts() method)"
-        )
+def adapted_parameters(model: nn.Module, algorithm, episodes: Episodes, steps: int, hp) -> dict[str, torch.Tensor]:
+    """The algorithm's own inner loop on each support set: ``{name: [tasks, *shape]}`` for adapted names."""
     with torch.no_grad():
-        _, adapted = adapt_and_predict(model, episodes, steps, lr, adapts, first_order=True, return_adapted=True)
+        _, adapted = adapt_with(algorithm, model, episodes, steps, hp, return_adapted=True)
     return adapted
 
 
-def pre_post(model, algorithm, episodes: Episodes, steps: int, lr: float) -> Iterator[tuple[dict, dict, dict]]:
-    """Per task: (activations before, activations after, that task's full parameter dict after)."""
+def pre_post(model, algorithm, episodes: Episodes, steps: int, hp) -> Iterator[tuple[dict, dict, dict]]:
+    """Per task: (activations before, activations after, that task's full parameter dict after).
+
+    ``hp``: the run's config (the inner loop's step size, ``hp.inner_lr``, unless the algorithm has its own).
+    """
     base = {name: p.detach() for name, p in model.named_parameters()}
-    adapted = adapted_parameters(model, algorithm, episodes, steps, lr)
+    adapted = adapted_parameters(model, algorithm, episodes, steps, hp)
     for t in range(episodes.num_tasks):
         task_params = {**base, **{name: value[t] for name, value in adapted.items()}}
         query = episodes.query_x[t]  # [ways*queries, C, H, W]

@@ -17,7 +17,7 @@ import torch
 
 from harness.episodes import Episodes
 from harness.errors import HarnessError
-from harness.meta_learning import query_accuracy
+from harness.meta_learning import adapt_and_predict, query_accuracy
 
 VAL_TASK_SEED = 1
 TEST_TASK_SEED = 2
@@ -60,6 +60,22 @@ def evaluate(algorithm, model, sampler, config, num_tasks: int, set_seed: int, d
     return {"accuracy": mean, "ci95": ci95, "tasks": int(num_tasks), "inner_steps": config.test_inner_steps}
 
 
+def adapt_with(algorithm, model, episodes: Episodes, steps: int, hp, frozen=frozenset(), return_adapted: bool = False):
+    """``algorithm``'s own inner loop at evaluation (first order: no outer backward pass follows).
+
+    Every evaluator adapts through this, so an algorithm with its own step sizes (Meta-SGD) or its
+    own ``adapt`` is evaluated as it trains; ``frozen`` names stay at the meta-initialisation.
+    An algorithm with ``adapts`` but no ``adapt`` gets the shared inner loop with ``hp.inner_lr``.
+    """
+    adapt = getattr(algorithm, "adapt", None)
+    if adapt is not None:
+        return adapt(model, episodes, steps, hp, first_order=True, frozen=frozen, return_adapted=return_adapted)
+    if not hasattr(algorithm, "adapts"):
+        raise HarnessError(f"algorithm {algorithm.name!r} has no inner loop (no adapt() or adapts() method)")
+    return adapt_and_predict(model, episodes, steps, hp.inner_lr, lambda name: algorithm.adapts(name) and name not in frozen,
+                             True, return_adapted)
+
+
 def inner_loop_algorithm(run, options: dict):
     """The algorithm whose test-time inner loop an evaluator runs: the run's own, or ``-o adapt_as=NAME``.
 
@@ -75,4 +91,7 @@ def inner_loop_algorithm(run, options: dict):
     algorithm = get_plugins().algorithms.get(str(name))  # an unknown name lists the valid ones
     if not hasattr(algorithm, "adapts"):
         raise HarnessError(f"adapt_as={name}: algorithm {name!r} has no inner loop (no adapts() method)")
+    if hasattr(algorithm, "for_run"):
+        raise HarnessError(f"adapt_as={name}: {name!r} adapts with parameters it learns in each run (for_run); "
+                           f"evaluate a run trained with it instead")
     return algorithm

@@ -60,6 +60,20 @@ def register_algorithms(registry) -> None:
 
     - ``adapts(parameter_name) -> bool``: which parameters the inner loop
       updates; the freezing and representation evaluators need it;
+    - ``adapt(model, episodes, steps, hp, first_order=None, frozen=frozenset(),
+      return_adapted=False)``: the algorithm's inner loop (``GradientMetaLearner``
+      has it). Every evaluator adapts through it, first order, with ``frozen``
+      parameter names held at the meta-initialisation, so an algorithm is
+      evaluated with its own inner loop (``harness.evaluation.adapt_with``);
+    - ``inner_lr(hp) -> float | dict[str, Tensor]``: the inner step size
+      (``GradientMetaLearner``: ``hp.inner_lr``); a dict gives one tensor per
+      parameter name, shaped like the parameter (``harness.meta_learning.step_size``);
+    - ``for_run(model, hp) -> torch.nn.Module``: an algorithm with parameters
+      of its own (Meta-SGD's learned step sizes): returns the run's instance,
+      an ``nn.Module`` whose parameters the outer optimiser learns with the
+      model's; they are saved in every checkpoint under ``"algorithm"``,
+      restored by ``--resume`` and loaded by ``harness eval`` / ``analyze``
+      (``plugins/algorithms/meta_sgd.py``, 40 lines, is the example);
     - ``batch_kind = "classification"``: ``train_step`` receives
       ``(images [batch, C, H, W], labels [batch])`` over all training classes
       instead of episodes (pretraining regimes);

@@ -83,23 +83,33 @@ def body_features(model: nn.Module, *image_sets: torch.Tensor) -> tuple[torch.Te
     return tuple(chunk.view(tasks, images.shape[1], -1) for chunk, images in zip(chunks, image_sets))
 
 
-def _sgd_step(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: float, first_order: bool):
+def step_size(lr, name: str):
+    """The step size of parameter ``name``: ``theta' = theta - lr[name] * grad`` (elementwise).
+
+    ``lr`` is one float for every parameter (MAML), or a tensor per parameter name, shaped like
+    the parameter or broadcastable to it (Meta-SGD's learned rates, Li et al. 2017).
+    """
+    return lr[name] if isinstance(lr, dict) else lr
+
+
+def _sgd_step(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr, first_order: bool):
     if first_order:
-        return {name: p - lr * grads[name].detach() for name, p in params.items()}
-    return {name: p - lr * grads[name] for name, p in params.items()}
+        return {name: p - step_size(lr, name) * grads[name].detach() for name, p in params.items()}
+    return {name: p - step_size(lr, name) * grads[name] for name, p in params.items()}
 
 
 def adapt_and_predict(
     model: nn.Module,
     episodes: Episodes,
     steps: int,
-    lr: float,
+    lr: float | dict[str, torch.Tensor],
     adapts: Callable[[str], bool],
     first_order: bool,
     return_adapted: bool = False,
 ):
     """Adapt the parameters selected by ``adapts(name)`` on each task's support set.
 
+    ``lr``: one step size, or ``{name: tensor}`` per parameter (see :func:`step_size`).
     Returns query logits ``[tasks, ways*queries, ways]`` (and, with
     ``return_adapted``, the adapted parameters ``{name: [tasks, *shape]}``).
     """
@@ -148,7 +158,7 @@ def _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names,
             # Sum over tasks of each task's mean loss: task t's gradient is that of its own loss.
             loss = F.cross_entropy(logits.flatten(0, 1), episodes.support_y.flatten(), reduction="sum") / logits.shape[1]
             grads = torch.autograd.grad(loss, [fast[name] for name in adapted_names], create_graph=not first_order)
-            fast.update({name: fast[name] - lr * g for name, g in zip(adapted_names, grads)})
+            fast.update({name: fast[name] - step_size(lr, name) * g for name, g in zip(adapted_names, grads)})
     logits = model.forward_tasks(fast, episodes.query_x, channels_last)  # [tasks, ways*queries, ways]
     return (logits, {name: fast[name] for name in adapted_names}) if return_adapted else logits
 
@@ -181,7 +191,7 @@ def _adapt_task_by_task(model, episodes, steps, lr, params, adapted_names, retur
         for _ in range(steps):
             loss = F.cross_entropy(functional_call(model, fast, (episodes.support_x[task],)), episodes.support_y[task])
             grads = torch.autograd.grad(loss, [fast[name] for name in adapted_names], create_graph=True)
-            fast.update({name: fast[name] - lr * g for name, g in zip(adapted_names, grads)})
+            fast.update({name: fast[name] - step_size(lr, name) * g for name, g in zip(adapted_names, grads)})
         logits.append(functional_call(model, fast, (episodes.query_x[task],)))  # [ways*queries, ways]
         for name in adapted_names:
             adapted[name].append(fast[name])
@@ -208,13 +218,15 @@ def _adapt_linear_head(head, support_features, support_y, query_features, steps,
         dbias = dlogits.sum(dim=1)  # [tasks, ways]
         if first_order:
             dweight, dbias = dweight.detach(), dbias.detach()
-        weight, bias = weight - lr * dweight, bias - lr * dbias
+        weight, bias = weight - step_size(lr, "weight") * dweight, bias - step_size(lr, "bias") * dbias
     logits = torch.baddbmm(bias.unsqueeze(1), query_features, weight.transpose(1, 2))  # [tasks, ways*queries, ways]
     return logits, {"weight": weight, "bias": bias}
 
 
 def _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted):
     head_initial = {name[len("head."):]: p for name, p in initial.items()}
+    if isinstance(lr, dict):  # the head's own names, as functional_call on model.head sees them
+        lr = {name[len("head."):]: value for name, value in lr.items() if name.startswith("head.")}
     fixed_head = {name: p for name, p in model.head.named_parameters() if name not in head_initial}
     # [tasks, ways*shots, F], [tasks, ways*queries, F]
     support_features, query_features = body_features(model, episodes.support_x, episodes.query_x)
@@ -262,18 +274,34 @@ class GradientMetaLearner:
     def adapts(self, parameter_name: str) -> bool:
         return True
 
+    def inner_lr(self, hp):
+        """The inner loop's step size: ``hp.inner_lr``; an algorithm that learns it returns ``{name: tensor}``."""
+        return hp.inner_lr
+
+    def adapt(self, model, episodes, steps: int, hp, first_order: bool | None = None, frozen=frozenset(),
+              return_adapted: bool = False):
+        """This algorithm's inner loop, the one entry point of training, prediction and every evaluator.
+
+        ``frozen``: parameter names kept at the meta-initialisation besides those ``adapts`` leaves out
+        (the freezing evaluator); ``first_order`` defaults to the algorithm's own.
+        """
+        first_order = self.first_order if first_order is None else first_order
+        adapts = self.adapts if not frozen else (lambda name: self.adapts(name) and name not in frozen)
+        return adapt_and_predict(model, episodes, steps, self.inner_lr(hp), adapts, first_order, return_adapted)
+
     def inner_loop(self, model, episodes, steps, lr, return_adapted=False):
+        """The inner loop with an explicit step size (plugins such as Reptile call it directly)."""
         return adapt_and_predict(model, episodes, steps, lr, self.adapts, self.first_order, return_adapted)
 
     def train_step(self, model: nn.Module, episodes: Episodes, hp) -> dict:
-        logits = self.inner_loop(model, episodes, hp.inner_steps, hp.inner_lr)  # [tasks, ways*queries, ways]
+        logits = self.adapt(model, episodes, hp.inner_steps, hp)  # [tasks, ways*queries, ways]
         loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten())
         loss.backward()
         return {"loss": loss.item(), "accuracy": query_accuracy(logits.detach(), episodes.query_y).mean().item()}
 
     def predict(self, model: nn.Module, episodes: Episodes, hp) -> torch.Tensor:
         # Second-order terms are irrelevant without an outer backward pass.
-        return adapt_and_predict(model, episodes, hp.test_inner_steps, hp.inner_lr, self.adapts, first_order=True)
+        return self.adapt(model, episodes, hp.test_inner_steps, hp, first_order=True)
 
 
 def trainable_names(model: nn.Module) -> Iterable[str]:

@@ -314,4 +314,9 @@ def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
     head_outputs = geometry.get("head_outputs", spec.ways)
     model = backbone.build(geometry["in_channels"], geometry["image_size"], head_outputs, bn_mode=config.bn_mode)
     load_weights(model, state["model"], checkpoint_path)
+    if hasattr(algorithm, "for_run"):  # the algorithm's own learned parameters (Meta-SGD's step sizes)
+        algorithm = algorithm.for_run(model, config)
+        if "algorithm" not in state:
+            raise HarnessError(f"{checkpoint_path} has no 'algorithm' entry: {config.algo!r} keeps parameters of its own")
+        load_weights(algorithm, state["algorithm"], checkpoint_path)
     return LoadedRun(path, config, model, algorithm, task_sampler, spec, checkpoint_path)

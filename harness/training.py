@@ -79,17 +79,28 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = self.backbone.build(train.in_channels, train.image_size, head_outputs, bn_mode=config.bn_mode)
         self.model.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.outer_lr)
+        if hasattr(self.algorithm, "for_run"):  # an algorithm with parameters of its own (Meta-SGD's step sizes)
+            self.algorithm = self.algorithm.for_run(self.model, config).to(self.device)
+        self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=config.outer_lr)
         self.rng = np.random.default_rng(config.seed)
         self.step = 0
         self.train_seconds = 0.0
         self.best = {"accuracy": -1.0, "step": 0}
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
 
+    def meta_parameters(self) -> list[torch.nn.Parameter]:
+        """What the outer loop learns: the model's parameters, then the algorithm's own (if any)."""
+        owned = list(self.algorithm.parameters()) if isinstance(self.algorithm, torch.nn.Module) else []
+        return [*self.model.parameters(), *owned]
+
     # -- state ---------------------------------------------------------------
+
+    def _owned_state(self) -> dict:
+        return {"algorithm": self.algorithm.state_dict()} if isinstance(self.algorithm, torch.nn.Module) else {}
 
     def _state(self) -> dict:
         return {
+            **self._owned_state(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
@@ -126,6 +137,7 @@ class Trainer:
             return
         state = load_torch(path, needs=("model", "optimizer", "step", "rng", "best", "train_seconds"))
         load_weights(self.model, state["model"], path)
+        self._restore_owned(state, path)
         load_weights(self.optimizer, state["optimizer"], path)
         self.step = state["step"]
         self.rng.bit_generator.state = state["rng"]["episodes"]
@@ -136,6 +148,12 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         if self.is_main:
             self.metrics.truncate_after(self.step)
+
+    def _restore_owned(self, state: dict, path: Path) -> None:
+        if isinstance(self.algorithm, torch.nn.Module):
+            if "algorithm" not in state:
+                raise HarnessError(f"{path} has no 'algorithm' entry: {self.config.algo!r} keeps parameters of its own")
+            load_weights(self.algorithm, state["algorithm"], path)
 
     # -- loop ----------------------------------------------------------------
 
@@ -156,7 +174,7 @@ class Trainer:
             self.best = {"accuracy": result["accuracy"], "ci95": result["ci95"], "step": self.step}
             best = self.run_dir / "best.pt"
             save_torch(best, {"model": self.model.state_dict(), "step": self.step, "config": self.config.to_dict(),
-                              "geometry": self.geometry})
+                              "geometry": self.geometry, **self._owned_state()})
             self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(best))
         return result
 
@@ -205,9 +223,9 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 last = self.algorithm.train_step(self.model, batch, config)
                 if self.distributed:
-                    self.distributed.average_gradients(self.model.parameters())
+                    self.distributed.average_gradients(self.meta_parameters())
                     last = self.distributed.average_metrics(last)
-                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+                grads = [p.grad for p in self.meta_parameters() if p.grad is not None]
                 # One host-device synchronisation for all gradients, not one per tensor.
                 grads_finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
                 if not math.isfinite(last["loss"]) or not grads_finite:
@@ -259,6 +277,7 @@ class Trainer:
         if best_path.exists():
             state = load_torch(best_path, needs=("model", "step"))
             load_weights(self.model, state["model"], best_path)
+            self._restore_owned(state, best_path)
             tested_step = state["step"]
         started = time.perf_counter()
         result = evaluate(self.algorithm, self.model, self.samplers["test"], self.config,

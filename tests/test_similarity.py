@@ -1,5 +1,6 @@
 """CCA / CKA: invariances, independent formulas, degenerate inputs, and the ANIL feature-reuse check."""
 
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -122,12 +123,12 @@ def conv_setup():
 def test_anil_body_similarity_is_exactly_one_and_head_changes():
     model, episodes = conv_setup()
     anil, maml = get_plugins().algorithms.get("anil"), get_plugins().algorithms.get("maml")
-    for before, after, _ in pre_post(model, anil, episodes, steps=5, lr=0.5):
+    for before, after, _ in pre_post(model, anil, episodes, steps=5, hp=SimpleNamespace(inner_lr=0.5)):
         for layer in ("body.0", "body.1", "body.2", "body.3"):
             assert torch.equal(before[layer], after[layer])
             assert cca_similarity(as_neurons_by_datapoints(before[layer]), as_neurons_by_datapoints(after[layer])) == pytest.approx(1.0, abs=1e-9)
         assert not torch.allclose(before["head"], after["head"])
-    changed = [not torch.equal(b["body.3"], a["body.3"]) for b, a, _ in pre_post(model, maml, episodes, steps=5, lr=0.5)]
+    changed = [not torch.equal(b["body.3"], a["body.3"]) for b, a, _ in pre_post(model, maml, episodes, steps=5, hp=SimpleNamespace(inner_lr=0.5))]
     assert all(changed)  # MAML's inner loop does move the body
 
 

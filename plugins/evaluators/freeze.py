@@ -28,12 +28,12 @@ from harness.activations import analysed_layers, layer_of, require_body_head
 from harness.errors import HarnessError
 from harness.evaluation import (
     TEST_TASK_SEED,
+    adapt_with,
     inner_loop_algorithm,
     mean_and_ci95,
     per_task_accuracies,
 )
 from harness.evaluator_options import ADAPT_AS, NUM_TASKS, TEST_INNER_STEPS, Option
-from harness.meta_learning import adapt_and_predict
 from harness.rundir import load_torch, load_weights
 
 
@@ -69,8 +69,7 @@ class FreezeEvaluator:
     def evaluate(self, run, options) -> dict:
         require_body_head(run.model, f"evaluator {self.name!r}")
         algorithm = inner_loop_algorithm(run, options)
-        adapts = getattr(algorithm, "adapts", None)
-        if adapts is None:
+        if getattr(algorithm, "adapts", None) is None:
             raise HarnessError(f"evaluator 'freeze' needs an algorithm with an inner loop; {run.config.algo!r} has none "
                                f"(-o adapt_as=maml adapts every layer instead)")
         body = [name for name, _ in analysed_layers(run.model) if name != "head"]
@@ -85,19 +84,19 @@ class FreezeEvaluator:
                 raise HarnessError(f"{run.path}/checkpoints has no step-*.pt files (train with --checkpoint-every N)")
             checkpoints = periodic + checkpoints
         sampler = run.open_split("test")
-        steps, lr = options["test_inner_steps"], run.config.inner_lr
+        steps = options["test_inner_steps"]
+        names = [name for name, _ in run.model.named_parameters()]
         rows = []
         for path in checkpoints:
             state = load_torch(path, needs=("model", "step"))
             load_weights(run.model, state["model"], path)
+            if algorithm is run.algorithm and "algorithm" in state:  # its own learned parameters at that step
+                load_weights(algorithm, state["algorithm"], path)
             for block in blocks:
-                frozen = set() if block is None else set(body[block[0] - 1:block[1]])
-
-                def adapts_unfrozen(name, frozen=frozen):
-                    return adapts(name) and layer_of(name) not in frozen
-
+                layers = set() if block is None else set(body[block[0] - 1:block[1]])
+                frozen = frozenset(name for name in names if layer_of(name) in layers)
                 accuracies = per_task_accuracies(
-                    lambda episodes: adapt_and_predict(run.model, episodes, steps, lr, adapts_unfrozen, first_order=True),
+                    lambda episodes: adapt_with(algorithm, run.model, episodes, steps, run.config, frozen=frozen),
                     sampler, options["num_tasks"], TEST_TASK_SEED, run.config.eval_batch_size, run.device)
                 mean, ci95 = mean_and_ci95(accuracies)
                 rows.append({"name": f"step {state['step']}: frozen {describe(block)}", "step": state["step"],

@@ -120,7 +120,7 @@ class PrePostSimilarity:
         measure_name, measure = _measure(options)
         episodes = _tasks(run, options)
         per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
-        for before, after, _ in pre_post(run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config.inner_lr):
+        for before, after, _ in pre_post(run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config):
             for layer in per_layer:
                 per_layer[layer].append(_similarity(measure, before[layer], after[layer]))
         rows = _rows(per_layer, f"{measure_name} pre vs post")
@@ -139,7 +139,7 @@ class WeightDistance:
         episodes = _tasks(run, options)
         base = {name: p.detach() for name, p in run.model.named_parameters()}
         per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
-        for _, _, adapted in pre_post(run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config.inner_lr):
+        for _, _, adapted in pre_post(run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config):
             squared: dict[str, float] = {layer: 0.0 for layer in per_layer}
             for name, value in adapted.items():
                 if layer_of(name) in squared:
@@ -167,8 +167,8 @@ def _paired_activations(run, options):
     measure_name, measure = _measure(options)
     episodes = _tasks(run, options)
     steps = _steps(run, options)
-    pairs = zip(pre_post(run.model, inner_loop_algorithm(run, options), episodes, steps, run.config.inner_lr),
-                pre_post(other.model, inner_loop_algorithm(other, options), episodes, steps, other.config.inner_lr))
+    pairs = zip(pre_post(run.model, inner_loop_algorithm(run, options), episodes, steps, run.config),
+                pre_post(other.model, inner_loop_algorithm(other, options), episodes, steps, other.config))
     return other, measure_name, measure, episodes, pairs
 
 
