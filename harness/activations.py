@@ -8,7 +8,7 @@ registered backbone works without changing its code.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

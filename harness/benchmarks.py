@@ -120,7 +120,9 @@ def speed_gate_failures(measured: dict[str, float], reference: dict[str, float])
             failures.append(f"{key}: first-order MAML is not faster than MAML ({value:.2f}x)")
         lowest = reference.get(key)
         if lowest and value < lowest * (1 - NOISE_TOLERANCE):
-            failures.append(f"{key}: {value:.2f}x is more than {NOISE_TOLERANCE:.0%} below the lowest recorded {lowest:.2f}x")
+            failures.append(
+                f"{key}: {value:.2f}x is more than {NOISE_TOLERANCE:.0%} below the lowest recorded {lowest:.2f}x"
+            )
     return failures
 
 
@@ -133,7 +135,9 @@ def random_episodes(config: BenchConfig, device, seed: int = 0) -> Episodes:
         return x.to(device)  # [tasks, ways*per_class, C, H, W]
 
     labels = lambda per_class: torch.arange(config.ways).repeat_interleave(per_class).repeat(config.tasks, 1).to(device)
-    return Episodes(images(config.shots), labels(config.shots), images(config.queries), labels(config.queries), config.ways)
+    return Episodes(
+        images(config.shots), labels(config.shots), images(config.queries), labels(config.queries), config.ways
+    )
 
 
 def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, device, path: str = "fast"):
@@ -198,7 +202,11 @@ def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORIT
     rows = []
     for config in configs or CONFIGS.values():
         for algorithm in algorithms:
-            paths = [p for p in PATHS if p != "bf16" or getattr(plugins.algorithms.get(algorithm), "uses_body_features", False)]
+            paths = [
+                p
+                for p in PATHS
+                if p != "bf16" or getattr(plugins.algorithms.get(algorithm), "uses_body_features", False)
+            ]
             for phase in PHASES:
                 steps = {p: make_step(plugins, algorithm, config, phase, device, p) for p in paths}
                 times = {p: [] for p in paths}
@@ -209,8 +217,16 @@ def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORIT
                         started = time.perf_counter()
                         step()
                         times[p].append(time.perf_counter() - started)
-                rows.append({"config": config.name, "algorithm": algorithm, "phase": phase, "device": str(device),
-                             "rounds": rounds, **{f"{p}_median_s": statistics.median(t) for p, t in times.items()}})
+                rows.append(
+                    {
+                        "config": config.name,
+                        "algorithm": algorithm,
+                        "phase": phase,
+                        "device": str(device),
+                        "rounds": rounds,
+                        **{f"{p}_median_s": statistics.median(t) for p, t in times.items()},
+                    }
+                )
     return rows
 
 
@@ -240,4 +256,4 @@ def matmul_rate(size: int = 1024, repeats: int = 10) -> float:
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - started)
+    return 2 * size**3 * repeats / (time.perf_counter() - started)

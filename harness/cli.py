@@ -25,7 +25,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(plugins) -> argparse.ArgumentParser:
-    parser = _Parser(prog="harness", description="Meta-learning harness: MAML, FOMAML, ANIL and the analyses of Raghu et al. (ICLR 2020).")
+    parser = _Parser(
+        prog="harness",
+        description="Meta-learning harness: MAML, FOMAML, ANIL and the analyses of Raghu et al. (ICLR 2020).",
+    )
     subparsers = parser.add_subparsers(dest="command_name", metavar="COMMAND", parser_class=_Parser)
     for name in plugins.commands.names():
         try:
@@ -68,7 +71,11 @@ SLOW_COMMANDS = ("run", "eval", "analyze", "reproduce")
 def _main(argv: list[str] | None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if words and words[0] in SLOW_COMMANDS and not {"-h", "--help"} & set(words) and sys.stderr.isatty():
-        print(f"harness {words[0]}: starting (loading torch and the plugins takes a few seconds)", file=sys.stderr, flush=True)
+        print(
+            f"harness {words[0]}: starting (loading torch and the plugins takes a few seconds)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         plugins = get_plugins()
         report_load_errors(plugins)

@@ -22,7 +22,9 @@ class RunConfig:
     data: str  # task spec, e.g. "omniglot-20w1s"
     backbone: str | None = None  # None: the task sampler's default_backbone
     seed: int = 0
-    iterations: int = 30_000  # Raghu et al. 2020, App. B.1 / C.4 ("all models were trained for 30000 iterations"); datasets override
+    iterations: int = (
+        30_000  # Raghu et al. 2020, App. B.1 / C.4 ("all models were trained for 30000 iterations"); datasets override
+    )
     meta_batch_size: int = 16  # tasks per outer step; datasets override
     inner_steps: int = 5  # inner-loop steps during meta-training
     test_inner_steps: int = 10  # inner-loop steps at validation/test
@@ -50,7 +52,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -58,11 +60,19 @@ class RunConfig:
         for spec in dataclasses.fields(self):
             value, kind = getattr(self, spec.name), str(spec.type)
             wanted = {"int": (int,), "float": (int, float), "str": (str,)}.get(kind.replace(" | None", ""))
-            if wanted and not (value is None and "None" in kind) and (not isinstance(value, wanted) or isinstance(value, bool)):
-                raise HarnessError(f"{spec.name.replace('_', '-')} must be {'an integer' if kind == 'int' else 'a ' + kind.split()[0]}"
-                                   f", got {value!r}")
-        if not 0 <= self.seed < 2 ** 32:
-            raise HarnessError(f"--seed must be between 0 and {2 ** 32 - 1} (numpy and torch seed range), got {self.seed}")
+            if (
+                wanted
+                and not (value is None and "None" in kind)
+                and (not isinstance(value, wanted) or isinstance(value, bool))
+            ):
+                raise HarnessError(
+                    f"{spec.name.replace('_', '-')} must be {'an integer' if kind == 'int' else 'a ' + kind.split()[0]}"
+                    f", got {value!r}"
+                )
+        if not 0 <= self.seed < 2**32:
+            raise HarnessError(
+                f"--seed must be between 0 and {2**32 - 1} (numpy and torch seed range), got {self.seed}"
+            )
         positive = ["iterations", "meta_batch_size", "test_tasks", "eval_batch_size", "log_every", "val_tasks"]
         for name in positive:
             if getattr(self, name) < 1:

@@ -100,15 +100,23 @@ def load_or_build_array(name: str, key: str, build) -> np.ndarray:
         tmp_checksum.write_text(f"{digest}  {path.name}\n")  # the sha256sum format: `sha256sum -c` checks it too
         os.replace(tmp_checksum, checksum)
     except OSError:
-        pass  # caching is an optimisation; an unwritable cache dir must not stop a run
-    return array
+        return array  # caching is an optimisation; an unwritable cache dir must not stop a run
+    del array  # from now on the memory map: a pool larger than RAM is read image by image
+    return np.load(path, mmap_mode="r")
 
 
 def decode_all(files: list[Path], decode, what: str) -> np.ndarray:
-    """``np.stack([decode(f) for f in files])`` with a progress bar: what is decoded, how far, how long is left."""
+    """``[decode(f) for f in files]`` as one array, with a progress bar: what is decoded, how far, how long is left."""
     from tqdm import tqdm
 
-    print(f"harness: decoding {len(files)} {what} images (once: later runs read the cache in "
-          f"{cache_dir()})", file=sys.stderr)
-    return np.stack([decode(path) for path in tqdm(files, desc=f"decoding {what}", unit="img", file=sys.stderr,
-                                                    mininterval=1.0, disable=None)])
+    print(
+        f"harness: decoding {len(files)} {what} images (once: later runs read the cache in {cache_dir()})",
+        file=sys.stderr,
+    )
+    first = decode(files[0])
+    pixels = np.empty((len(files), *first.shape), dtype=first.dtype)  # one copy in memory, no list to stack
+    pixels[0] = first
+    progress = tqdm(files[1:], desc=f"decoding {what}", unit="img", file=sys.stderr, mininterval=1.0, disable=None)
+    for index, path in enumerate(progress, start=1):
+        pixels[index] = decode(path)
+    return pixels

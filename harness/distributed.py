@@ -39,11 +39,13 @@ class DistributedContext:
     def shard(self, episodes, meta_batch_size: int):
         """This rank's tasks of the meta-batch (``[tasks/world_size, ...]``)."""
         if meta_batch_size % self.world_size:
-            raise HarnessError(f"meta-batch of {meta_batch_size} tasks does not split evenly across "
-                               f"{self.world_size} processes; choose --meta-batch-size divisible by --nproc-per-node")
+            raise HarnessError(
+                f"meta-batch of {meta_batch_size} tasks does not split evenly across "
+                f"{self.world_size} processes; choose --meta-batch-size divisible by --nproc-per-node"
+            )
         if isinstance(episodes, tuple):  # classification batches (pretraining regimes): split the examples
             per_rank = episodes[0].shape[0] // self.world_size
-            return tuple(t[self.rank * per_rank:(self.rank + 1) * per_rank] for t in episodes)
+            return tuple(t[self.rank * per_rank : (self.rank + 1) * per_rank] for t in episodes)
         per_rank = meta_batch_size // self.world_size
         return episodes.chunk(self.rank * per_rank, (self.rank + 1) * per_rank)
 
@@ -55,7 +57,7 @@ class DistributedContext:
         flat /= self.world_size
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     def average_metrics(self, metrics: dict) -> dict:
@@ -63,7 +65,6 @@ class DistributedContext:
         values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
         dist.all_reduce(values)
         return {**metrics, **{k: float(v) / self.world_size for k, v in zip(keys, values)}}
-
 
     def close(self) -> None:
         """Leave the process group together; a rank exiting with it still open can abort in gloo's threads."""

@@ -27,8 +27,11 @@ def fixed_tasks(sampler, start: int, stop: int, set_seed: int) -> Episodes:
     """Tasks ``start..stop-1`` of the task set ``set_seed`` as one meta-batch."""
     parts = [sampler.sample(1, np.random.default_rng([set_seed, index])) for index in range(start, stop)]
     return Episodes(
-        torch.cat([p.support_x for p in parts]), torch.cat([p.support_y for p in parts]),
-        torch.cat([p.query_x for p in parts]), torch.cat([p.query_y for p in parts]), parts[0].ways,
+        torch.cat([p.support_x for p in parts]),
+        torch.cat([p.support_y for p in parts]),
+        torch.cat([p.query_x for p in parts]),
+        torch.cat([p.query_y for p in parts]),
+        parts[0].ways,
     )
 
 
@@ -53,8 +56,12 @@ def per_task_accuracies(predict, sampler, num_tasks: int, set_seed: int, chunk: 
 
 def evaluate(algorithm, model, sampler, config, num_tasks: int, set_seed: int, device) -> dict:
     accuracies = per_task_accuracies(
-        lambda episodes: algorithm.predict(model, episodes, config), sampler, num_tasks, set_seed,
-        config.eval_batch_size, device,
+        lambda episodes: algorithm.predict(model, episodes, config),
+        sampler,
+        num_tasks,
+        set_seed,
+        config.eval_batch_size,
+        device,
     )
     mean, ci95 = mean_and_ci95(accuracies)
     return {"accuracy": mean, "ci95": ci95, "tasks": int(num_tasks), "inner_steps": config.test_inner_steps}
@@ -72,8 +79,15 @@ def adapt_with(algorithm, model, episodes: Episodes, steps: int, hp, frozen=froz
         return adapt(model, episodes, steps, hp, first_order=True, frozen=frozen, return_adapted=return_adapted)
     if not hasattr(algorithm, "adapts"):
         raise HarnessError(f"algorithm {algorithm.name!r} has no inner loop (no adapt() or adapts() method)")
-    return adapt_and_predict(model, episodes, steps, hp.inner_lr, lambda name: algorithm.adapts(name) and name not in frozen,
-                             True, return_adapted)
+    return adapt_and_predict(
+        model,
+        episodes,
+        steps,
+        hp.inner_lr,
+        lambda name: algorithm.adapts(name) and name not in frozen,
+        True,
+        return_adapted,
+    )
 
 
 def inner_loop_algorithm(run, options: dict):
@@ -92,6 +106,8 @@ def inner_loop_algorithm(run, options: dict):
     if not hasattr(algorithm, "adapts"):
         raise HarnessError(f"adapt_as={name}: algorithm {name!r} has no inner loop (no adapts() method)")
     if hasattr(algorithm, "for_run"):
-        raise HarnessError(f"adapt_as={name}: {name!r} adapts with parameters it learns in each run (for_run); "
-                           f"evaluate a run trained with it instead")
+        raise HarnessError(
+            f"adapt_as={name}: {name!r} adapts with parameters it learns in each run (for_run); "
+            f"evaluate a run trained with it instead"
+        )
     return algorithm

@@ -19,8 +19,9 @@ An evaluator without ``options`` receives the given options as they are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from harness.errors import HarnessError
 
@@ -91,8 +92,9 @@ def _plain(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
 
 
-def resolve_options(evaluator, given: dict[str, Any], run, open_run: Callable[[str], Any],
-                    flags: dict[str, str] | None = None) -> dict[str, Any]:
+def resolve_options(
+    evaluator, given: dict[str, Any], run, open_run: Callable[[str], Any], flags: dict[str, str] | None = None
+) -> dict[str, Any]:
     """``given`` (strings or values, None = not given) checked against ``evaluator.options``, defaults filled in.
 
     ``open_run(path)`` opens the run directory of a ``run`` option; ``flags`` names the command-line flag
@@ -108,8 +110,9 @@ def resolve_options(evaluator, given: dict[str, Any], run, open_run: Callable[[s
     if unknown:
         valid = ", ".join(by_name) or "none"
         named = f"{flags[unknown[0]]} (option {unknown[0]!r})" if unknown[0] in flags else f"option {unknown[0]!r}"
-        raise HarnessError(f"evaluator {evaluator.name!r} has no {named}; its options: {valid} "
-                           f"(harness list evaluators --options)")
+        raise HarnessError(
+            f"evaluator {evaluator.name!r} has no {named}; its options: {valid} (harness list evaluators --options)"
+        )
     resolved = {}
     for name, option in by_name.items():
         if name in given:
@@ -126,12 +129,23 @@ def resolve_options(evaluator, given: dict[str, Any], run, open_run: Callable[[s
 
 
 # Options several evaluators share.
-NUM_TASKS = Option("num_tasks", "test tasks (default: the run's, 600)", kind="int", minimum=1,
-                   default=lambda run: run.config.test_tasks)
-TEST_INNER_STEPS = Option("test_inner_steps", "inner-loop steps at test (default: the run's)", kind="int", minimum=0,
-                          default=lambda run: run.config.test_inner_steps)
-ADAPT_AS = Option("adapt_as", "adapt with this algorithm's inner loop instead of the run's (maml: every layer)",
-                  kind="algorithm")
+NUM_TASKS = Option(
+    "num_tasks",
+    "test tasks (default: the run's, 600)",
+    kind="int",
+    minimum=1,
+    default=lambda run: run.config.test_tasks,
+)
+TEST_INNER_STEPS = Option(
+    "test_inner_steps",
+    "inner-loop steps at test (default: the run's)",
+    kind="int",
+    minimum=0,
+    default=lambda run: run.config.test_inner_steps,
+)
+ADAPT_AS = Option(
+    "adapt_as", "adapt with this algorithm's inner loop instead of the run's (maml: every layer)", kind="algorithm"
+)
 
 
 def describe_options(evaluator) -> str:

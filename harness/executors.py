@@ -38,8 +38,14 @@ def execute(command: list[str], log: str, threads: int, children: set | None = N
                 children.discard(child)
 
 
-def run_all(runs: list[PlannedRun], data_root: str | None, executor: str = "local", workers: int = 1,
-            address: str | None = None, stop: StopConditions | None = None) -> tuple[list[str], int]:
+def run_all(
+    runs: list[PlannedRun],
+    data_root: str | None,
+    executor: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    stop: StopConditions | None = None,
+) -> tuple[list[str], int]:
     """Train every run that is not done (or skipped); returns one line per failed run and the number stopped.
 
     With ``stop`` (``harness reproduce --time-limit``), each run gets the time that is left as its
@@ -69,15 +75,21 @@ def run_all(runs: list[PlannedRun], data_root: str | None, executor: str = "loca
             if stop.should_stop(1.0):
                 codes = [EXIT_STOPPED] * len(todo)
             else:
-                codes = run_on_ray([(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log")
-                                    for run in todo], address, threads)
+                codes = run_on_ray(
+                    [(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log") for run in todo],
+                    address,
+                    threads,
+                )
         elif executor == "local":
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 codes = list(pool.map(launch, todo))
         else:
             raise HarnessError(f"unknown executor {executor!r}; executors: local, ray")
-    failures = [f"{run.run_dir} failed (exit {code}); log: {run.run_dir}.log" for run, code in zip(todo, codes)
-                if code not in (0, EXIT_STOPPED)]
+    failures = [
+        f"{run.run_dir} failed (exit {code}); log: {run.run_dir}.log"
+        for run, code in zip(todo, codes)
+        if code not in (0, EXIT_STOPPED)
+    ]
     return failures, sum(code == EXIT_STOPPED for code in codes)
 
 
@@ -88,8 +100,9 @@ def run_on_ray(jobs, address: str | None, threads: int) -> list[int]:
     except ImportError:
         raise HarnessError("--executor ray needs Ray: pip install 'feature-reuse-harness[ray]'") from None
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False) if address else \
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False) if address else ray.init(
+            num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False
+        )
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=threads, num_gpus=gpus)(execute)
     return ray.get([task.remote(command, log, threads) for command, log in jobs])

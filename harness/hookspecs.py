@@ -19,8 +19,8 @@ group::
 
 Registration hooks receive a :class:`harness.registry.Registry`. Every
 registered object needs a unique string attribute ``name`` (what users type on
-the command line) and should have a one-line ``description``. Registering a
-name twice is an error that names both plugins.
+the command line) and should have a one-line ``description``. A name two
+plugins register is an error, naming both, for the commands that use it.
 
 Lifecycle hooks are called by ``harness run`` for every plugin that implements
 them (loggers, trackers, notifiers). They must not modify their arguments.
@@ -79,7 +79,11 @@ def register_algorithms(registry) -> None:
       instead of episodes (pretraining regimes);
     - ``head_outputs(spec, train_sampler) -> int``: head size when it is not
       the number of ways (e.g. all training classes);
-    - ``trains = False``: the model is never trained (random features).
+    - ``trains = False``: the model is never trained (random features);
+    - ``uses_body_features = True``: the inner loop never adapts the body, so
+      body features are computed once per meta-batch
+      (``harness.meta_learning.body_features``) and ``--precision bf16`` may
+      lower their precision (refused for other algorithms).
 
     Subclassing :class:`harness.meta_learning.GradientMetaLearner` gives a
     vmapped inner loop; see ``plugins/algorithms/anil.py`` for a short example.
@@ -130,8 +134,17 @@ def register_task_samplers(registry) -> None:
       dataset and ``N``-way ``K``-shot, every value with its source;
     - ``open(spec, split, data_root, options) -> EpisodeSampler``: load the
       split (``"train"``, ``"val"`` or ``"test"``) and return an object with
-      ``sample(num_tasks, rng) -> Episodes``, ``num_classes``,
-      ``in_channels`` and ``image_size``.
+      ``sample(num_tasks, rng) -> Episodes``, ``ways``, ``num_classes``,
+      ``in_channels`` and ``image_size``, and, for algorithms with
+      ``batch_kind = "classification"``, ``sample_classification(size, rng)
+      -> (images [size, C, H, W], labels [size])`` over all the split's
+      classes. ``harness.episodes.ClassPoolSampler`` implements all of it, for
+      a dense ``[classes, images, C, H, W]`` uint8 tensor or, with
+      ``counts=[images per class]``, a flat ``[images, C, H, W]`` uint8 array
+      whose classes may differ in size; a numpy memory map there is read
+      lazily, so data larger than RAM need only their cache file
+      (``plugins/datasets/miniimagenet.py`` uses both). ``options`` holds
+      ``split`` (the ``--split`` scheme), ``queries`` and ``download``.
 
     Raise :class:`harness.errors.HarnessError` with a one-line message when
     data are missing or malformed; say where you looked.

@@ -34,8 +34,8 @@ Implementation notes (why, not what):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +70,9 @@ def body_features(model: nn.Module, *image_sets: torch.Tensor) -> tuple[torch.Te
     """
     per_set = getattr(model, "body_per_set", None)
     dtype = image_sets[0].dtype  # features come back in the input's dtype (autocast or not)
-    autocast = torch.autocast(image_sets[0].device.type, dtype=_body_dtype or torch.bfloat16,
-                              enabled=_body_dtype is not None)
+    autocast = torch.autocast(
+        image_sets[0].device.type, dtype=_body_dtype or torch.bfloat16, enabled=_body_dtype is not None
+    )
     if per_set is None or not FAST_PATHS:
         with autocast:
             return tuple(vmap(model.body)(images).to(dtype) for images in image_sets)
@@ -151,12 +152,16 @@ def _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names,
     tasks = episodes.support_x.shape[0]
     channels_last = first_order  # faster for first-order graphs, slower for second-order ones (NOTES.md)
     with torch.enable_grad():  # the inner loop needs gradients even when predicting under no_grad
-        fast = {name: p.unsqueeze(0).expand(tasks, *p.shape)  # views, [tasks, *shape]
-                for name, p in _differentiable(params, adapted_names).items()}
+        fast = {
+            name: p.unsqueeze(0).expand(tasks, *p.shape)  # views, [tasks, *shape]
+            for name, p in _differentiable(params, adapted_names).items()
+        }
         for _ in range(steps):
             logits = model.forward_tasks(fast, episodes.support_x, channels_last)  # [tasks, ways*shots, ways]
             # Sum over tasks of each task's mean loss: task t's gradient is that of its own loss.
-            loss = F.cross_entropy(logits.flatten(0, 1), episodes.support_y.flatten(), reduction="sum") / logits.shape[1]
+            loss = (
+                F.cross_entropy(logits.flatten(0, 1), episodes.support_y.flatten(), reduction="sum") / logits.shape[1]
+            )
             grads = torch.autograd.grad(loss, [fast[name] for name in adapted_names], create_graph=not first_order)
             fast.update({name: fast[name] - step_size(lr, name) * g for name, g in zip(adapted_names, grads)})
     logits = model.forward_tasks(fast, episodes.query_x, channels_last)  # [tasks, ways*queries, ways]
@@ -165,8 +170,10 @@ def _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names,
 
 def _differentiable(params: dict[str, torch.Tensor], adapted_names: list[str]) -> dict[str, torch.Tensor]:
     """Adapted parameters that do not require grad (frozen elsewhere, or under no_grad) as fresh leaves that do."""
-    return {name: p.detach().requires_grad_() if name in adapted_names and not p.requires_grad else p
-            for name, p in params.items()}
+    return {
+        name: p.detach().requires_grad_() if name in adapted_names and not p.requires_grad else p
+        for name, p in params.items()
+    }
 
 
 def _normalises(model: nn.Module) -> bool:
@@ -224,15 +231,16 @@ def _adapt_linear_head(head, support_features, support_y, query_features, steps,
 
 
 def _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted):
-    head_initial = {name[len("head."):]: p for name, p in initial.items()}
+    head_initial = {name[len("head.") :]: p for name, p in initial.items()}
     if isinstance(lr, dict):  # the head's own names, as functional_call on model.head sees them
-        lr = {name[len("head."):]: value for name, value in lr.items() if name.startswith("head.")}
+        lr = {name[len("head.") :]: value for name, value in lr.items() if name.startswith("head.")}
     fixed_head = {name: p for name, p in model.head.named_parameters() if name not in head_initial}
     # [tasks, ways*shots, F], [tasks, ways*queries, F]
     support_features, query_features = body_features(model, episodes.support_x, episodes.query_x)
     if FAST_PATHS and isinstance(model.head, nn.Linear) and set(head_initial) == {"weight", "bias"}:
-        logits, fast = _adapt_linear_head(head_initial, support_features, episodes.support_y, query_features,
-                                          steps, lr, first_order)
+        logits, fast = _adapt_linear_head(
+            head_initial, support_features, episodes.support_y, query_features, steps, lr, first_order
+        )
         return (logits, {f"head.{name}": p for name, p in fast.items()}) if return_adapted else logits
 
     def support_loss(fast, features, y):
@@ -278,8 +286,16 @@ class GradientMetaLearner:
         """The inner loop's step size: ``hp.inner_lr``; an algorithm that learns it returns ``{name: tensor}``."""
         return hp.inner_lr
 
-    def adapt(self, model, episodes, steps: int, hp, first_order: bool | None = None, frozen=frozenset(),
-              return_adapted: bool = False):
+    def adapt(
+        self,
+        model,
+        episodes,
+        steps: int,
+        hp,
+        first_order: bool | None = None,
+        frozen=frozenset(),
+        return_adapted: bool = False,
+    ):
         """This algorithm's inner loop, the one entry point of training, prediction and every evaluator.
 
         ``frozen``: parameter names kept at the meta-initialisation besides those ``adapts`` leaves out

@@ -19,8 +19,9 @@ from harness.episodes import Episodes
 from harness.meta_learning import body_features
 
 
-def nil_probabilities(support_features: torch.Tensor, support_y: torch.Tensor, query_features: torch.Tensor,
-                      ways: int) -> torch.Tensor:
+def nil_probabilities(
+    support_features: torch.Tensor, support_y: torch.Tensor, query_features: torch.Tensor, ways: int
+) -> torch.Tensor:
     """Class probabilities ``[tasks, ways*queries, ways]``.
 
     support_features ``[tasks, ways*shots, F]``, support_y ``[tasks, ways*shots]``,

@@ -121,8 +121,10 @@ class Plugins:
             except Exception as exc:
                 name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
                 error = f"{hook_name} raised {type(exc).__name__}: {exc}"
-                print(f"harness: warning: plugin {name!r} failed ({error}); it is disabled, the run goes on",
-                      file=sys.stderr)
+                print(
+                    f"harness: warning: plugin {name!r} failed ({error}); it is disabled, the run goes on",
+                    file=sys.stderr,
+                )
                 self.disable(name, error)
 
     def __getattr__(self, kind: str) -> Registry:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from harness.errors import HarnessError
 
@@ -42,8 +43,10 @@ class Registry:
 
     def collision(self, name: str) -> str:
         plugins = [plugin for _, plugin in self._entries[name]]
-        return (f"{self.kind} {name!r} is registered twice: by plugin {plugins[0]!r} and by plugin {plugins[1]!r}; "
-                f"leave one out with HARNESS_BLOCK_PLUGINS={plugins[-1]}")
+        return (
+            f"{self.kind} {name!r} is registered twice: by plugin {plugins[0]!r} and by plugin {plugins[1]!r}; "
+            f"leave one out with HARNESS_BLOCK_PLUGINS={plugins[-1]}"
+        )
 
     def collisions(self) -> list[str]:
         return [self.collision(name) for name in sorted(self._entries) if len(self._entries[name]) > 1]

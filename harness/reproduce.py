@@ -3,8 +3,8 @@
 A definition is a small TOML file in ``experiments/`` (``table2.toml``, ``table4.toml``):
 a title, the paper source, budgets (``paper`` and ``cpu``: ``harness run`` overrides
 for image and RL rows, each with a note) and rows (``label``, ``algo``, ``data`` or
-``env``, optional ``evaluator``, its ``options`` and ``result_row`` (which row of its
-output), ``unit`` (``%`` by default for few-shot rows; e.g. ``CCA`` for similarities,
+``env``, optional ``evaluator``, its ``options`` and ``result`` (which row of its
+output, by key: ``"body.2"``, ``"frozen 1-4"``, ``"body mean pre"``; see ``row_keys``), ``unit`` (``%`` by default for few-shot rows; e.g. ``CCA`` for similarities,
 reported as measured), and the published ``paper = [mean, ±]`` where the paper has the
 value). An option value ``"@LABEL"`` names the run of row LABEL with the same seed
 (``against = "@ANIL"`` for a MAML-vs-ANIL similarity); ``seed_offset = 1`` makes a
@@ -64,7 +64,7 @@ class PlannedRun:
     run_dir: Path
     evaluator: str = "fewshot"
     options: dict = field(default_factory=dict)  # as written in the definition (names the eval output file)
-    result_row: int = 0  # which row of the evaluator's output (2 = "frozen 1-2" for freeze; negative from the end)
+    result: str | None = None  # which row of the evaluator's output, by key (row_keys); None: its first row
     unit: str = "%"
     resolved_options: dict = field(default_factory=dict)  # "@LABEL" replaced by that row's run directory
     skipped: str | None = None  # why this budget does not run the row (``skip`` in the definition)
@@ -132,7 +132,9 @@ def check_definition(definition: dict, path: Path) -> None:
     for name, budget in budgets.items():
         for kind, overrides in budget.items():
             if kind in ("image", "rl") and not isinstance(overrides, dict):
-                raise HarnessError(f"{path}: budgets.{name}.{kind} must be a table of harness run flags, got {overrides!r}")
+                raise HarnessError(
+                    f"{path}: budgets.{name}.{kind} must be a table of harness run flags, got {overrides!r}"
+                )
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise HarnessError(f"{path}: 'rows' must be a non-empty array of tables ([[rows]]), got {rows!r}")
     speed = definition.get("kind") == "speed"
@@ -148,14 +150,22 @@ def check_definition(definition: dict, path: Path) -> None:
         for key in ("options", "overrides", "skip"):
             if not isinstance(row.get(key, {}), dict):
                 raise HarnessError(f"{where}: {key!r} must be a table ({{ key = value }}), got {row[key]!r}")
-        for key, minimum in (("seed_offset", 0), ("result_row", None)):
-            value = row.get(key, 0)
-            if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
-                raise HarnessError(f"{where}: {key!r} must be an integer{'' if minimum is None else f' >= {minimum}'}, "
-                                   f"got {value!r}")
+        if "result_row" in row:
+            raise HarnessError(
+                f'{where}: result_row (a position) is replaced by result = "KEY" (the row\'s key, e.g. '
+                f'"body.2" or "frozen 1-4"; harness.reproduce.row_keys)'
+            )
+        if not isinstance(row.get("result", ""), str):
+            raise HarnessError(f"{where}: 'result' must be a row key (a string), got {row['result']!r}")
+        offset = row.get("seed_offset", 0)
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise HarnessError(f"{where}: 'seed_offset' must be an integer >= 0, got {offset!r}")
         paper = row.get("paper")
-        if paper is not None and (not isinstance(paper, list) or len(paper) not in (1, 2)
-                                  or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in paper)):
+        if paper is not None and (
+            not isinstance(paper, list)
+            or len(paper) not in (1, 2)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in paper)
+        ):
             raise HarnessError(f"{where}: 'paper' must be [mean, interval] or [value] (numbers), got {paper!r}")
 
 
@@ -183,15 +193,19 @@ KEY_OMITS_DEFAULT = {"precision": "fp32"}
 
 
 def config_key(config: dict) -> str:
-    kept = {k: v for k, v in config.items()
-            if k not in NOT_IN_KEY and not (k in KEY_OMITS_DEFAULT and v == KEY_OMITS_DEFAULT[k])}
+    kept = {
+        k: v
+        for k, v in config.items()
+        if k not in NOT_IN_KEY and not (k in KEY_OMITS_DEFAULT and v == KEY_OMITS_DEFAULT[k])
+    }
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list[PlannedRun]:
     if budget not in definition["budgets"]:
-        raise HarnessError(f"table {definition['name']!r} has no budget {budget!r}; budgets: "
-                           f"{', '.join(definition['budgets'])}")
+        raise HarnessError(
+            f"table {definition['name']!r} has no budget {budget!r}; budgets: {', '.join(definition['budgets'])}"
+        )
     if definition.get("kind") == "speed":
         return []  # measured by table(), nothing to train
     runs = []
@@ -211,9 +225,23 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
             overrides.pop("seed")
             run_dir = root / "runs" / f"{config['algo']}-{task}-seed{seed}-{key}"
             unit = row.get("unit", "return" if kind == "rl" else "%")
-            runs.append(PlannedRun(row["label"], row["algo"], task, kind, seed, overrides, key, run_dir,
-                                   row.get("evaluator", "fewshot"), row.get("options", {}), row.get("result_row", 0),
-                                   unit, skipped=row.get("skip", {}).get(budget)))
+            runs.append(
+                PlannedRun(
+                    row["label"],
+                    row["algo"],
+                    task,
+                    kind,
+                    seed,
+                    overrides,
+                    key,
+                    run_dir,
+                    row.get("evaluator", "fewshot"),
+                    row.get("options", {}),
+                    row.get("result"),
+                    unit,
+                    skipped=row.get("skip", {}).get(budget),
+                )
+            )
     # "@LABEL" names that row's run with the same seed index (seed minus the row's seed_offset).
     offsets = {row["label"]: row.get("seed_offset", 0) for row in definition["rows"]}
     by_label = {(run.label, run.seed - offsets[run.label]): run for run in runs}
@@ -222,8 +250,10 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
             if isinstance(value, str) and value.startswith("@"):
                 other = by_label.get((value[1:], run.seed - offsets[run.label]))
                 if other is None:
-                    raise HarnessError(f"row {run.label!r} of {definition['name']}: option {name} = {value!r} names "
-                                       f"no row; rows: {', '.join(sorted({r.label for r in runs}))}")
+                    raise HarnessError(
+                        f"row {run.label!r} of {definition['name']}: option {name} = {value!r} names "
+                        f"no row; rows: {', '.join(sorted({r.label for r in runs}))}"
+                    )
                 if other.skipped and not run.skipped:
                     run.skipped = f"needs row {value[1:]!r}, not run: {other.skipped}"
                 run.needs.append(other)
@@ -255,16 +285,57 @@ def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) ->
         if suffix:
             written.replace(out)
     output = read_json(out)
-    if not -len(output["rows"]) <= run.result_row < len(output["rows"]):
-        if cached:  # written by an earlier version of the evaluator, with fewer rows: evaluate again (kept if that fails)
-            return evaluate_run(run, data_root, cached=False)
-        raise HarnessError(f"row {run.label!r}: evaluator {run.evaluator!r} gave {len(output['rows'])} rows, "
-                           f"result_row {run.result_row} is out of range ({out})")
-    row = output["rows"][run.result_row]
+    keys = row_keys(output["rows"])
+    if run.result is None:
+        index = 0
+    elif run.result in keys:
+        index = keys.index(run.result)
+    elif cached:  # written by an earlier version of the evaluator, without that row: evaluate again
+        return evaluate_run(run, data_root, cached=False)
+    else:
+        raise HarnessError(
+            f"row {run.label!r}: evaluator {run.evaluator!r} gave no row {run.result!r} ({out}); its rows: "
+            f"{', '.join(repr(k) for k in keys)}"
+        )
+    row = output["rows"][index]
     value = {"mean": scale * row["mean"], "ci95": scale * row["ci95"], "tasks": row["tasks"]}
     if output.get("figure"):
         value["figure"] = output["figure"]
     return value
+
+
+def row_keys(rows: list[dict]) -> list[str]:
+    """The name a definition's ``result = "KEY"`` gives each row of an evaluator's output.
+
+    A row's own ``key`` if it has one (third-party evaluators may set it), else, for the
+    bundled evaluators: the layer (``similarity``, ``weight-distance``: ``"body.0"`` ...
+    ``"head"``); the layer and ``pre``/``post`` (``run-similarity``: ``"body.2 pre"``, the
+    body means ``"body mean pre"`` and ``"body 1-3 mean pre"``); the pair (``seed-similarity``:
+    ``"pre,post"``); ``"frozen 1-2"`` for the tested checkpoint of ``freeze`` and
+    ``"checkpoint 2: frozen 1-2"`` for its second periodic checkpoint (``all_checkpoints``:
+    numbered, so one definition serves budgets that checkpoint at different steps); else the
+    row's ``name``.
+    """
+    periodic = list(dict.fromkeys(r["checkpoint"] for r in rows if str(r.get("checkpoint", "")).startswith("step-")))
+    keys = []
+    for row in rows:
+        if "key" in row:
+            keys.append(row["key"])
+        elif "frozen" in row:
+            where = f"checkpoint {periodic.index(row['checkpoint']) + 1}: " if row["checkpoint"] in periodic else ""
+            keys.append(f"{where}frozen {row['frozen']}")
+        elif "layer" in row and (" pre vs pre" in row["name"] or " post vs post" in row["name"]):
+            when = "pre" if " pre vs pre" in row["name"] else "post"
+            keys.append(
+                f"{row['layer']} mean {when}"
+                if row["layer"].startswith("body ") or row["layer"] == "body"
+                else f"{row['layer']} {when}"
+            )
+        elif "layer" in row:
+            keys.append(row["layer"])
+        else:
+            keys.append(row["name"])
+    return keys
 
 
 def aggregate(values: list[dict]) -> tuple[float, float]:
@@ -322,9 +393,20 @@ def speed_table(definition: dict, budget: str) -> list[dict]:
     for row in definition["rows"]:
         ratio = median("maml", row["config"], row["phase"]) / median(row["algorithm"], row["config"], row["phase"])
         seconds = {name: round(median(name, row["config"], row["phase"]), 4) for name in ("maml", row["algorithm"])}
-        rows.append({"label": row["label"], "mean": ratio, "ci95": 0.0, "seeds": 1, "paper": row.get("paper"),
-                     "agree": agrees(ratio, 0.0, row.get("paper"), "at_least"), "unit": "x", "runs": [],
-                     "tasks": f"{rounds} rounds", "seconds": seconds})
+        rows.append(
+            {
+                "label": row["label"],
+                "mean": ratio,
+                "ci95": 0.0,
+                "seeds": 1,
+                "paper": row.get("paper"),
+                "agree": agrees(ratio, 0.0, row.get("paper"), "at_least"),
+                "unit": "x",
+                "runs": [],
+                "tasks": f"{rounds} rounds",
+                "seconds": seconds,
+            }
+        )
     return rows
 
 
@@ -341,14 +423,28 @@ def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budge
         if not mine:
             continue
         compare = row.get("compare", "interval")
-        entry = {"label": row["label"], "paper": row.get("paper"), "compare": compare, "unit": mine[0].unit,
-                 "runs": [str(run.run_dir) for run in mine]}
-        missing = [run for run in mine if run.skipped or not run.done] or \
-            [other for run in mine for other in run.needs if not other.done]
+        entry = {
+            "label": row["label"],
+            "paper": row.get("paper"),
+            "compare": compare,
+            "unit": mine[0].unit,
+            "runs": [str(run.run_dir) for run in mine],
+        }
+        missing = [run for run in mine if run.skipped or not run.done] or [
+            other for run in mine for other in run.needs if not other.done
+        ]
         if missing:
-            entry.update({"mean": None, "ci95": None, "seeds": 0, "agree": "not run", "tasks": "",
-                          "not_run": missing[0].skipped or f"{missing[0].run_dir.name}: {missing[0].state}",
-                          "runs": [str(run.run_dir) for run in mine if run.done]})
+            entry.update(
+                {
+                    "mean": None,
+                    "ci95": None,
+                    "seeds": 0,
+                    "agree": "not run",
+                    "tasks": "",
+                    "not_run": missing[0].skipped or f"{missing[0].run_dir.name}: {missing[0].state}",
+                    "runs": [str(run.run_dir) for run in mine if run.done],
+                }
+            )
             rows.append(entry)
             continue
         try:
@@ -356,14 +452,36 @@ def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budge
         except HarnessError as exc:
             if not partial:
                 raise
-            entry.update({"mean": None, "ci95": None, "seeds": 0, "agree": "not run", "tasks": "",
-                          "not_run": f"evaluation failed: {exc}"})
+            entry.update(
+                {
+                    "mean": None,
+                    "ci95": None,
+                    "seeds": 0,
+                    "agree": "not run",
+                    "tasks": "",
+                    "not_run": f"evaluation failed: {exc}",
+                }
+            )
             rows.append(entry)
             continue
         mean, ci = aggregate(values)
-        entry.update({"mean": mean, "ci95": ci, "seeds": len(values), "agree": agrees(mean, ci, row.get("paper"), compare),
-                      "tasks": values[0]["tasks"], "figures": sorted({v["figure"] for v in values if "figure" in v})})
+        entry.update(
+            {
+                "mean": mean,
+                "ci95": ci,
+                "seeds": len(values),
+                "agree": agrees(mean, ci, row.get("paper"), compare),
+                "tasks": values[0]["tasks"],
+                "figures": sorted({v["figure"] for v in values if "figure" in v}),
+            }
+        )
         rows.append(entry)
     budget_note = definition["budgets"][budget].get("note", "")
-    return {"name": definition["name"], "title": definition["title"], "source": definition.get("source", ""),
-            "budget": budget, "budget_note": budget_note, "rows": rows}
+    return {
+        "name": definition["name"],
+        "title": definition["title"],
+        "source": definition.get("source", ""),
+        "budget": budget,
+        "budget_note": budget_note,
+        "rows": rows,
+    }

@@ -129,17 +129,25 @@ def load_torch(path: Path, needs: tuple[str, ...] = ()) -> Any:
     except pickle.UnpicklingError as exc:
         found = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
         what = found[0].rstrip(".") if found else "an object that is not a tensor, number or string"
-        raise HarnessError(f"refusing to load {path}: it would run code when loaded ({what}); "
-                           f"a harness checkpoint holds only tensors, numbers and strings") from None
+        raise HarnessError(
+            f"refusing to load {path}: it would run code when loaded ({what}); "
+            f"a harness checkpoint holds only tensors, numbers and strings"
+        ) from None
     except Exception as exc:
         raise HarnessError(f"cannot read checkpoint {path}: {type(exc).__name__}: {_one_line(exc)}") from None
     if needs:
         missing = [key for key in needs if not isinstance(state, dict) or key not in state]
         if missing:
             what = "a dict" if isinstance(state, dict) else f"a {type(state).__name__}"
-            hint = " (a bare state dict?)" if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()) else ""
-            raise HarnessError(f"{path} is not a harness checkpoint{hint}: {what} without {', '.join(map(repr, missing))}; "
-                               f"harness checkpoints (best.pt, checkpoint.pt) hold {', '.join(needs)}")
+            hint = (
+                " (a bare state dict?)"
+                if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+                else ""
+            )
+            raise HarnessError(
+                f"{path} is not a harness checkpoint{hint}: {what} without {', '.join(map(repr, missing))}; "
+                f"harness checkpoints (best.pt, checkpoint.pt) hold {', '.join(needs)}"
+            )
     return state
 
 
@@ -169,8 +177,10 @@ def read_metrics(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path}:{number} is not a JSON row ({exc.msg}); the file was changed outside harness: "
-                               f"repair or delete that line") from None
+            raise HarnessError(
+                f"{path}:{number} is not a JSON row ({exc.msg}); the file was changed outside harness: "
+                f"repair or delete that line"
+            ) from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise HarnessError(f"{path}:{number} is not a metrics row (a JSON object with an integer 'step')")
         rows.append(row)
@@ -226,16 +236,22 @@ def prepare_run_dir(path: Path, lock: bool = False) -> Path:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             handle.close()
-            raise HarnessError(f"{path} is in use by another harness process (pid {holder}); wait for it to end "
-                               f"or choose another --out") from None
+            raise HarnessError(
+                f"{path} is in use by another harness process (pid {holder}); wait for it to end "
+                f"or choose another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
         _LOCKS[path.resolve()] = handle
         # Half-written files of a killed writer (``_atomic_write``'s temporary names): nobody else writes here now.
-        for leftover in [*path.glob(".*.pt.*"), *path.glob(".*.json.*"), *path.glob(".*.jsonl.*"),
-                         *path.glob("checkpoints/.step-*.pt.*")]:
+        for leftover in [
+            *path.glob(".*.pt.*"),
+            *path.glob(".*.json.*"),
+            *path.glob(".*.jsonl.*"),
+            *path.glob("checkpoints/.step-*.pt.*"),
+        ]:
             leftover.unlink(missing_ok=True)
     return path
 
@@ -317,6 +333,8 @@ def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
     if hasattr(algorithm, "for_run"):  # the algorithm's own learned parameters (Meta-SGD's step sizes)
         algorithm = algorithm.for_run(model, config)
         if "algorithm" not in state:
-            raise HarnessError(f"{checkpoint_path} has no 'algorithm' entry: {config.algo!r} keeps parameters of its own")
+            raise HarnessError(
+                f"{checkpoint_path} has no 'algorithm' entry: {config.algo!r} keeps parameters of its own"
+            )
         load_weights(algorithm, state["algorithm"], checkpoint_path)
     return LoadedRun(path, config, model, algorithm, task_sampler, spec, checkpoint_path)

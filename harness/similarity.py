@@ -31,7 +31,11 @@ import torch
 
 def as_neurons_by_datapoints(activations: torch.Tensor | np.ndarray) -> np.ndarray:
     """``[N, C, H, W]`` -> ``[C, N*H*W]``; ``[N, D]`` -> ``[D, N]`` (float64)."""
-    array = activations.detach().cpu().double().numpy() if isinstance(activations, torch.Tensor) else np.asarray(activations, dtype=np.float64)
+    array = (
+        activations.detach().cpu().double().numpy()
+        if isinstance(activations, torch.Tensor)
+        else np.asarray(activations, dtype=np.float64)
+    )
     if array.ndim == 4:
         return array.transpose(1, 0, 2, 3).reshape(array.shape[1], -1)
     if array.ndim == 2:
@@ -108,7 +112,9 @@ def linear_cka(x, y, unbiased: bool = False) -> float:
         raise ValueError(f"unbiased CKA needs at least 4 datapoints, got {n}")
     hsic_kl, hsic_kk, hsic_ll = _unbiased_hsic(xc, yc), _unbiased_hsic(xc, xc), _unbiased_hsic(yc, yc)
     if hsic_kk <= 0 or hsic_ll <= 0:
-        raise ValueError("unbiased CKA is undefined here: a self-similarity estimate is not positive (too few datapoints)")
+        raise ValueError(
+            "unbiased CKA is undefined here: a self-similarity estimate is not positive (too few datapoints)"
+        )
     return float(hsic_kl / np.sqrt(hsic_kk * hsic_ll))
 
 

@@ -43,7 +43,9 @@ def parse_duration(text: str) -> float:
         if match and value and any(match.groups()):
             seconds = sum(float(part) * unit for part, unit in zip(match.groups(), _UNITS.values()) if part)
     if seconds is None or seconds <= 0:
-        raise HarnessError(f"--time-limit: cannot read {text!r} as a duration; use e.g. 90m, 1h30m, 45s or 5400 (seconds)")
+        raise HarnessError(
+            f"--time-limit: cannot read {text!r} as a duration; use e.g. 90m, 1h30m, 45s or 5400 (seconds)"
+        )
     return seconds
 
 
@@ -94,7 +96,7 @@ class RunStopped(Exception):
         where = "training finished, the test remains" if step >= iterations else f"step {step} of {iterations}"
         super().__init__(f"stopped at {where} ({reason}); checkpoint written; continue with: {self.resume}")
 
-    def with_message(self, message: str) -> "RunStopped":
+    def with_message(self, message: str) -> RunStopped:
         self.args = (message,)
         return self
 
@@ -115,7 +117,7 @@ class StopConditions:
         self.listeners: list = []  # called with the signal number (harness reproduce forwards it to its runs)
         self._previous: dict = {}
 
-    def __enter__(self) -> "StopConditions":
+    def __enter__(self) -> StopConditions:
         if self.signals and threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._on_signal)

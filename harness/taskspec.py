@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 
-_GRAMMAR = re.compile(r"^(?P<dataset>[a-z][a-z0-9_]*(?:-[a-z][a-z0-9_]*)*)-(?P<ways>\d+)w(?P<shots>\d+)s(?:(?P<queries>\d+)q)?$")
+_GRAMMAR = re.compile(
+    r"^(?P<dataset>[a-z][a-z0-9_]*(?:-[a-z][a-z0-9_]*)*)-(?P<ways>\d+)w(?P<shots>\d+)s(?:(?P<queries>\d+)q)?$"
+)
 GRAMMAR_HELP = "<dataset>-<N>w<K>s[<Q>q], e.g. omniglot-20w1s or omniglot-5w5s15q"
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness import stopping
 from harness.config import RunConfig
 from harness.data_root import resolve_data_root
 from harness.devices import describe_device, resolve_device
@@ -36,14 +37,20 @@ from harness.rundir import (
     save_torch,
     write_json,
 )
-from harness import stopping
 from harness.stopping import RunStopped, StopConditions
 from harness.taskspec import parse_task_spec
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, plugins, run_dir: Path, download: bool = True, progress: bool = True,
-                 stop: StopConditions | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        plugins,
+        run_dir: Path,
+        download: bool = True,
+        progress: bool = True,
+        stop: StopConditions | None = None,
+    ):
         self.config = config
         self.plugins = plugins
         self.spec = parse_task_spec(config.data)
@@ -74,7 +81,9 @@ class Trainer:
         }
         train = self.samplers["train"]
         # Pretraining regimes (multiclass) classify all training classes, not N ways.
-        head_outputs = self.algorithm.head_outputs(self.spec, train) if hasattr(self.algorithm, "head_outputs") else self.spec.ways
+        head_outputs = (
+            self.algorithm.head_outputs(self.spec, train) if hasattr(self.algorithm, "head_outputs") else self.spec.ways
+        )
         self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size, "head_outputs": head_outputs}
         torch.manual_seed(config.seed)
         self.model = self.backbone.build(train.in_channels, train.image_size, head_outputs, bn_mode=config.bn_mode)
@@ -167,14 +176,29 @@ class Trainer:
         if not self.is_main:
             return None
         self.model.train()  # batch-statistics BatchNorm either way; see conv4.py
-        result = evaluate(self.algorithm, self.model, self.samplers["val"], self.config,
-                          self.config.val_tasks, VAL_TASK_SEED, self.device)
+        result = evaluate(
+            self.algorithm,
+            self.model,
+            self.samplers["val"],
+            self.config,
+            self.config.val_tasks,
+            VAL_TASK_SEED,
+            self.device,
+        )
         self._log({"step": self.step, "split": "val", **result})
         if result["accuracy"] > self.best["accuracy"]:
             self.best = {"accuracy": result["accuracy"], "ci95": result["ci95"], "step": self.step}
             best = self.run_dir / "best.pt"
-            save_torch(best, {"model": self.model.state_dict(), "step": self.step, "config": self.config.to_dict(),
-                              "geometry": self.geometry, **self._owned_state()})
+            save_torch(
+                best,
+                {
+                    "model": self.model.state_dict(),
+                    "step": self.step,
+                    "config": self.config.to_dict(),
+                    "geometry": self.geometry,
+                    **self._owned_state(),
+                },
+            )
             self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(best))
         return result
 
@@ -183,8 +207,9 @@ class Trainer:
             try:
                 return self._train()
             except DiskFullError as exc:
-                raise DiskFullError(f"{exc}; {self._kept()}; free space, then continue with "
-                                f"harness run --resume {self.run_dir}") from None
+                raise DiskFullError(
+                    f"{exc}; {self._kept()}; free space, then continue with harness run --resume {self.run_dir}"
+                ) from None
 
     def _kept(self) -> str:
         """Which checkpoint a failed run leaves to resume from (written atomically, so it is whole)."""
@@ -207,8 +232,13 @@ class Trainer:
         if self.progress and self.is_main:
             from tqdm import tqdm
 
-            bar = tqdm(total=config.iterations, initial=self.step, desc=f"{config.algo} {config.data}", unit="it",
-                       dynamic_ncols=True)
+            bar = tqdm(
+                total=config.iterations,
+                initial=self.step,
+                desc=f"{config.algo} {config.data}",
+                unit="it",
+                dynamic_ncols=True,
+            )
         last = {"loss": float("nan"), "accuracy": float("nan")}
         loop_started, steps_before = time.perf_counter(), self.step
         try:
@@ -243,8 +273,15 @@ class Trainer:
                     bar.set_postfix(shown)
                 logged = False
                 if self.step % config.log_every == 0 or self.step == config.iterations:
-                    self._log({"step": self.step, "split": "train", "loss": last["loss"], "accuracy": last["accuracy"],
-                               "train_seconds": round(self.train_seconds, 3)})
+                    self._log(
+                        {
+                            "step": self.step,
+                            "split": "train",
+                            "loss": last["loss"],
+                            "accuracy": last["accuracy"],
+                            "train_seconds": round(self.train_seconds, 3),
+                        }
+                    )
                     logged = True
                 if config.val_every and (self.step % config.val_every == 0 or self.step == config.iterations):
                     self.validate()
@@ -280,8 +317,15 @@ class Trainer:
             self._restore_owned(state, best_path)
             tested_step = state["step"]
         started = time.perf_counter()
-        result = evaluate(self.algorithm, self.model, self.samplers["test"], self.config,
-                          self.config.test_tasks, TEST_TASK_SEED, self.device)
+        result = evaluate(
+            self.algorithm,
+            self.model,
+            self.samplers["test"],
+            self.config,
+            self.config.test_tasks,
+            TEST_TASK_SEED,
+            self.device,
+        )
         summary = {
             "algo": self.config.algo,
             "data": self.config.data,

@@ -54,5 +54,11 @@ def decoded_cache(tmp_path_factory):
 def run_cli(*args, env_extra=None, cwd=None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or REPO, env=env, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=900,
+    )

@@ -7,18 +7,46 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, run_cli
 
-COMMON = ["--data", "omniglot-5w1s", "--iterations", "2", "--meta-batch-size", "4", "--val-every", "0",
-          "--test-tasks", "4", "--log-every", "1", "--no-progress", "--no-download"]
+COMMON = [
+    "--data",
+    "omniglot-5w1s",
+    "--iterations",
+    "2",
+    "--meta-batch-size",
+    "4",
+    "--val-every",
+    "0",
+    "--test-tasks",
+    "4",
+    "--log-every",
+    "1",
+    "--no-progress",
+    "--no-download",
+]
 
 
 def torchrun(*args, processes=2):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-                           "--standalone", "-m", "harness", *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(processes),
+            "--standalone",
+            "-m",
+            "harness",
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("algo", ["maml", "anil"])
@@ -47,8 +75,11 @@ def test_two_processes_train_exactly_like_one(algo, data_root, tmp_path):
 
 
 def test_uneven_meta_batch_is_a_clear_error(data_root, tmp_path):
-    result = torchrun("run", "--algo", "anil", *COMMON, "--meta-batch-size", "3",
-                      "--data-root", data_root, "--out", tmp_path / "run")
+    result = torchrun(
+        "run", "--algo", "anil", *COMMON, "--meta-batch-size", "3", "--data-root", data_root, "--out", tmp_path / "run"
+    )
     assert result.returncode != 0
-    assert ("harness: error: meta-batch of 3 tasks does not split evenly across 2 processes; "
-            "choose --meta-batch-size divisible by --nproc-per-node") in result.stderr
+    assert (
+        "harness: error: meta-batch of 3 tasks does not split evenly across 2 processes; "
+        "choose --meta-batch-size divisible by --nproc-per-node"
+    ) in result.stderr

@@ -50,8 +50,14 @@ def test_body_per_set_equals_the_body_run_per_task_and_set(backbone, channels, s
 def test_meta_gradient_through_the_fast_path_equals_the_generic_path(algo, monkeypatch):
     model = build("conv4", 1, 28)
     support, query = image_sets(1, 28)
-    episodes = SimpleNamespace(support_x=support, support_y=torch.arange(5).repeat(3, 1), query_x=query,
-                               query_y=torch.arange(7).remainder(5).repeat(3, 1), ways=5, num_tasks=3)
+    episodes = SimpleNamespace(
+        support_x=support,
+        support_y=torch.arange(5).repeat(3, 1),
+        query_x=query,
+        query_y=torch.arange(7).remainder(5).repeat(3, 1),
+        ways=5,
+        num_tasks=3,
+    )
     hp = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=2)
     algorithm = get_plugins().algorithms.get(algo)
 
@@ -83,16 +89,30 @@ def test_bf16_body_features_are_close_to_float32_and_come_back_as_float32(backbo
 
 
 def test_bf16_is_refused_for_algorithms_that_adapt_the_body(data_root, tmp_path):
-    result = run_cli("run", "--algo", "maml", "--data", "omniglot-5w1s", "--precision", "bf16", *SMALL,
-                     "--data-root", data_root, "--out", tmp_path / "r")
+    result = run_cli(
+        "run",
+        "--algo",
+        "maml",
+        "--data",
+        "omniglot-5w1s",
+        "--precision",
+        "bf16",
+        *SMALL,
+        "--data-root",
+        data_root,
+        "--out",
+        tmp_path / "r",
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "harness: error: --precision bf16 lowers the precision of body features computed once per meta-batch; "
         "'maml' does not compute them that way (it adapts the body or trains it directly); "
-        "use it with anil, nil-train, multitask or multiclass")
+        "use it with anil, nil-train, multitask or multiclass"
+    )
     assert not (tmp_path / "r").exists()
-    result = run_cli("run", "--algo", "anil", "--data", "omniglot-5w1s", "--precision", "fp16", *SMALL,
-                     "--data-root", data_root)
+    result = run_cli(
+        "run", "--algo", "anil", "--data", "omniglot-5w1s", "--precision", "fp16", *SMALL, "--data-root", data_root
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "harness: error: unknown precision 'fp16'; valid: fp32, bf16"
 
@@ -107,8 +127,14 @@ def test_anil_learns_in_bf16(data_root, tmp_path):
 
 def tiny_episodes(channels, size, dtype=torch.float64):
     support, query = image_sets(channels, size, dtype)
-    return SimpleNamespace(support_x=support, support_y=torch.arange(5).repeat(3, 1), query_x=query,
-                           query_y=torch.arange(7).remainder(5).repeat(3, 1), ways=5, num_tasks=3)
+    return SimpleNamespace(
+        support_x=support,
+        support_y=torch.arange(5).repeat(3, 1),
+        query_x=query,
+        query_y=torch.arange(7).remainder(5).repeat(3, 1),
+        ways=5,
+        num_tasks=3,
+    )
 
 
 def reference_meta_gradient(model, episodes, steps, lr):
@@ -136,8 +162,13 @@ def test_maml_tasks_side_by_side_give_the_exact_second_order_meta_gradient(backb
 def test_vmap_second_order_through_batchnorm_is_not_used_on_the_default_path(monkeypatch):
     """A BatchNorm model without forward_tasks goes task by task for second order (vmap is off by ~0.5 %)."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.BatchNorm2d(4, track_running_stats=False),
-                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 13 * 13, 5)).double()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, stride=2),
+        torch.nn.BatchNorm2d(4, track_running_stats=False),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 13 * 13, 5),
+    ).double()
     episodes = tiny_episodes(1, 28)
     model.zero_grad()
     logits = ml.adapt_and_predict(model, episodes, 2, 0.3, lambda name: True, first_order=False)
@@ -152,7 +183,9 @@ def test_vmap_second_order_through_batchnorm_is_not_used_on_the_default_path(mon
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten()).backward()
     got = torch.cat([p.grad.flatten() for p in model.parameters()])
     want = torch.cat([g.flatten() for g in reference.values()])
-    print(f"vmap second-order meta-gradient through BatchNorm: relative error {float((got - want).norm() / want.norm()):.1e}")
+    print(
+        f"vmap second-order meta-gradient through BatchNorm: relative error {float((got - want).norm() / want.norm()):.1e}"
+    )
 
 
 @pytest.mark.parametrize("bn_mode", ["batch", "none"])
@@ -188,7 +221,9 @@ def test_partial_adaptation_and_adapted_parameters_match_the_generic_path(monkey
     adapts = lambda name: not name.startswith(("body.0.", "body.1."))
     logits, adapted = ml.adapt_and_predict(model, episodes, 3, 0.3, adapts, first_order=True, return_adapted=True)
     monkeypatch.setattr(ml, "FAST_PATHS", False)
-    want_logits, want_adapted = ml.adapt_and_predict(model, episodes, 3, 0.3, adapts, first_order=True, return_adapted=True)
+    want_logits, want_adapted = ml.adapt_and_predict(
+        model, episodes, 3, 0.3, adapts, first_order=True, return_adapted=True
+    )
     torch.testing.assert_close(logits, want_logits, rtol=1e-8, atol=1e-10)
     assert set(adapted) == set(want_adapted) and "body.2.0.weight" in adapted and "body.0.0.weight" not in adapted
     for name in adapted:

@@ -6,15 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import run_cli
+from harness_plugins.evaluators.freeze import parse_layers
+from harness_plugins.evaluators.maml_head import train_maml_head
 
 from harness.episodes import ClassPoolSampler, Episodes
 from harness.errors import HarnessError
 from harness.meta_learning import adapt_and_predict
 from harness.nil import nil_probabilities
 from harness.plugin_manager import get_plugins
-from harness_plugins.evaluators.freeze import parse_layers
-from harness_plugins.evaluators.maml_head import train_maml_head
-from conftest import run_cli
 
 
 def test_nil_on_hand_built_embeddings():
@@ -50,8 +50,13 @@ def conv_model(ways=5, head_std=0.1, seed=0):
 
 def random_episodes(tasks=2, ways=5, shots=1, queries=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Episodes(torch.rand(tasks, ways * shots, 1, 28, 28, generator=g), torch.arange(ways).repeat_interleave(shots).repeat(tasks, 1),
-                    torch.rand(tasks, ways * queries, 1, 28, 28, generator=g), torch.arange(ways).repeat_interleave(queries).repeat(tasks, 1), ways)
+    return Episodes(
+        torch.rand(tasks, ways * shots, 1, 28, 28, generator=g),
+        torch.arange(ways).repeat_interleave(shots).repeat(tasks, 1),
+        torch.rand(tasks, ways * queries, 1, 28, 28, generator=g),
+        torch.arange(ways).repeat_interleave(queries).repeat(tasks, 1),
+        ways,
+    )
 
 
 def test_freezing_keeps_frozen_layers_bit_identical_and_moves_the_others():
@@ -84,22 +89,32 @@ def snapshot(model):
 
 
 def changed_layers(before, model):
-    return sorted({".".join(n.split(".")[:2]) if n.startswith("body") else "head"
-                   for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())})
+    return sorted(
+        {
+            ".".join(n.split(".")[:2]) if n.startswith("body") else "head"
+            for n, p in model.named_parameters()
+            if not torch.equal(before[n], p.detach())
+        }
+    )
 
 
-@pytest.mark.parametrize("algo, expected", [
-    ("multitask", ["body.0", "body.1", "body.2", "body.3", "head"]),
-    ("nil-train", ["body.0", "body.1", "body.2", "body.3"]),  # no head in NIL training
-    ("maml", ["body.0", "body.1", "body.2", "body.3", "head"]),
-    ("anil", ["body.0", "body.1", "body.2", "body.3", "head"]),
-])
+@pytest.mark.parametrize(
+    "algo, expected",
+    [
+        ("multitask", ["body.0", "body.1", "body.2", "body.3", "head"]),
+        ("nil-train", ["body.0", "body.1", "body.2", "body.3"]),  # no head in NIL training
+        ("maml", ["body.0", "body.1", "body.2", "body.3", "head"]),
+        ("anil", ["body.0", "body.1", "body.2", "body.3", "head"]),
+    ],
+)
 def test_each_episodic_regime_trains_what_it_should(algo, expected):
     model = conv_model()
     before = snapshot(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     optimizer.zero_grad()
-    get_plugins().algorithms.get(algo).train_step(model, random_episodes(), SimpleNamespace(inner_steps=1, inner_lr=0.1))
+    get_plugins().algorithms.get(algo).train_step(
+        model, random_episodes(), SimpleNamespace(inner_steps=1, inner_lr=0.1)
+    )
     optimizer.step()
     assert changed_layers(before, model) == expected
 
@@ -136,15 +151,41 @@ def test_maml_head_trains_only_a_new_head():
 
 
 def train(data_root, out, algo, *extra):
-    result = run_cli("run", "--algo", algo, "--data", "omniglot-20w1s", "--val-tasks", "20", "--test-tasks", "100",
-                     "--no-progress", "--no-download", "--data-root", data_root, "--out", out, *extra)
+    result = run_cli(
+        "run",
+        "--algo",
+        algo,
+        "--data",
+        "omniglot-20w1s",
+        "--val-tasks",
+        "20",
+        "--test-tasks",
+        "100",
+        "--no-progress",
+        "--no-download",
+        "--data-root",
+        data_root,
+        "--out",
+        out,
+        *extra,
+    )
     assert result.returncode == 0, result.stderr
     return out
 
 
 def evaluate(run_dir, data_root, evaluator, *extra):
-    result = run_cli("eval", run_dir, "--evaluator", evaluator, "--test-tasks", "100", "--data-root", data_root,
-                     "--no-download", *extra)
+    result = run_cli(
+        "eval",
+        run_dir,
+        "--evaluator",
+        evaluator,
+        "--test-tasks",
+        "100",
+        "--data-root",
+        data_root,
+        "--no-download",
+        *extra,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads((run_dir / f"eval-{evaluator}.json").read_text())
 
@@ -152,8 +193,19 @@ def evaluate(run_dir, data_root, evaluator, *extra):
 def test_trained_body_beats_random_features_with_nil(data_root, tmp_path):
     """Paper Table 5: meta-learned features beat random ones under the NIL head."""
     random_run = train(data_root, tmp_path / "random", "random-features")
-    anil_run = train(data_root, tmp_path / "anil", "anil", "--iterations", "150", "--val-every", "150", "--seed", "1",
-                     "--checkpoint-every", "75")
+    anil_run = train(
+        data_root,
+        tmp_path / "anil",
+        "anil",
+        "--iterations",
+        "150",
+        "--val-every",
+        "150",
+        "--seed",
+        "1",
+        "--checkpoint-every",
+        "75",
+    )
     assert json.loads((random_run / "summary.json").read_text())["iterations"] == 0
     random_nil = evaluate(random_run, data_root, "nil")["rows"][0]["mean"]
     anil_nil = evaluate(anil_run, data_root, "nil")["rows"][0]["mean"]
@@ -161,7 +213,10 @@ def test_trained_body_beats_random_features_with_nil(data_root, tmp_path):
 
     freeze = evaluate(anil_run, data_root, "freeze", "-o", "layers=1-4", "-o", "all_checkpoints=1")
     assert [(row["checkpoint"], row["step"], row["frozen"]) for row in freeze["rows"]] == [
-        ("step-0000075.pt", 75, "1-4"), ("step-0000150.pt", 150, "1-4"), ("best.pt", 150, "1-4")]
+        ("step-0000075.pt", 75, "1-4"),
+        ("step-0000150.pt", 150, "1-4"),
+        ("best.pt", 150, "1-4"),
+    ]
     assert freeze["figure"].endswith("analysis-freeze.png") and (anil_run / "analysis-freeze.png").stat().st_size > 0
     # ANIL never adapts the body, so freezing it must reproduce the standard evaluation on the same tasks.
     standard = evaluate(anil_run, data_root, "fewshot")["rows"][0]["mean"]
@@ -169,7 +224,13 @@ def test_trained_body_beats_random_features_with_nil(data_root, tmp_path):
     # adapt_as=maml: MAML's inner loop on the ANIL network moves the body (a different accuracy); with the
     # whole body frozen it adapts the head alone, which is ANIL's own test-time adaptation.
     as_maml = evaluate(anil_run, data_root, "freeze", "-o", "adapt_as=maml")
-    assert as_maml["inner_loop"] == "maml" and [row["frozen"] for row in as_maml["rows"]] == ["none", "1", "1-2", "1-3", "1-4"]
+    assert as_maml["inner_loop"] == "maml" and [row["frozen"] for row in as_maml["rows"]] == [
+        "none",
+        "1",
+        "1-2",
+        "1-3",
+        "1-4",
+    ]
     assert as_maml["rows"][4]["mean"] == pytest.approx(standard, abs=1e-9)
     assert as_maml["rows"][0]["mean"] != pytest.approx(standard, abs=1e-9)
     unknown = run_cli("eval", anil_run, "--evaluator", "freeze", "-o", "adapt_as=nope", "--data-root", data_root)

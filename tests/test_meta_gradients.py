@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_model import tiny_setup
 from torch.func import functional_call
 
 from harness.meta_learning import adapt_and_predict
 from harness.plugin_manager import get_plugins
-from tiny_model import tiny_setup
 
 HP = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=2)
 
@@ -89,17 +89,22 @@ def test_fomaml_differs_from_maml_exactly_by_second_order_terms():
     def unflatten(vector):
         out, offset = {}, 0
         for name, shape in zip(names, shapes):
-            out[name] = vector[offset:offset + shape.numel()].view(shape)
+            out[name] = vector[offset : offset + shape.numel()].view(shape)
             offset += shape.numel()
         return out
 
     expected_difference = torch.zeros_like(theta)
     for t in range(episodes.num_tasks):
-        def support_loss(vector):
-            return F.cross_entropy(functional_call(model, unflatten(vector), (episodes.support_x[t],)), episodes.support_y[t])
 
-        def query_loss(vector):
-            return F.cross_entropy(functional_call(model, unflatten(vector), (episodes.query_x[t],)), episodes.query_y[t])
+        def support_loss(vector, t=t):
+            return F.cross_entropy(
+                functional_call(model, unflatten(vector), (episodes.support_x[t],)), episodes.support_y[t]
+            )
+
+        def query_loss(vector, t=t):
+            return F.cross_entropy(
+                functional_call(model, unflatten(vector), (episodes.query_x[t],)), episodes.query_y[t]
+            )
 
         adapted = theta - hp.inner_lr * torch.func.grad(support_loss)(theta)
         query_grad = torch.func.grad(query_loss)(adapted)

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_cli
+from tiny_model import tiny_setup
 from torch.func import functional_call
 
 from harness.plugin_manager import get_plugins
 from harness.rundir import load_torch
-from conftest import run_cli
-from tiny_model import tiny_setup
 
 
 def meta_loss(model, episodes, params, rates, steps):
@@ -47,8 +47,13 @@ def test_meta_gradient_of_weights_and_rates_matches_finite_differences():
     analytic = {("w", n): p.grad for n, p in model.named_parameters()}
     analytic.update({("r", n): r.grad for n, r in algorithm.inner_lr(hp).items()})
     eps, checked = 1e-6, 0
-    for (kind, name) in [("w", "body.0.weight"), ("w", "head.bias"), ("r", "body.0.weight"), ("r", "body.2.bias"),
-                         ("r", "head.weight")]:
+    for kind, name in [
+        ("w", "body.0.weight"),
+        ("w", "head.bias"),
+        ("r", "body.0.weight"),
+        ("r", "body.2.bias"),
+        ("r", "head.weight"),
+    ]:
         flat = (params if kind == "w" else rates)[name].view(-1)
         for index in range(0, flat.numel(), max(1, flat.numel() // 3)):
             original = flat[index].item()
@@ -68,14 +73,33 @@ def test_with_every_rate_at_the_inner_lr_it_is_maml():
     hp = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=3)
     plugins = get_plugins()
     meta_sgd = plugins.algorithms.get("meta-sgd").for_run(model, hp).double()
-    torch.testing.assert_close(meta_sgd.predict(model, episodes, hp), plugins.algorithms.get("maml").predict(model, episodes, hp))
+    torch.testing.assert_close(
+        meta_sgd.predict(model, episodes, hp), plugins.algorithms.get("maml").predict(model, episodes, hp)
+    )
 
 
 @pytest.mark.realdata
 def test_rates_are_learned_checkpointed_resumed_and_used_by_every_evaluator(data_root, tmp_path):
-    flags = ["--algo", "meta-sgd", "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--val-every", "5",
-             "--log-every", "5", "--val-tasks", "4", "--test-tasks", "16", "--no-progress", "--no-download",
-             "--data-root", str(data_root)]
+    flags = [
+        "--algo",
+        "meta-sgd",
+        "--data",
+        "omniglot-5w1s",
+        "--meta-batch-size",
+        "2",
+        "--val-every",
+        "5",
+        "--log-every",
+        "5",
+        "--val-tasks",
+        "4",
+        "--test-tasks",
+        "16",
+        "--no-progress",
+        "--no-download",
+        "--data-root",
+        str(data_root),
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert run_cli("run", *flags, "--iterations", "10", "--out", straight).returncode == 0
     assert run_cli("run", *flags, "--iterations", "5", "--out", resumed).returncode == 0
@@ -98,9 +122,29 @@ def test_rates_are_learned_checkpointed_resumed_and_used_by_every_evaluator(data
 @pytest.mark.parametrize("algo", ["maml", "fomaml", "anil"])
 def test_freezing_nothing_at_test_time_gives_the_runs_own_test_accuracy(algo, data_root, tmp_path):
     out = tmp_path / algo
-    result = run_cli("run", "--algo", algo, "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--iterations", "2",
-                     "--val-every", "2", "--val-tasks", "4", "--test-tasks", "8", "--no-progress", "--no-download",
-                     "--data-root", data_root, "--out", out)
+    result = run_cli(
+        "run",
+        "--algo",
+        algo,
+        "--data",
+        "omniglot-5w1s",
+        "--meta-batch-size",
+        "2",
+        "--iterations",
+        "2",
+        "--val-every",
+        "2",
+        "--val-tasks",
+        "4",
+        "--test-tasks",
+        "8",
+        "--no-progress",
+        "--no-download",
+        "--data-root",
+        data_root,
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     freeze = run_cli("eval", out, "--evaluator", "freeze", "-o", "layers=none", "--data-root", data_root)
     assert freeze.returncode == 0, freeze.stderr

@@ -4,11 +4,11 @@ import csv
 import pickle
 import shutil
 
+import harness_plugins.datasets.miniimagenet as mini
 import numpy as np
 import pytest
 import torch
 
-import harness_plugins.datasets.miniimagenet as mini
 from harness.errors import HarnessError
 from harness.plugin_manager import get_plugins
 from harness.taskspec import parse_task_spec
@@ -24,7 +24,9 @@ def mini_root(data_root):
 
 def open_split(data_root, split, spec="miniimagenet-5w1s", queries=15):
     sampler = get_plugins().task_samplers.get("miniimagenet")
-    return sampler.open(parse_task_spec(spec), split, data_root, {"split": "default", "queries": queries, "download": False})
+    return sampler.open(
+        parse_task_spec(spec), split, data_root, {"split": "default", "queries": queries, "download": False}
+    )
 
 
 def test_split_sizes_disjoint_and_images(mini_root):
@@ -33,7 +35,11 @@ def test_split_sizes_disjoint_and_images(mini_root):
     assert splits["test"].images.shape == (20, 600, 3, 84, 84)  # the complete test split
     assert splits["train"].images.shape[1] == 200  # the reduced copy in shared/data
     names = {s: set(splits[s].class_names) for s in splits}
-    assert not (names["train"] & names["val"]) and not (names["train"] & names["test"]) and not (names["val"] & names["test"])
+    assert (
+        not (names["train"] & names["val"])
+        and not (names["train"] & names["test"])
+        and not (names["val"] & names["test"])
+    )
     episodes = splits["test"].sample(3, np.random.default_rng(0))
     assert episodes.support_x.shape == (3, 5, 3, 84, 84) and episodes.query_x.shape == (3, 75, 3, 84, 84)
     assert episodes.support_x.dtype == torch.float32
@@ -80,7 +86,9 @@ def test_cache_is_reused_and_rebuilt_when_the_source_changes(mini_root, tmp_path
 def test_missing_image_class_too_small_and_bad_pickle(mini_root, tmp_path):
     root, target, kept = make_small_copy(mini_root, tmp_path, classes=6, per_class=20)
     (target / "images" / kept[3][0]).unlink()
-    with pytest.raises(HarnessError, match=rf"^MiniImageNet image listed in {target / 'train.csv'} is missing: .*{kept[3][0]}$"):
+    with pytest.raises(
+        HarnessError, match=rf"^MiniImageNet image listed in {target / 'train.csv'} is missing: .*{kept[3][0]}$"
+    ):
         open_split(root, "train", queries=5)
     with pytest.raises(HarnessError, match=rf"class {kept[0][1]} has 20 images, fewer than the 21 a task needs$"):
         open_split(root, "val", spec="miniimagenet-5w1s", queries=20)
@@ -93,7 +101,10 @@ def test_missing_image_class_too_small_and_bad_pickle(mini_root, tmp_path):
     for split in ("train", "val", "test"):
         with open(pickles / f"mini-imagenet-cache-{split}.pkl", "wb") as handle:
             pickle.dump({"images": np.zeros((2, 84, 84, 3), np.uint8)}, handle)
-    with pytest.raises(HarnessError, match=r"^.*mini-imagenet-cache-train.pkl: expected a dict with keys 'image_data' and 'class_dict', found \['images'\]$"):
+    with pytest.raises(
+        HarnessError,
+        match=r"^.*mini-imagenet-cache-train.pkl: expected a dict with keys 'image_data' and 'class_dict', found \['images'\]$",
+    ):
         open_split(tmp_path / "pickles", "train")
 
 
@@ -104,7 +115,10 @@ def test_pickle_format_is_read(tmp_path):
     for split in ("train", "val", "test"):
         pixels = rng.integers(0, 256, size=(6 * 20, 84, 84, 3), dtype=np.uint8)
         with open(root / f"mini-imagenet-cache-{split}.pkl", "wb") as handle:
-            pickle.dump({"image_data": pixels, "class_dict": {f"n{c:03d}": list(range(c * 20, c * 20 + 20)) for c in range(6)}}, handle)
+            pickle.dump(
+                {"image_data": pixels, "class_dict": {f"n{c:03d}": list(range(c * 20, c * 20 + 20)) for c in range(6)}},
+                handle,
+            )
     sampler = open_split(tmp_path, "val", queries=5)
     assert sampler.images.shape == (6, 20, 3, 84, 84)
     with open(root / "mini-imagenet-cache-val.pkl", "rb") as handle:
@@ -135,18 +149,66 @@ def test_short_anil_run_learns(mini_root, tmp_path):
 
     out = tmp_path / "anil"
     # A CPU-sized budget: 5 query images per class and 2 tasks per meta-batch (measured: 38.3 +- 1.9 %, ~1 min).
-    result = run_cli("run", "--algo", "anil", "--data", "miniimagenet-5w5s5q", "--meta-batch-size", "2",
-                     "--iterations", "80", "--val-every", "80", "--val-tasks", "20", "--test-tasks", "100",
-                     "--no-progress", "--no-download", "--data-root", mini_root, "--out", out)
+    result = run_cli(
+        "run",
+        "--algo",
+        "anil",
+        "--data",
+        "miniimagenet-5w5s5q",
+        "--meta-batch-size",
+        "2",
+        "--iterations",
+        "80",
+        "--val-every",
+        "80",
+        "--val-tasks",
+        "20",
+        "--test-tasks",
+        "100",
+        "--no-progress",
+        "--no-download",
+        "--data-root",
+        mini_root,
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test"]["accuracy"] > 0.28, summary["test"]  # chance is 20 %
     # The evaluators that work on Omniglot work here too (conv4-pool body, 3-channel images).
     for evaluator, extra in (("nil", []), ("freeze", ["-o", "layers=1-2"])):
-        result = run_cli("eval", out, "--evaluator", evaluator, "--test-tasks", "10", "--data-root", mini_root, "--no-download", *extra)
+        result = run_cli(
+            "eval",
+            out,
+            "--evaluator",
+            evaluator,
+            "--test-tasks",
+            "10",
+            "--data-root",
+            mini_root,
+            "--no-download",
+            *extra,
+        )
         assert result.returncode == 0, result.stderr
         assert json.loads((out / f"eval-{evaluator}.json").read_text())["rows"][0]["tasks"] == 10
     result = run_cli("analyze", "similarity", out, "--tasks", "3", "--data-root", mini_root, "--no-download")
     assert result.returncode == 0, result.stderr
     rows = json.loads((out / "analysis-similarity-cca.json").read_text())["rows"]
     assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head"]
+
+
+def test_classes_of_unequal_size_are_kept_whole_and_memory_mapped(mini_root, tmp_path):
+    root, target, kept = make_small_copy(mini_root, tmp_path, classes=6, per_class=20)
+    first = kept[0][1]
+    rows = [row for row in kept if row[1] != first] + [row for row in kept if row[1] == first][:12]
+    with open(target / "train.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "label"])
+        writer.writerows(rows)
+    sampler = open_split(root, "train", queries=5)
+    assert sampler.ragged and isinstance(sampler.images, np.memmap)  # not copied into memory
+    assert sorted(sampler.counts.tolist()) == [12, 20, 20, 20, 20, 20]  # nothing cut to the smallest class
+    episodes = sampler.sample(4, np.random.default_rng(0))
+    assert episodes.query_x.shape == (4, 25, 3, 84, 84) and episodes.query_x.std() > 0.1
+    dense = open_split(root, "test", queries=5)  # equal classes: the dense in-memory pool, as before
+    assert not dense.ragged and dense.images.shape == (6, 20, 3, 84, 84)

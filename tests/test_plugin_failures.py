@@ -10,13 +10,13 @@ import importlib.metadata
 import types
 
 import pytest
+from test_runs import small_config
 
 import harness
 from harness.errors import HarnessError
 from harness.plugin_manager import load_plugins
 from harness.rl.training import RLConfig, RLTrainer
 from harness.training import Trainer
-from test_runs import small_config
 
 
 def plugin(name: str, **hooks) -> types.ModuleType:
@@ -38,10 +38,12 @@ def test_a_registration_hook_that_raises_disables_only_its_plugin():
     def register_backbones(registry):
         registry.add(algorithm("its-backbone"))
 
-    plugins = load_plugins(extra_plugins=(plugin("flaky", register_algorithms=register_algorithms,
-                                                 register_backbones=register_backbones),))
+    plugins = load_plugins(
+        extra_plugins=(plugin("flaky", register_algorithms=register_algorithms, register_backbones=register_backbones),)
+    )
     assert [(e.plugin, e.error) for e in plugins.load_errors] == [
-        ("flaky", "register_algorithms raised RuntimeError: database not reachable")]
+        ("flaky", "register_algorithms raised RuntimeError: database not reachable")
+    ]
     assert "half-registered" not in plugins.algorithms and "its-backbone" not in plugins.backbones
     assert {"maml", "anil"} <= set(plugins.algorithms.names()) and not plugins.manager.has_plugin("flaky")
 
@@ -49,7 +51,8 @@ def test_a_registration_hook_that_raises_disables_only_its_plugin():
 def test_a_misspelt_hook_is_an_error_naming_the_plugin_and_the_hook():
     plugins = load_plugins(extra_plugins=(plugin("typo", register_algorithm=lambda registry: None),))
     assert [(e.plugin, e.error) for e in plugins.load_errors] == [
-        ("typo", "defines hook 'register_algorithm', which does not exist (did you mean 'register_algorithms'?)")]
+        ("typo", "defines hook 'register_algorithm', which does not exist (did you mean 'register_algorithms'?)")
+    ]
     assert not plugins.manager.has_plugin("typo")
 
 
@@ -58,8 +61,10 @@ def test_a_name_collision_is_an_error_only_where_the_name_is_used(monkeypatch, c
     plugins = load_plugins(extra_plugins=(copycat,))
     with pytest.raises(HarnessError) as error:
         plugins.algorithms.get("maml")
-    assert str(error.value) == ("algorithm 'maml' is registered twice: by plugin 'harness_plugins.algorithms.maml' and "
-                                "by plugin 'copycat'; leave one out with HARNESS_BLOCK_PLUGINS=copycat")
+    assert str(error.value) == (
+        "algorithm 'maml' is registered twice: by plugin 'harness_plugins.algorithms.maml' and "
+        "by plugin 'copycat'; leave one out with HARNESS_BLOCK_PLUGINS=copycat"
+    )
     assert plugins.algorithms.get("anil").name == "anil"  # every other name works
 
     import harness.cli as cli
@@ -67,11 +72,25 @@ def test_a_name_collision_is_an_error_only_where_the_name_is_used(monkeypatch, c
 
     monkeypatch.setattr(plugin_manager, "_cached", plugins)  # what every command's get_plugins() returns
     assert cli.main(["plugins"]) == 0
-    assert ("COLLISION algorithm 'maml' is registered twice: by plugin 'harness_plugins.algorithms.maml' and by plugin "
-            "'copycat'") in capsys.readouterr().out
-    command_copy = plugin("commands", register_commands=lambda registry: registry.add(
-        type("Cmd", (), {"name": "list", "description": "another list", "add_arguments": lambda self, p: None,
-                         "run": lambda self, args: 0})()))
+    assert (
+        "COLLISION algorithm 'maml' is registered twice: by plugin 'harness_plugins.algorithms.maml' and by plugin "
+        "'copycat'"
+    ) in capsys.readouterr().out
+    command_copy = plugin(
+        "commands",
+        register_commands=lambda registry: registry.add(
+            type(
+                "Cmd",
+                (),
+                {
+                    "name": "list",
+                    "description": "another list",
+                    "add_arguments": lambda self, p: None,
+                    "run": lambda self, args: 0,
+                },
+            )()
+        ),
+    )
     monkeypatch.setattr(plugin_manager, "_cached", load_plugins(extra_plugins=(command_copy,)))
     with pytest.raises(SystemExit) as help_exit:
         cli.main(["--help"])
@@ -79,7 +98,8 @@ def test_a_name_collision_is_an_error_only_where_the_name_is_used(monkeypatch, c
     assert cli.main(["list", "algorithms"]) == 2
     assert capsys.readouterr().err == (
         "harness: error: command 'list' is registered twice: by plugin 'harness.commands.list' and by plugin "
-        "'commands'; leave one out with HARNESS_BLOCK_PLUGINS=commands\n")
+        "'commands'; leave one out with HARNESS_BLOCK_PLUGINS=commands\n"
+    )
 
 
 def test_unknown_names_in_the_allow_and_block_lists_are_warned_about_and_commands_always_load(monkeypatch):
@@ -96,14 +116,18 @@ def test_unknown_names_in_the_allow_and_block_lists_are_warned_about_and_command
 
 def test_an_entry_point_plugin_with_a_raising_hook_is_reported_by_its_entry_point(monkeypatch, tmp_path):
     (tmp_path / "raising_plugin_mod.py").write_text(
-        "import harness\n\n@harness.hookimpl\ndef register_evaluators(registry):\n    raise KeyError('oops')\n")
+        "import harness\n\n@harness.hookimpl\ndef register_evaluators(registry):\n    raise KeyError('oops')\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     points = [importlib.metadata.EntryPoint(name="raising", value="raising_plugin_mod", group="harness")]
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points if group == "harness" else [])
     plugins = load_plugins()
     (error,) = plugins.load_errors
     assert (error.plugin, error.source, error.error) == (
-        "raising", "entry point raising = raising_plugin_mod", "register_evaluators raised KeyError: 'oops'")
+        "raising",
+        "entry point raising = raising_plugin_mod",
+        "register_evaluators raised KeyError: 'oops'",
+    )
     assert "fewshot" in plugins.evaluators
 
 
@@ -132,14 +156,21 @@ def test_image_runs_call_every_lifecycle_hook_and_survive_one_that_raises(data_r
     config = small_config(plugins, data_root, iterations=10, log_every=5, val_every=5, checkpoint_every=10)
     summary = Trainer(config, plugins, tmp_path / "run", download=False, progress=False).train()
     assert summary["iterations"] == 10  # the run went on
-    assert capsys.readouterr().err.count("harness: warning: plugin 'tracker' failed (on_metrics raised ValueError: "
-                                         "tracker offline); it is disabled, the run goes on\n") == 1
+    assert (
+        capsys.readouterr().err.count(
+            "harness: warning: plugin 'tracker' failed (on_metrics raised ValueError: "
+            "tracker offline); it is disabled, the run goes on\n"
+        )
+        == 1
+    )
     assert [e.plugin for e in plugins.load_errors] == ["tracker"]
     calls = recorder.calls
     assert calls[0] == ("start",) and calls[-1][0] == "end" and "test" in calls[-1][1]
     assert [c[1:] for c in calls if c[0] == "metrics"] == [(5, "train"), (5, "val"), (10, "train"), (10, "val")]
     checkpoints = [(c[1], "/".join(c[2])) for c in calls if c[0] == "checkpoint"]
-    assert {(10, "checkpoints/step-0000010.pt"), (10, "run/checkpoint.pt"), (5, "run/checkpoint.pt")} <= set(checkpoints)
+    assert {(10, "checkpoints/step-0000010.pt"), (10, "run/checkpoint.pt"), (5, "run/checkpoint.pt")} <= set(
+        checkpoints
+    )
     assert any(path == "run/best.pt" for _, path in checkpoints)
 
 
@@ -148,9 +179,18 @@ def test_meta_rl_runs_call_every_lifecycle_hook_too(tmp_path):
     recorder = Recorder("recorder")
     plugins = load_plugins(extra_plugins=(recorder.module,))
     env = plugins.task_samplers.get("2d-navigation")
-    config = RLConfig(algo="maml-rl", env="2d-navigation", **{**env.paper_defaults, "iterations": 2, "meta_batch_size": 2,
-                                                                 "episodes_per_task": 2, "eval_tasks": 2,
-                                                                 "checkpoint_every": 2})
+    config = RLConfig(
+        algo="maml-rl",
+        env="2d-navigation",
+        **{
+            **env.paper_defaults,
+            "iterations": 2,
+            "meta_batch_size": 2,
+            "episodes_per_task": 2,
+            "eval_tasks": 2,
+            "checkpoint_every": 2,
+        },
+    )
     RLTrainer(config, plugins, tmp_path / "run", progress=False).train()
     kinds = [c[0] for c in recorder.calls]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("metrics") == 2

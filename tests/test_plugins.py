@@ -5,12 +5,12 @@ import sys
 import types
 
 import pytest
+from conftest import run_cli
 
 import harness
 from harness.errors import HarnessError
 from harness.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from harness.registry import Registry
-from conftest import run_cli
 
 
 def make_plugin(name, algorithm_name):
@@ -129,6 +129,8 @@ def test_env_plugins_without_the_rl_extra_are_left_out_quietly(tmp_path):
     (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'gymnasium'\", name='gymnasium')\n")
     result = run_cli("plugins", env_extra={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0 and result.stderr == ""
-    assert ("not loaded harness_plugins.envs.navigation: pip install 'feature-reuse-harness[rl]' (needs gymnasium)"
-            in result.stdout)
+    assert (
+        "not loaded harness_plugins.envs.navigation: pip install 'feature-reuse-harness[rl]' (needs gymnasium)"
+        in result.stdout
+    )
     assert "FAILED" not in result.stdout and "harness_plugins.algorithms.maml " in result.stdout

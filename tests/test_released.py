@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 import torch
+from conftest import REPO, run_cli
 
 from harness.errors import HarnessError
 from harness.rundir import load_torch
-from conftest import REPO, run_cli
 
 SUMS = REPO / "results" / "SHA256SUMS"
 
@@ -47,9 +47,11 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     torch.save({"model": RunsCode(), "step": 1}, evil)
     with pytest.raises(HarnessError) as error:
         load_torch(evil)
-    assert str(error.value) == (f"refusing to load {evil}: it would run code when loaded (Trying to load unsupported "
-                                f"GLOBAL posix.system whose module posix is blocked); a harness checkpoint holds only "
-                                f"tensors, numbers and strings")
+    assert str(error.value) == (
+        f"refusing to load {evil}: it would run code when loaded (Trying to load unsupported "
+        f"GLOBAL posix.system whose module posix is blocked); a harness checkpoint holds only "
+        f"tensors, numbers and strings"
+    )
     assert not marker.exists()
 
 
@@ -65,8 +67,9 @@ def test_released_anil_initialisation_evaluates_from_a_clean_checkout(data_root,
     assert result.returncode == 0, result.stderr
     accuracy = json.loads((run / "eval-fewshot.json").read_text())["rows"][0]["mean"]
     assert accuracy > 0.85, accuracy  # 30,000 iterations: far above the 300-iteration runs' ~49 %
-    analysis = run_cli("analyze", "weights", run, "--tasks", "4", "--adapt-as", "maml", "--data-root", data_root,
-                       "--no-download")
+    analysis = run_cli(
+        "analyze", "weights", run, "--tasks", "4", "--adapt-as", "maml", "--data-root", data_root, "--no-download"
+    )
     assert analysis.returncode == 0, analysis.stderr
     rows = json.loads((run / "analysis-weight-distance-adapt-as-maml.json").read_text())["rows"]
     assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head"]

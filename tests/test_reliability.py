@@ -20,12 +20,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, run_cli
 
-FLAGS = ["--algo", "anil", "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--iterations", "10", "--val-every", "5",
-         "--log-every", "5", "--checkpoint-every", "5", "--val-tasks", "4", "--test-tasks", "8", "--no-progress",
-         "--no-download"]
+FLAGS = [
+    "--algo",
+    "anil",
+    "--data",
+    "omniglot-5w1s",
+    "--meta-batch-size",
+    "2",
+    "--iterations",
+    "10",
+    "--val-every",
+    "5",
+    "--log-every",
+    "5",
+    "--checkpoint-every",
+    "5",
+    "--val-tasks",
+    "4",
+    "--test-tasks",
+    "8",
+    "--no-progress",
+    "--no-download",
+]
 
 
 class RunsCode:
@@ -48,75 +66,130 @@ def finished(data_root, tmp_path_factory):
     torch.save({"model": RunsCode(), "geometry": state["geometry"], "step": 1}, root / "evil.pt")
     (root / "no-algo.toml").write_text('title = "t"\n[budgets.cpu]\n[[rows]]\nlabel = "a"\ndata = "omniglot-5w1s"\n')
     (root / "rows-5.toml").write_text('title = "t"\nrows = 5\n[budgets.cpu]\n')
-    (root / "sixty.toml").write_text('title = "t"\n[budgets.cpu]\nimage = { iterations = "sixty" }\n'
-                                     '[[rows]]\nlabel = "a"\nalgo = "anil"\ndata = "omniglot-5w1s"\n')
+    (root / "sixty.toml").write_text(
+        'title = "t"\n[budgets.cpu]\nimage = { iterations = "sixty" }\n'
+        '[[rows]]\nlabel = "a"\nalgo = "anil"\ndata = "omniglot-5w1s"\n'
+    )
     (root / "results" / "reproduced").mkdir(parents=True)
     (root / "results" / "reproduced" / "t-cpu.json").write_text('{"title": "t", "rows": [')
     (root / "results-wrong" / "reproduced").mkdir(parents=True)
-    (root / "results-wrong" / "reproduced" / "t-cpu.json").write_text('[1, 2]')
+    (root / "results-wrong" / "reproduced" / "t-cpu.json").write_text("[1, 2]")
     return out
 
 
 def _files(directory: Path) -> dict:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 # (arguments, the one error line; "..." at the end: a prefix). {run}: the finished run, {root}: its folder.
 CATALOGUE = [
     (["eval", "{run}", "-o", "num_tasks=abc"], "option num_tasks of evaluator 'fewshot' must be an integer, got 'abc'"),
-    (["eval", "{run}", "-o", "num_tasks=100x"], "option num_tasks of evaluator 'fewshot' must be an integer, got '100x'"),
-    (["eval", "{run}", "--evaluator", "nil", "-o", "num_tasks=abc"],
-     "option num_tasks of evaluator 'nil' must be an integer, got 'abc'"),
-    (["eval", "{run}", "--evaluator", "maml-head", "-o", "head_iterations=x"],
-     "option head_iterations of evaluator 'maml-head' must be an integer, got 'x'"),
-    (["eval", "{run}", "--evaluator", "maml-head", "-o", "head_iterations=-5"],
-     "option head_iterations of evaluator 'maml-head' must be at least 1, got -5"),
-    (["eval", "{run}", "--evaluator", "maml-head", "-o", "seed=-1"],
-     "option seed of evaluator 'maml-head' must be at least 0, got -1"),
+    (
+        ["eval", "{run}", "-o", "num_tasks=100x"],
+        "option num_tasks of evaluator 'fewshot' must be an integer, got '100x'",
+    ),
+    (
+        ["eval", "{run}", "--evaluator", "nil", "-o", "num_tasks=abc"],
+        "option num_tasks of evaluator 'nil' must be an integer, got 'abc'",
+    ),
+    (
+        ["eval", "{run}", "--evaluator", "maml-head", "-o", "head_iterations=x"],
+        "option head_iterations of evaluator 'maml-head' must be an integer, got 'x'",
+    ),
+    (
+        ["eval", "{run}", "--evaluator", "maml-head", "-o", "head_iterations=-5"],
+        "option head_iterations of evaluator 'maml-head' must be at least 1, got -5",
+    ),
+    (
+        ["eval", "{run}", "--evaluator", "maml-head", "-o", "seed=-1"],
+        "option seed of evaluator 'maml-head' must be at least 0, got -1",
+    ),
     (["eval", "{run}", "--test-tasks", "-5"], "--test-tasks must be at least 1, got -5"),
     (["eval", "{run}", "--test-tasks", "0"], "--test-tasks must be at least 1, got 0"),
     (["eval", "{run}", "--test-inner-steps", "-2"], "--test-inner-steps must be at least 0, got -2"),
-    (["eval", "{run}", "-o", "nmu_tasks=5"], "evaluator 'fewshot' has no option 'nmu_tasks'; its options: num_tasks, "
-                                             "test_inner_steps, split (harness list evaluators --options)"),
-    (["eval", "{run}", "--evaluator", "nil", "--test-inner-steps", "3"],
-     "evaluator 'nil' has no --test-inner-steps (option 'test_inner_steps'); its options: num_tasks "
-     "(harness list evaluators --options)"),
-    (["eval", "{run}", "-o", "split=tset"], "option split of evaluator 'fewshot' must be one of train, val, test; got 'tset'"),
-    (["eval", "{run}", "--evaluator", "freeze", "-o", "all_checkpoints=maybe"],
-     "option all_checkpoints of evaluator 'freeze' must be 1 or 0 (true/false), got 'maybe'"),
-    (["eval", "{run}", "--evaluator", "freeze", "-o", "adapt_as=mmal"], "unknown algorithm 'mmal'; valid algorithms: ..."),
+    (
+        ["eval", "{run}", "-o", "nmu_tasks=5"],
+        "evaluator 'fewshot' has no option 'nmu_tasks'; its options: num_tasks, "
+        "test_inner_steps, split (harness list evaluators --options)",
+    ),
+    (
+        ["eval", "{run}", "--evaluator", "nil", "--test-inner-steps", "3"],
+        "evaluator 'nil' has no --test-inner-steps (option 'test_inner_steps'); its options: num_tasks "
+        "(harness list evaluators --options)",
+    ),
+    (
+        ["eval", "{run}", "-o", "split=tset"],
+        "option split of evaluator 'fewshot' must be one of train, val, test; got 'tset'",
+    ),
+    (
+        ["eval", "{run}", "--evaluator", "freeze", "-o", "all_checkpoints=maybe"],
+        "option all_checkpoints of evaluator 'freeze' must be 1 or 0 (true/false), got 'maybe'",
+    ),
+    (
+        ["eval", "{run}", "--evaluator", "freeze", "-o", "adapt_as=mmal"],
+        "unknown algorithm 'mmal'; valid algorithms: ...",
+    ),
     (["eval", "{run}", "-o", "num_tasks"], "malformed option 'num_tasks': expected KEY=VALUE"),
-    (["eval", "{run}", "--test-tasks", "5", "-o", "num_tasks=5"], "--test-tasks and -o num_tasks= say the same thing; give one"),
-    (["eval", "{run}", "--checkpoint", "{root}/plain.pt"],
-     "{root}/plain.pt is not a harness checkpoint (a bare state dict?): a dict without 'model', 'geometry'; "
-     "harness checkpoints (best.pt, checkpoint.pt) hold model, geometry"),
-    (["eval", "{run}", "--checkpoint", "{root}/evil.pt"], "refusing to load {root}/evil.pt: it would run code when loaded ..."),
+    (
+        ["eval", "{run}", "--test-tasks", "5", "-o", "num_tasks=5"],
+        "--test-tasks and -o num_tasks= say the same thing; give one",
+    ),
+    (
+        ["eval", "{run}", "--checkpoint", "{root}/plain.pt"],
+        "{root}/plain.pt is not a harness checkpoint (a bare state dict?): a dict without 'model', 'geometry'; "
+        "harness checkpoints (best.pt, checkpoint.pt) hold model, geometry",
+    ),
+    (
+        ["eval", "{run}", "--checkpoint", "{root}/evil.pt"],
+        "refusing to load {root}/evil.pt: it would run code when loaded ...",
+    ),
     (["eval", "{run}", "--checkpoint", "{root}/missing.pt"], "{root}/missing.pt does not exist"),
     (["analyze", "similarity", "{run}", "--tasks", "0"], "--tasks must be at least 1, got 0"),
-    (["analyze", "weights", "{run}", "--measure", "cka"],
-     "evaluator 'weight-distance' has no --measure (option 'measure'); its options: num_tasks, queries, "
-     "test_inner_steps, adapt_as (harness list evaluators --options)"),
+    (
+        ["analyze", "weights", "{run}", "--measure", "cka"],
+        "evaluator 'weight-distance' has no --measure (option 'measure'); its options: num_tasks, queries, "
+        "test_inner_steps, adapt_as (harness list evaluators --options)",
+    ),
     (["analyze", "seeds", "{run}"], "this analysis compares two runs: pass --against OTHER_RUN_DIR"),
-    (["run", *FLAGS, "--seed", "-1", "--out", "{root}/new"],
-     "--seed must be between 0 and 4294967295 (numpy and torch seed range), got -1"),
-    (["run", *FLAGS, "--seed", "99999999999999999999999", "--out", "{root}/new"],
-     "--seed must be between 0 and 4294967295 (numpy and torch seed range), got 99999999999999999999999"),
+    (
+        ["run", *FLAGS, "--seed", "-1", "--out", "{root}/new"],
+        "--seed must be between 0 and 4294967295 (numpy and torch seed range), got -1",
+    ),
+    (
+        ["run", *FLAGS, "--seed", "99999999999999999999999", "--out", "{root}/new"],
+        "--seed must be between 0 and 4294967295 (numpy and torch seed range), got 99999999999999999999999",
+    ),
     (["run", *FLAGS, "--data-root", "{root}/no-data", "--out", "{root}/new"], "Omniglot not found: expected ..."),
     (["run", *FLAGS, "--backbone", "conv5", "--out", "{root}/new"], "unknown backbone 'conv5'; valid backbones: ..."),
-    (["run", *FLAGS, "--out", "{run}"],
-     "{run} already holds a run (finished); continue it with --resume {run}, or choose another --out"),
-    (["run", "--resume", "{run}", "--seed", "3"], "a resumed run keeps its config: --seed cannot be changed; "
-                                                  "only --iterations (to extend it), --device and --data-root can"),
+    (
+        ["run", *FLAGS, "--out", "{run}"],
+        "{run} already holds a run (finished); continue it with --resume {run}, or choose another --out",
+    ),
+    (
+        ["run", "--resume", "{run}", "--seed", "3"],
+        "a resumed run keeps its config: --seed cannot be changed; "
+        "only --iterations (to extend it), --device and --data-root can",
+    ),
     (["run", "--resume", "{root}"], "cannot resume: {root} is not a run directory (no config.json)"),
     (["reproduce", "{root}/no-algo.toml", "--plan"], "{root}/no-algo.toml: row 1 ('a') needs 'algo' (a string)"),
-    (["reproduce", "{root}/rows-5.toml", "--plan"],
-     "{root}/rows-5.toml: 'rows' must be a non-empty array of tables ([[rows]]), got 5"),
-    (["reproduce", "{root}/sixty.toml", "--plan"], "row 'a' of sixty (budget cpu): iterations must be an integer, got 'sixty'"),
+    (
+        ["reproduce", "{root}/rows-5.toml", "--plan"],
+        "{root}/rows-5.toml: 'rows' must be a non-empty array of tables ([[rows]]), got 5",
+    ),
+    (
+        ["reproduce", "{root}/sixty.toml", "--plan"],
+        "row 'a' of sixty (budget cpu): iterations must be an integer, got 'sixty'",
+    ),
     (["report", "--results", "{root}/results"], "{root}/results/reproduced/t-cpu.json is not valid JSON: ..."),
-    (["report", "--results", "{root}/results-wrong"],
-     "{root}/results-wrong/reproduced/t-cpu.json is not a reproduced table (harness reproduce writes title and rows); "
-     "rebuild it with harness reproduce t --no-train"),
+    (
+        ["report", "--results", "{root}/results-wrong"],
+        "{root}/results-wrong/reproduced/t-cpu.json is not a reproduced table (harness reproduce writes title and rows); "
+        "rebuild it with harness reproduce t --no-train",
+    ),
     (["bench", "--compare", "nosuch"], "--compare nosuch: no saved baseline matches in ..."),
 ]
 
@@ -164,7 +237,9 @@ def test_failed_write_is_one_line_naming_the_file_and_the_full_disk(tmp_path, mo
     monkeypatch.setattr(rundir.os, "fsync", read_only)
     with pytest.raises(rundir.HarnessError) as error:
         rundir.write_json(tmp_path / "eval-fewshot.json", {"a": 1})
-    assert str(error.value) == f"cannot write {tmp_path / 'eval-fewshot.json'}: {tmp_path} is on a read-only file system"
+    assert (
+        str(error.value) == f"cannot write {tmp_path / 'eval-fewshot.json'}: {tmp_path} is on a read-only file system"
+    )
 
 
 # -- faults: kill or fail at a precise point, then resume; the result must equal the uninterrupted run's -------
@@ -173,22 +248,35 @@ def test_failed_write_is_one_line_naming_the_file_and_the_full_disk(tmp_path, mo
 def _outcome(run_dir: Path) -> dict:
     """Everything that must not depend on where a run was interrupted (timings aside)."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    rows = [{k: v for k, v in json.loads(line).items() if k != "train_seconds"}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        {k: v for k, v in json.loads(line).items() if k != "train_seconds"}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     tensors = {f"model.{k}": v for k, v in state["model"].items()}
     for index, moments in state["optimizer"]["state"].items():
         tensors.update({f"adam.{index}.{k}": v for k, v in moments.items()})
-    return {"test": summary["test"], "best_val": summary["best_val"], "iterations": summary["iterations"], "rows": rows,
-            "tensors": {k: v.numpy().tobytes() for k, v in tensors.items()},
-            "files": sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"),
-            "periodic": {p.name: torch.load(p, weights_only=False)["step"] for p in (run_dir / "checkpoints").glob("*.pt")}}
+    return {
+        "test": summary["test"],
+        "best_val": summary["best_val"],
+        "iterations": summary["iterations"],
+        "rows": rows,
+        "tensors": {k: v.numpy().tobytes() for k, v in tensors.items()},
+        "files": sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"),
+        "periodic": {p.name: torch.load(p, weights_only=False)["step"] for p in (run_dir / "checkpoints").glob("*.pt")},
+    }
 
 
 def _inject(fault: str, run_dir: Path, data_root, *args) -> subprocess.CompletedProcess:
     command = [sys.executable, str(REPO / "tests" / "inject_fault.py"), fault, *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "tests")})
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+    )
 
 
 def _resume(run_dir: Path, data_root) -> None:
@@ -197,8 +285,16 @@ def _resume(run_dir: Path, data_root) -> None:
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("fault", ["kill-after-first-row", "kill-writing-checkpoint:2", "kill-writing-periodic:1",
-                                   "kill-writing-periodic:2", "kill-in-test"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "kill-after-first-row",
+        "kill-writing-checkpoint:2",
+        "kill-writing-periodic:1",
+        "kill-writing-periodic:2",
+        "kill-in-test",
+    ],
+)
 def test_a_kill_at_any_point_then_resume_equals_the_uninterrupted_run(fault, finished, data_root, tmp_path):
     out = tmp_path / "run"
     killed = _inject(fault, out, data_root, "run", *FLAGS, "--data-root", str(data_root), "--out", str(out))
@@ -214,15 +310,18 @@ def test_a_kill_at_any_point_then_resume_equals_the_uninterrupted_run(fault, fin
 @pytest.mark.realdata
 def test_a_full_disk_stops_with_one_line_and_resume_loses_nothing(finished, data_root, tmp_path):
     out = tmp_path / "run"
-    full = _inject("enospc-writing-checkpoint:2", out, data_root, "run", *FLAGS, "--data-root", str(data_root),
-                   "--out", str(out))
+    full = _inject(
+        "enospc-writing-checkpoint:2", out, data_root, "run", *FLAGS, "--data-root", str(data_root), "--out", str(out)
+    )
     assert full.returncode == 2, full.stderr
     from harness.rundir import _mount_point
 
     last = full.stderr.splitlines()[-1]
-    assert last == (f"harness: error: no space left on {_mount_point(out)} writing {out / 'checkpoint.pt'}; the last good "
-                    f"checkpoint is step 5 ({out / 'checkpoint.pt'}); free space, then continue with "
-                    f"harness run --resume {out}")
+    assert last == (
+        f"harness: error: no space left on {_mount_point(out)} writing {out / 'checkpoint.pt'}; the last good "
+        f"checkpoint is step 5 ({out / 'checkpoint.pt'}); free space, then continue with "
+        f"harness run --resume {out}"
+    )
     assert "Traceback" not in full.stderr
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
     _resume(out, data_root)
@@ -234,10 +333,24 @@ def test_sigkill_at_random_moments_then_resume_equals_the_uninterrupted_run(fini
     out, moments = tmp_path / "run", random.Random(16).sample([1.0, 2.5, 3.5, 4.5, 5.5, 6.5], 3)
     command = [sys.executable, "-m", "harness", "run", *FLAGS, "--data-root", str(data_root), "--out", str(out)]
     for moment in sorted(moments):
-        process = subprocess.Popen(command if not (out / "checkpoint.pt").exists() else
-                                   [sys.executable, "-m", "harness", "run", "--resume", str(out), "--no-progress",
-                                    "--data-root", str(data_root)], cwd=REPO, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command
+            if not (out / "checkpoint.pt").exists()
+            else [
+                sys.executable,
+                "-m",
+                "harness",
+                "run",
+                "--resume",
+                str(out),
+                "--no-progress",
+                "--data-root",
+                str(data_root),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(moment)
         process.kill()
         process.wait()
@@ -258,35 +371,72 @@ def test_sigkill_at_random_moments_then_resume_equals_the_uninterrupted_run(fini
 def test_a_damaged_decoded_cache_is_decoded_again_never_trained_on(damage, finished, data_root, tmp_path):
     cache = tmp_path / "cache"
     env = {"HARNESS_CACHE_DIR": str(cache)}
-    warm = run_cli("run", *FLAGS, "--iterations", "1", "--val-every", "0", "--test-tasks", "2", "--data-root", data_root,
-                   "--out", tmp_path / "warm", env_extra=env)
+    warm = run_cli(
+        "run",
+        *FLAGS,
+        "--iterations",
+        "1",
+        "--val-every",
+        "0",
+        "--test-tasks",
+        "2",
+        "--data-root",
+        data_root,
+        "--out",
+        tmp_path / "warm",
+        env_extra=env,
+    )
     assert warm.returncode == 0, warm.stderr
     (npy,) = cache.glob("omniglot-*.npy")
     size = npy.stat().st_size
-    npy.write_bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes() if damage == "random bytes"
-                    else b"")
+    npy.write_bytes(
+        np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes() if damage == "random bytes" else b""
+    )
     out = tmp_path / "run"
     result = run_cli("run", *FLAGS, "--data-root", data_root, "--out", out, env_extra=env)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.startswith(f"harness: decoded-image cache {npy} cannot be trusted (its contents do not match "
-                                    f"the checksum written with it); decoding again\n")
+    assert result.stderr.startswith(
+        f"harness: decoded-image cache {npy} cannot be trusted (its contents do not match "
+        f"the checksum written with it); decoding again\n"
+    )
     assert _outcome(out) == _outcome(finished)
     assert npy.stat().st_size == size  # rebuilt, with a matching checksum: the next run reads it silently
-    again = run_cli("run", *FLAGS, "--iterations", "1", "--val-every", "0", "--test-tasks", "2", "--data-root", data_root,
-                    "--out", tmp_path / "again", env_extra=env)
-    assert again.returncode == 0 and "cannot be trusted" not in again.stderr and "decoding" not in again.stderr, again.stderr
+    again = run_cli(
+        "run",
+        *FLAGS,
+        "--iterations",
+        "1",
+        "--val-every",
+        "0",
+        "--test-tasks",
+        "2",
+        "--data-root",
+        data_root,
+        "--out",
+        tmp_path / "again",
+        env_extra=env,
+    )
+    assert again.returncode == 0 and "cannot be trusted" not in again.stderr and "decoding" not in again.stderr, (
+        again.stderr
+    )
 
 
 # -- stops and the first seconds ------------------------------------------------------------------------------
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("signum, status, how", [(signal.SIGINT, 130, "interrupted"),
-                                                 (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+@pytest.mark.parametrize(
+    "signum, status, how", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
+)
 def test_a_signal_before_training_is_one_line_and_leaves_nothing(signum, status, how, data_root, tmp_path):
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "harness", "run", *FLAGS, "--data-root", str(data_root),
-                                "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", *FLAGS, "--data-root", str(data_root), "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)  # python is up (harness.cli imports in a tenth of a second); torch and the plugins are loading
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)

@@ -3,12 +3,13 @@
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from harness.plugin_manager import get_plugins
-from harness.reproduce import agrees, aggregate, load_definition, plan
+from harness.reproduce import aggregate, agrees, load_definition, plan
 
 TINY = """
 title = "Tiny: 2D-Navigation smoke table"
@@ -51,14 +52,44 @@ def test_table4_expands_to_keyed_runs_shared_between_rows(tmp_path):
     assert not any(r.skipped for r in paper)  # the paper budget runs every row
     assert runs[0].run_dir.name == f"maml-omniglot-20w1s-seed0-{runs[0].key}"
     command = runs[0].command("/data")
-    assert command[3:] == ["run", "--algo", "maml", "--data", "omniglot-20w1s", "--seed", "0", "--out",
-                           str(runs[0].run_dir), "--iterations", "300", "--val-every", "100", "--data-root", "/data",
-                           "--no-progress"]
+    assert command[3:] == [
+        "run",
+        "--algo",
+        "maml",
+        "--data",
+        "omniglot-20w1s",
+        "--seed",
+        "0",
+        "--out",
+        str(runs[0].run_dir),
+        "--iterations",
+        "300",
+        "--val-every",
+        "100",
+        "--data-root",
+        "/data",
+        "--no-progress",
+    ]
     assert runs[0].command("/data", time_limit=90.7)[-3:] == ["--time-limit", "90", "--no-progress"]
 
 
-@pytest.mark.parametrize("name", ["table1", "table2", "table3", "table4", "table5", "table7", "table8",
-                                  "figure2", "figure3", "figure5", "figure6", "figure10"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "table1",
+        "table2",
+        "table3",
+        "table4",
+        "table5",
+        "table7",
+        "table8",
+        "figure2",
+        "figure3",
+        "figure5",
+        "figure6",
+        "figure10",
+    ],
+)
 def test_every_paper_definition_plans_under_both_budgets(name, tmp_path):
     """Every row is planned under both budgets; rows the CPU budget skips say why, the paper budget skips none."""
     definition = load_definition(name)
@@ -72,14 +103,19 @@ def test_every_paper_definition_plans_under_both_budgets(name, tmp_path):
 
 
 def test_full_budget_runs_share_one_key_across_tables(tmp_path):
-    keys = {name: {r.label: r.key for r in plan(get_plugins(), load_definition(name), "paper", 1, tmp_path)}
-            for name in ("table2", "table4", "figure2", "figure3", "figure10")}
+    keys = {
+        name: {r.label: r.key for r in plan(get_plugins(), load_definition(name), "paper", 1, tmp_path)}
+        for name in ("table2", "table4", "figure2", "figure3", "figure10")
+    }
     anil = keys["table2"]["Omniglot 20w1s, ANIL"]
     assert keys["table4"]["Omniglot 20w1s, NIL at test time (ANIL-trained body)"] == anil
     assert keys["figure2"]["Omniglot analogue: ANIL network adapted as MAML, CCA head"] == anil
     assert keys["figure3"]["Omniglot analogue: ANIL network adapted as MAML, iteration 10000, nothing frozen"] == anil
     assert keys["figure10"]["Omniglot 20w1s, ANIL"] == anil
-    assert keys["table2"]["MiniImageNet 5w5s, MAML"] == keys["figure3"]["MiniImageNet 5w5s, MAML, iteration 10000, nothing frozen"]
+    assert (
+        keys["table2"]["MiniImageNet 5w5s, MAML"]
+        == keys["figure3"]["MiniImageNet 5w5s, MAML, iteration 10000, nothing frozen"]
+    )
 
 
 def test_rewording_a_source_keeps_the_key():
@@ -101,13 +137,16 @@ def test_agreement_and_aggregation():
     assert agrees(0.95, 0.01, [0.9], "at_least") == "yes"
     assert aggregate([{"mean": 90.0, "ci95": 0.7}]) == (90.0, 0.7)
     mean, ci = aggregate([{"mean": 90.0, "ci95": 0.7}, {"mean": 92.0, "ci95": 0.7}])
-    assert mean == 91.0 and ci == pytest.approx(1.96 * 2 ** 0.5 / 2 ** 0.5)
+    assert mean == 91.0 and ci == pytest.approx(1.96 * 2**0.5 / 2**0.5)
 
 
 def test_bad_definitions_are_one_line_errors(tmp_path):
     result = run_cli("reproduce", "table9")
     assert result.returncode == 2
-    assert result.stderr.strip() == "harness: error: unknown table 'table9'; defined tables: figure10, figure2, figure3, figure5, figure6, table1, table2, table3, table4, table5, table6, table7, table8 (or give a .toml file)"
+    assert (
+        result.stderr.strip()
+        == "harness: error: unknown table 'table9'; defined tables: figure10, figure2, figure3, figure5, figure6, table1, table2, table3, table4, table5, table6, table7, table8 (or give a .toml file)"
+    )
     result = run_cli("reproduce", tiny_definition(tmp_path), "--budget", "paper")
     assert result.stderr.strip() == "harness: error: table 'tiny' has no budget 'paper'; budgets: cpu"
 
@@ -147,18 +186,26 @@ def test_label_references_and_seed_offsets_resolve_to_run_directories(tmp_path):
     assert by_label["MAML, second seed"].seed == 1 and by_label["MAML"].seed == 0
     maml_vs_anil = by_label["Omniglot analogue: body CCA, MAML vs ANIL (same seed)"]
     assert maml_vs_anil.run_dir == by_label["MAML"].run_dir  # evaluates the MAML row's run, trained once
-    assert maml_vs_anil.resolved_options == {"against": str(by_label["ANIL"].run_dir), "measure": "cca", "num_tasks": 50}
-    assert by_label["Omniglot analogue: body CCA, MAML vs MAML (two seeds)"].resolved_options["against"] == \
-        str(by_label["MAML, second seed"].run_dir)
+    assert maml_vs_anil.resolved_options == {
+        "against": str(by_label["ANIL"].run_dir),
+        "measure": "cca",
+        "num_tasks": 50,
+    }
+    assert by_label["Omniglot analogue: body CCA, MAML vs MAML (two seeds)"].resolved_options["against"] == str(
+        by_label["MAML, second seed"].run_dir
+    )
     assert maml_vs_anil.unit == "CCA" and by_label["MAML"].unit == "%"
     command = maml_vs_anil.command(None)
     assert "--seed" in command and command[command.index("--seed") + 1] == "0"
     # A row whose "@LABEL" names a row this budget does not run is not run either, and says why.
     table8 = {run.label: run for run in plan(get_plugins(), load_definition("table8"), "cpu", 1, tmp_path)}
     random_vs_maml = table8["MiniImageNet 5w5s, (Random features, MAML) CCA"]
-    assert random_vs_maml.skipped.startswith("needs row 'MiniImageNet 5w5s, MAML', not run: MiniImageNet at the paper's")
+    assert random_vs_maml.skipped.startswith(
+        "needs row 'MiniImageNet 5w5s, MAML', not run: MiniImageNet at the paper's"
+    )
     bad = tmp_path / "bad.toml"
-    bad.write_text(textwrap.dedent("""
+    bad.write_text(
+        textwrap.dedent("""
         title = "Bad"
         [budgets.cpu]
         image = {}
@@ -168,7 +215,8 @@ def test_label_references_and_seed_offsets_resolve_to_run_directories(tmp_path):
         data = "omniglot-20w1s"
         evaluator = "run-similarity"
         options = { against = "@B" }
-    """))
+    """)
+    )
     result = run_cli("reproduce", bad, "--plan")
     assert result.returncode == 2
     assert result.stderr.strip() == "harness: error: row 'A' of bad: option against = '@B' names no row; rows: A"
@@ -177,9 +225,25 @@ def test_label_references_and_seed_offsets_resolve_to_run_directories(tmp_path):
 def test_speed_table_measures_speedups_against_the_paper_floor(tmp_path):
     from harness.reproduce import speed_table
 
-    definition = {"budgets": {"cpu": {"rounds": 1}}, "rows": [
-        {"label": "fast enough", "config": "mini-5w1s", "phase": "inference", "algorithm": "anil", "paper": [1.0, 0.0]},
-        {"label": "never", "config": "mini-5w1s", "phase": "inference", "algorithm": "anil", "paper": [1000.0, 0.0]}]}
+    definition = {
+        "budgets": {"cpu": {"rounds": 1}},
+        "rows": [
+            {
+                "label": "fast enough",
+                "config": "mini-5w1s",
+                "phase": "inference",
+                "algorithm": "anil",
+                "paper": [1.0, 0.0],
+            },
+            {
+                "label": "never",
+                "config": "mini-5w1s",
+                "phase": "inference",
+                "algorithm": "anil",
+                "paper": [1000.0, 0.0],
+            },
+        ],
+    }
     rows = speed_table(definition, "cpu")
     assert rows[0]["mean"] > 1.0 and rows[0]["mean"] == rows[1]["mean"]  # the MAML and ANIL medians are measured once
     assert [row["agree"] for row in rows] == ["yes", "no"] and rows[0]["unit"] == "x"
@@ -190,11 +254,38 @@ def test_speed_table_measures_speedups_against_the_paper_floor(tmp_path):
 def test_report_renders_similarity_units_and_copies_evaluator_figures(tmp_path):
     figure = tmp_path / "bars.png"
     figure.write_bytes(b"\x89PNG fixture")
-    fixture = {"name": "fig", "title": "Figure X", "source": "paper", "budget": "cpu", "budget_note": "tiny",
-               "rows": [{"label": "layer 1", "mean": 0.95, "ci95": 0.01, "seeds": 1, "paper": None, "agree": "n/a",
-                         "unit": "CCA", "runs": [], "tasks": 50, "figures": [str(figure)]},
-                        {"label": "speed", "mean": 7.25, "ci95": 0.0, "seeds": 1, "paper": [1.7, 0.0], "agree": "yes",
-                         "unit": "x", "runs": [], "tasks": "5 rounds"}]}
+    fixture = {
+        "name": "fig",
+        "title": "Figure X",
+        "source": "paper",
+        "budget": "cpu",
+        "budget_note": "tiny",
+        "rows": [
+            {
+                "label": "layer 1",
+                "mean": 0.95,
+                "ci95": 0.01,
+                "seeds": 1,
+                "paper": None,
+                "agree": "n/a",
+                "unit": "CCA",
+                "runs": [],
+                "tasks": 50,
+                "figures": [str(figure)],
+            },
+            {
+                "label": "speed",
+                "mean": 7.25,
+                "ci95": 0.0,
+                "seeds": 1,
+                "paper": [1.7, 0.0],
+                "agree": "yes",
+                "unit": "x",
+                "runs": [],
+                "tasks": "5 rounds",
+            },
+        ],
+    }
     (tmp_path / "reproduced").mkdir()
     (tmp_path / "reproduced" / "fig.json").write_text(json.dumps(fixture))
     result = run_cli("report", "--results", tmp_path)
@@ -207,11 +298,37 @@ def test_report_renders_similarity_units_and_copies_evaluator_figures(tmp_path):
 
 
 def test_report_renders_fixture_results_with_the_agreement_column(tmp_path):
-    fixture = {"name": "t", "title": "Table X", "source": "paper", "budget": "cpu", "budget_note": "tiny",
-               "rows": [{"label": "A", "mean": 95.5, "ci95": 0.5, "seeds": 1, "paper": [96.2, 0.5], "agree": "yes",
-                         "unit": "%", "runs": [], "tasks": 600},
-                        {"label": "B", "mean": 90.0, "ci95": 0.5, "seeds": 3, "paper": [96.2, 0.5], "agree": "no",
-                         "unit": "%", "runs": [], "tasks": 600}]}
+    fixture = {
+        "name": "t",
+        "title": "Table X",
+        "source": "paper",
+        "budget": "cpu",
+        "budget_note": "tiny",
+        "rows": [
+            {
+                "label": "A",
+                "mean": 95.5,
+                "ci95": 0.5,
+                "seeds": 1,
+                "paper": [96.2, 0.5],
+                "agree": "yes",
+                "unit": "%",
+                "runs": [],
+                "tasks": 600,
+            },
+            {
+                "label": "B",
+                "mean": 90.0,
+                "ci95": 0.5,
+                "seeds": 3,
+                "paper": [96.2, 0.5],
+                "agree": "no",
+                "unit": "%",
+                "runs": [],
+                "tasks": 600,
+            },
+        ],
+    }
     (tmp_path / "reproduced").mkdir()
     (tmp_path / "reproduced" / "t.json").write_text(json.dumps(fixture))
     (tmp_path / "README.md").write_text("# Results\n\nhand-written part\n")
@@ -221,13 +338,18 @@ def test_report_renders_fixture_results_with_the_agreement_column(tmp_path):
     assert "| A     | 95.50 ± 0.50 % | 96.2 ± 0.5 % | yes     |" in markdown
     assert "| B     | 90.00 ± 0.50 % | 96.2 ± 0.5 % | no      |" in markdown
     assert (tmp_path / "README.md").read_text().startswith("# Results\n\nhand-written part\n")
-    assert run_cli("report", "--results", tmp_path / "empty").stderr.strip().startswith("harness: error: nothing reproduced yet")
+    assert (
+        run_cli("report", "--results", tmp_path / "empty")
+        .stderr.strip()
+        .startswith("harness: error: nothing reproduced yet")
+    )
 
 
 def test_ray_executor_on_a_local_instance(tmp_path):
     definition = tiny_definition(tmp_path)
-    result = run_cli("reproduce", definition, "--root", tmp_path / "root", "--results", tmp_path / "results",
-                     "--executor", "ray")
+    result = run_cli(
+        "reproduce", definition, "--root", tmp_path / "root", "--results", tmp_path / "results", "--executor", "ray"
+    )
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "results" / "reproduced" / "tiny-cpu.json").read_text())
     assert len(table["rows"]) == 2 and all(len(row["runs"]) == 1 for row in table["rows"])
@@ -266,8 +388,10 @@ def test_reproduce_time_limit_stops_runs_and_the_next_call_resumes_them(tmp_path
     stopped = run_cli(*args, "--time-limit", "3s")
     assert stopped.returncode == 75, stopped.stderr
     assert stopped.stderr.startswith("harness: stopped (time limit 3s reached): ") and stopped.stderr.count("\n") == 1
-    assert stopped.stderr.rstrip().endswith(f"run(s) unfinished, their checkpoints kept; continue with: "
-                                            f"harness reproduce {definition} --budget cpu --root {tmp_path / 'root'}")
+    assert stopped.stderr.rstrip().endswith(
+        f"run(s) unfinished, their checkpoints kept; continue with: "
+        f"harness reproduce {definition} --budget cpu --root {tmp_path / 'root'}"
+    )
     assert not (tmp_path / "results" / "reproduced" / "longer-cpu.json").exists()
     started = [p for p in (tmp_path / "root" / "runs").iterdir() if p.is_dir()]
     assert len(started) == 1 and not (started[0] / "summary.json").exists()  # the second run never started
@@ -289,7 +413,9 @@ def test_reproduce_time_limit_stops_runs_and_the_next_call_resumes_them(tmp_path
 
 def test_no_train_builds_the_table_from_finished_runs_only(tmp_path):
     definition = tiny_definition(tmp_path)
-    result = run_cli("reproduce", definition, "--no-train", "--root", tmp_path / "root", "--results", tmp_path / "results")
+    result = run_cli(
+        "reproduce", definition, "--no-train", "--root", tmp_path / "root", "--results", tmp_path / "results"
+    )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "root" / "runs").exists()  # nothing trained
     table = json.loads((tmp_path / "results" / "reproduced" / "tiny-cpu.json").read_text())
@@ -300,11 +426,38 @@ def test_no_train_builds_the_table_from_finished_runs_only(tmp_path):
 
 
 def test_report_renders_bounds_and_values_printed_without_an_interval(tmp_path):
-    fixture = {"name": "b", "title": "Figure Y", "source": "paper", "budget": "paper", "budget_note": "full",
-               "rows": [{"label": "head", "mean": 0.42, "ci95": 0.01, "seeds": 1, "paper": [0.5], "compare": "at_most",
-                         "agree": "yes", "unit": "CCA", "runs": [], "tasks": 50},
-                        {"label": "iteration 10000", "mean": 60.9, "ci95": 0.6, "seeds": 1, "paper": [61.3],
-                         "agree": "yes", "unit": "%", "runs": [], "tasks": 600}]}
+    fixture = {
+        "name": "b",
+        "title": "Figure Y",
+        "source": "paper",
+        "budget": "paper",
+        "budget_note": "full",
+        "rows": [
+            {
+                "label": "head",
+                "mean": 0.42,
+                "ci95": 0.01,
+                "seeds": 1,
+                "paper": [0.5],
+                "compare": "at_most",
+                "agree": "yes",
+                "unit": "CCA",
+                "runs": [],
+                "tasks": 50,
+            },
+            {
+                "label": "iteration 10000",
+                "mean": 60.9,
+                "ci95": 0.6,
+                "seeds": 1,
+                "paper": [61.3],
+                "agree": "yes",
+                "unit": "%",
+                "runs": [],
+                "tasks": 600,
+            },
+        ],
+    }
     (tmp_path / "reproduced").mkdir()
     (tmp_path / "reproduced" / "b.json").write_text(json.dumps(fixture))
     assert run_cli("report", "--results", tmp_path).returncode == 0
@@ -316,5 +469,78 @@ def test_report_renders_bounds_and_values_printed_without_an_interval(tmp_path):
 def test_malformed_reproduce_time_limit_is_one_line(tmp_path):
     result = run_cli("reproduce", tiny_definition(tmp_path), "--time-limit", "soon", "--root", tmp_path / "root")
     assert result.returncode == 2
-    assert result.stderr == ("harness: error: --time-limit: cannot read 'soon' as a duration; "
-                             "use e.g. 90m, 1h30m, 45s or 5400 (seconds)\n")
+    assert result.stderr == (
+        "harness: error: --time-limit: cannot read 'soon' as a duration; use e.g. 90m, 1h30m, 45s or 5400 (seconds)\n"
+    )
+
+
+RUNS = Path(__file__).resolve().parents[1] / "results" / "reproduce" / "runs"
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        (
+            "anil-omniglot-20w1s-seed0-4fa624ca1196/eval-freeze-adapt_as=maml-all_checkpoints=1.json",
+            [f"checkpoint {c}: frozen {s}" for c in (1, 2, 3) for s in ("none", "1", "1-2", "1-3", "1-4")]
+            + [f"frozen {s}" for s in ("none", "1", "1-2", "1-3", "1-4")],
+        ),
+        (
+            "anil-omniglot-20w1s-seed0-4fa624ca1196/eval-similarity-adapt_as=maml-measure=cca-num_tasks=50.json",
+            ["body.0", "body.1", "body.2", "body.3", "head"],
+        ),
+        (
+            "anil-omniglot-20w1s-seed0-a1f94fb11c49/eval-run-similarity-against=ANIL, second seed-measure=cca-num_tasks=50.json",
+            [
+                f"{layer} {when}"
+                for when in ("pre", "post")
+                for layer in ("body.0", "body.1", "body.2", "body.3", "head")
+            ]
+            + ["body mean pre"],  # written before the "body 1-3 mean" row existed
+        ),
+    ],
+)
+def test_definitions_address_evaluator_rows_by_key(output, expected):
+    from harness.reproduce import row_keys
+
+    assert row_keys(json.loads((RUNS / output).read_text())["rows"]) == expected
+
+
+def test_every_result_key_in_the_definitions_is_one_the_evaluators_give():
+    """A misspelt key would only fail when its row is evaluated, hours later: check them all now."""
+    import tomllib
+
+    from harness.reproduce import EXPERIMENTS
+
+    settings = ["none", "1", "1-2", "1-3", "1-4"]
+    layers = ["body.0", "body.1", "body.2", "body.3", "head"]
+    possible = {
+        "freeze": {f"frozen {s}" for s in settings}
+        | {f"checkpoint {c}: frozen {s}" for c in (1, 2, 3) for s in settings},
+        "similarity": set(layers),
+        "weight-distance": set(layers),
+        "run-similarity": {f"{layer} {w}" for layer in layers for w in ("pre", "post")}
+        | {"body mean pre", "body 1-3 mean pre"},
+        "seed-similarity": {"pre,post", "post,pre", "post,post"},
+    }
+    used = 0
+    for path in EXPERIMENTS.glob("*.toml"):
+        for row in tomllib.loads(path.read_text()).get("rows", []):
+            if "result" in row:
+                assert row["result"] in possible[row.get("evaluator", "fewshot")], (path.name, row["label"])
+                used += 1
+    assert used > 100
+
+
+def test_a_position_instead_of_a_key_is_refused_with_one_line(tmp_path):
+    definition = tmp_path / "old.toml"
+    definition.write_text(
+        'title = "t"\n[budgets.cpu]\n[[rows]]\nlabel = "a"\nalgo = "anil"\ndata = "omniglot-5w1s"\n'
+        'evaluator = "freeze"\nresult_row = 2\n'
+    )
+    result = run_cli("reproduce", definition, "--plan")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"harness: error: {definition}: row 1 ('a'): result_row (a position) is replaced by result = "
+        f'"KEY" (the row\'s key, e.g. "body.2" or "frozen 1-4"; harness.reproduce.row_keys)\n'
+    )

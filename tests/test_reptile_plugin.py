@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, run_cli
 
 
@@ -16,9 +15,23 @@ def reptile_site(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         "--target", str(target), str(REPO / "examples" / "harness-reptile")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(build)},
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "--target",
+            str(target),
+            str(REPO / "examples" / "harness-reptile"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(build)},
     )
     assert result.returncode == 0, result.stderr
     return target
@@ -37,10 +50,32 @@ def test_reptile_is_found_through_its_entry_point(reptile_site):
 
 def test_reptile_runs_end_to_end(reptile_site, data_root, tmp_path):
     out = tmp_path / "reptile"
-    result = run_cli("run", "--algo", "reptile", "--data", "omniglot-5w1s", "--iterations", "30", "--meta-batch-size", "4",
-                     "--inner-steps", "3", "--val-every", "15", "--val-tasks", "10", "--test-tasks", "40",
-                     "--no-progress", "--no-download", "--data-root", data_root, "--out", out,
-                     env_extra=with_site(reptile_site))
+    result = run_cli(
+        "run",
+        "--algo",
+        "reptile",
+        "--data",
+        "omniglot-5w1s",
+        "--iterations",
+        "30",
+        "--meta-batch-size",
+        "4",
+        "--inner-steps",
+        "3",
+        "--val-every",
+        "15",
+        "--val-tasks",
+        "10",
+        "--test-tasks",
+        "40",
+        "--no-progress",
+        "--no-download",
+        "--data-root",
+        data_root,
+        "--out",
+        out,
+        env_extra=with_site(reptile_site),
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algo"] == "reptile" and summary["iterations"] == 30
@@ -48,8 +83,16 @@ def test_reptile_runs_end_to_end(reptile_site, data_root, tmp_path):
 
 
 def test_blocking_the_entry_point_removes_reptile(reptile_site):
-    result = run_cli("run", "--algo", "reptile", "--data", "omniglot-5w1s",
-                     env_extra={**with_site(reptile_site), "HARNESS_BLOCK_PLUGINS": "reptile"})
+    result = run_cli(
+        "run",
+        "--algo",
+        "reptile",
+        "--data",
+        "omniglot-5w1s",
+        env_extra={**with_site(reptile_site), "HARNESS_BLOCK_PLUGINS": "reptile"},
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == ("harness: error: unknown algorithm 'reptile'; valid algorithms: "
-                                     "anil, anil-rl, fomaml, maml, maml-rl, multiclass, multitask, nil-train, random-features")
+    assert result.stderr.strip() == (
+        "harness: error: unknown algorithm 'reptile'; valid algorithms: "
+        "anil, anil-rl, fomaml, maml, maml-rl, multiclass, multitask, nil-train, random-features"
+    )

@@ -99,7 +99,7 @@ def test_returns_and_gae_worked_example():
 def test_linear_baseline_fits_returns_that_are_linear_in_its_features():
     positions = torch.tensor([-2.0, -1.0, -0.5, 0.5, 1.0, 3.0])  # one single-step episode per position
     observations = torch.stack([positions, torch.zeros(6)], dim=1).unsqueeze(0)  # [T=1, E=6, 2]
-    rewards = (2 * positions - 0.5 * positions ** 2 + 1).unsqueeze(0)  # in the span of [o, o^2, 1]
+    rewards = (2 * positions - 0.5 * positions**2 + 1).unsqueeze(0)  # in the span of [o, o^2, 1]
     values = linear_baseline_values(observations, rewards, torch.ones(1, 6))
     assert torch.allclose(values, rewards, atol=1e-3)
     noisy = rewards + torch.tensor([[0.3, -0.3, 0.3, -0.3, 0.3, -0.3]])  # not in the span: least squares, not exact
@@ -157,8 +157,13 @@ def random_episodes(tasks=3, steps=6, episodes=4, seed=0, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)
     mask = torch.ones(tasks, steps, episodes, dtype=dtype)
-    return TaskEpisodes(rand(tasks, steps, episodes, 2), rand(tasks, steps, episodes, 2), rand(tasks, steps, episodes),
-                        mask, rand(tasks, steps, episodes))
+    return TaskEpisodes(
+        rand(tasks, steps, episodes, 2),
+        rand(tasks, steps, episodes, 2),
+        rand(tasks, steps, episodes),
+        mask,
+        rand(tasks, steps, episodes),
+    )
 
 
 @pytest.mark.parametrize("name,adapted", [("maml-rl", None), ("anil-rl", {"head.weight", "head.bias"})])
@@ -189,8 +194,9 @@ def test_meta_gradient_matches_finite_differences():
 
     def meta_loss():  # post-adaptation policy-gradient loss, through the inner step
         adapted = algorithm.adapt(policy, train, 0.5, create_graph=True)
-        mean, std = torch.func.vmap(lambda p, o: torch.func.functional_call(policy, p, (o,)))(adapted,
-                                                                                          valid.observations)
+        mean, std = torch.func.vmap(lambda p, o: torch.func.functional_call(policy, p, (o,)))(
+            adapted, valid.observations
+        )
         return -(distribution(mean, std).log_prob(valid.actions) * valid.advantages).mean()
 
     grads = torch.autograd.grad(meta_loss(), list(policy.parameters()))
@@ -244,26 +250,40 @@ def test_short_navigation_run_improves_its_return_and_resumes_exactly(tmp_path):
     assert result.returncode == 0, result.stderr
     again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     timing = {"sampling_seconds", "update_seconds"}
-    assert [{k: v for k, v in r.items() if k not in timing} for r in again] == \
-           [{k: v for k, v in r.items() if k not in timing} for r in rows]
+    assert [{k: v for k, v in r.items() if k not in timing} for r in again] == [
+        {k: v for k, v in r.items() if k not in timing} for r in rows
+    ]
 
     result = run_cli("eval", straight, resumed, "--test-tasks", "10")
     assert result.returncode == 0, result.stderr
     assert "mean +- std over runs" in result.stdout and "-20.3 +- 3.2" in result.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--algo", "fomaml", "--env", "2d-navigation"],
-     "harness: error: algorithm 'fomaml' has no reinforcement-learning version; RL algorithms: anil-rl, maml-rl"),
-    (["--algo", "anil", "--env", "cartpole"],
-     "harness: error: unknown environment 'cartpole'; environments: 2d-navigation, halfcheetah-dir, halfcheetah-vel"),
-    (["--algo", "anil", "--env", "2d-navigation", "--data", "omniglot-20w1s"],
-     "harness: error: give either --data or --env, not both"),
-    (["--algo", "anil", "--env", "2d-navigation", "--inner-steps", "3"],
-     "harness: error: --inner-steps do not apply to a reinforcement-learning run"),
-    (["--algo", "anil", "--env", "2d-navigation", "--iterations", "0"],
-     "harness: error: --iterations must be positive, got 0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--algo", "fomaml", "--env", "2d-navigation"],
+            "harness: error: algorithm 'fomaml' has no reinforcement-learning version; RL algorithms: anil-rl, maml-rl",
+        ),
+        (
+            ["--algo", "anil", "--env", "cartpole"],
+            "harness: error: unknown environment 'cartpole'; environments: 2d-navigation, halfcheetah-dir, halfcheetah-vel",
+        ),
+        (
+            ["--algo", "anil", "--env", "2d-navigation", "--data", "omniglot-20w1s"],
+            "harness: error: give either --data or --env, not both",
+        ),
+        (
+            ["--algo", "anil", "--env", "2d-navigation", "--inner-steps", "3"],
+            "harness: error: --inner-steps do not apply to a reinforcement-learning run",
+        ),
+        (
+            ["--algo", "anil", "--env", "2d-navigation", "--iterations", "0"],
+            "harness: error: --iterations must be positive, got 0",
+        ),
+    ],
+)
 def test_bad_rl_input_is_one_line(args, message, tmp_path):
     result = run_cli("run", *args, "--out", tmp_path / "run")
     assert result.returncode == 2
@@ -271,8 +291,22 @@ def test_bad_rl_input_is_one_line(args, message, tmp_path):
 
 
 def test_halfcheetah_runs_end_to_end(tmp_path):
-    result = run_cli("run", "--algo", "anil", "--env", "halfcheetah-vel", "--iterations", "1", "--meta-batch-size", "2",
-                     "--test-tasks", "2", "--out", tmp_path / "run", "--no-progress")
+    result = run_cli(
+        "run",
+        "--algo",
+        "anil",
+        "--env",
+        "halfcheetah-vel",
+        "--iterations",
+        "1",
+        "--meta-batch-size",
+        "2",
+        "--test-tasks",
+        "2",
+        "--out",
+        tmp_path / "run",
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["iterations"] == 1 and math.isfinite(summary["test"]["return"])

@@ -4,12 +4,28 @@ import json
 import os
 
 import pytest
-
-from harness.rundir import prepare_run_dir
 from conftest import run_cli
 
-FLAGS = ["--algo", "anil", "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--val-every", "5", "--log-every", "5",
-         "--val-tasks", "4", "--test-tasks", "8", "--no-progress", "--no-download"]
+from harness.rundir import prepare_run_dir
+
+FLAGS = [
+    "--algo",
+    "anil",
+    "--data",
+    "omniglot-5w1s",
+    "--meta-batch-size",
+    "2",
+    "--val-every",
+    "5",
+    "--log-every",
+    "5",
+    "--val-tasks",
+    "4",
+    "--test-tasks",
+    "8",
+    "--no-progress",
+    "--no-download",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +45,30 @@ def test_a_finished_run_is_not_overwritten(finished, data_root):
     before = _files(finished)
     result = run_cli("run", *FLAGS, "--iterations", "10", "--seed", "4", "--data-root", data_root, "--out", finished)
     assert result.returncode == 2
-    assert result.stderr == (f"harness: error: {finished} already holds a run (finished); continue it with "
-                             f"--resume {finished}, or choose another --out\n")
+    assert result.stderr == (
+        f"harness: error: {finished} already holds a run (finished); continue it with "
+        f"--resume {finished}, or choose another --out\n"
+    )
     assert _files(finished) == before
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("flags, named", [(["--seed", "5"], "--seed"), (["--inner-lr", "0.9", "--seed", "5"], "--seed, --inner-lr"),
-                                          (["--algo", "maml"], "--algo")])
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--seed", "5"], "--seed"),
+        (["--inner-lr", "0.9", "--seed", "5"], "--seed, --inner-lr"),
+        (["--algo", "maml"], "--algo"),
+    ],
+)
 def test_resume_refuses_flags_it_would_ignore(finished, data_root, flags, named):
     before = _files(finished)
     result = run_cli("run", "--resume", finished, *flags, "--data-root", data_root, "--no-progress")
     assert result.returncode == 2
-    assert result.stderr == (f"harness: error: a resumed run keeps its config: {named} cannot be changed; "
-                             f"only --iterations (to extend it), --device and --data-root can\n")
+    assert result.stderr == (
+        f"harness: error: a resumed run keeps its config: {named} cannot be changed; "
+        f"only --iterations (to extend it), --device and --data-root can\n"
+    )
     assert _files(finished) == before
 
 
@@ -52,8 +78,9 @@ def test_resume_can_extend_a_run_but_not_shorten_it(data_root, tmp_path):
     assert run_cli("run", *FLAGS, "--iterations", "10", "--data-root", data_root, "--out", out).returncode == 0
     shorter = run_cli("run", "--resume", out, "--iterations", "5", "--data-root", data_root, "--no-progress")
     assert shorter.returncode == 2
-    assert shorter.stderr == ("harness: error: --iterations 5 with --resume: the run was set to 10; "
-                              "it can be extended, not shortened\n")
+    assert shorter.stderr == (
+        "harness: error: --iterations 5 with --resume: the run was set to 10; it can be extended, not shortened\n"
+    )
     longer = run_cli("run", "--resume", out, "--iterations", "15", "--data-root", data_root, "--no-progress")
     assert longer.returncode == 0, longer.stderr
     assert json.loads((out / "summary.json").read_text())["iterations"] == 15
@@ -69,8 +96,10 @@ def test_two_processes_cannot_train_in_one_directory(data_root, tmp_path):
     prepare_run_dir(out, lock=True)  # this test process holds the lock, as a running `harness run` would
     result = run_cli("run", *FLAGS, "--iterations", "5", "--data-root", data_root, "--out", out)
     assert result.returncode == 2
-    assert result.stderr == (f"harness: error: {out} is in use by another harness process (pid {os.getpid()}); "
-                             f"wait for it to end or choose another --out\n")
+    assert result.stderr == (
+        f"harness: error: {out} is in use by another harness process (pid {os.getpid()}); "
+        f"wait for it to end or choose another --out\n"
+    )
     assert not (out / "config.json").exists()
 
 

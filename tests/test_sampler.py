@@ -1,6 +1,5 @@
 """Episode sampler invariants, on a synthetic pool and on real Omniglot."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -53,7 +52,9 @@ def test_rotation_is_per_class_and_shared_by_its_images():
     corner_positions = set()
     for t in range(20):
         for way in range(4):
-            images = torch.cat([episodes.support_x[t, way * 2:(way + 1) * 2], episodes.query_x[t, way * 2:(way + 1) * 2]])
+            images = torch.cat(
+                [episodes.support_x[t, way * 2 : (way + 1) * 2], episodes.query_x[t, way * 2 : (way + 1) * 2]]
+            )
             markers = [tuple((img[0] == 1.0).nonzero()[0].tolist()) for img in images]
             assert len(set(markers)) == 1  # same rotation for all images of the class
             corner_positions.add(markers[0])
@@ -70,7 +71,9 @@ def test_fixed_tasks_do_not_depend_on_chunking():
 def test_too_many_ways_and_too_few_images_are_clear_errors():
     with pytest.raises(HarnessError, match=r"^13-way tasks need 13 classes but the toy train split has only 12$"):
         ClassPoolSampler(synthetic_pool(), ways=13, shots=1, queries=1, rotate_classes=False, split_name="toy train")
-    with pytest.raises(HarnessError, match=r"^5-shot tasks with 2 queries need 7 images per class but the toy split has 6$"):
+    with pytest.raises(
+        HarnessError, match=r"^5-shot tasks with 2 queries need 7 images per class but the toy split has 6$"
+    ):
         ClassPoolSampler(synthetic_pool(), ways=2, shots=5, queries=2, rotate_classes=False, split_name="toy")
 
 
@@ -79,14 +82,20 @@ def test_too_many_ways_and_too_few_images_are_clear_errors():
 
 def open_omniglot(data_root, split, scheme="maml", spec="omniglot-5w1s", queries=1):
     sampler = get_plugins().task_samplers.get("omniglot")
-    return sampler.open(parse_task_spec(spec), split, data_root, {"split": scheme, "queries": queries, "download": False})
+    return sampler.open(
+        parse_task_spec(spec), split, data_root, {"split": scheme, "queries": queries, "download": False}
+    )
 
 
 def test_omniglot_maml_split_sizes_disjoint_and_fixed(data_root):
     splits = {name: open_omniglot(data_root, name) for name in ("train", "val", "test")}
     assert [splits[s].num_classes for s in ("train", "val", "test")] == [1100, 100, 423]
     names = {s: set(splits[s].class_names) for s in splits}
-    assert not (names["train"] & names["test"]) and not (names["train"] & names["val"]) and not (names["val"] & names["test"])
+    assert (
+        not (names["train"] & names["test"])
+        and not (names["train"] & names["val"])
+        and not (names["val"] & names["test"])
+    )
     assert len(names["train"] | names["val"] | names["test"]) == 1623
     train = splits["train"]
     assert train.images.shape[1:] == (20, 1, 28, 28) and train.images.dtype == torch.uint8
@@ -107,7 +116,9 @@ def test_omniglot_pixels_inverted_to_strokes_on_black(data_root):
 
 
 def test_omniglot_more_ways_than_classes(data_root):
-    with pytest.raises(HarnessError, match=r"^500-way tasks need 500 classes but the Omniglot maml test split has only 423$"):
+    with pytest.raises(
+        HarnessError, match=r"^500-way tasks need 500 classes but the Omniglot maml test split has only 423$"
+    ):
         open_omniglot(data_root, "test", spec="omniglot-500w1s")
 
 
@@ -127,3 +138,58 @@ def test_omniglot_unreadable_image_is_named(tmp_path):
         (character / f"0001_{i:02d}.png").write_bytes(b"not a png")
     with pytest.raises(HarnessError, match=r"^cannot read Omniglot image .*character01/0001_00.png"):
         open_omniglot(tmp_path, "train", spec="omniglot-2w1s")
+
+
+def ragged_pool(tmp_path, counts=(7, 30, 5, 12)):
+    """A memory-mapped flat pool whose every image holds (class, index within class) in its pixels."""
+    pixels = np.lib.format.open_memmap(tmp_path / "pool.npy", mode="w+", dtype=np.uint8, shape=(sum(counts), 2, 3, 3))
+    row = 0
+    for label, count in enumerate(counts):
+        for index in range(count):
+            pixels[row, 0], pixels[row, 1] = label, index
+            row += 1
+    pixels.flush()
+    return np.load(tmp_path / "pool.npy", mmap_mode="r"), list(counts)
+
+
+def test_a_ragged_pool_keeps_every_class_whole_and_reads_it_lazily(tmp_path):
+    pixels, counts = ragged_pool(tmp_path)
+    sampler = ClassPoolSampler(pixels, 3, 2, 3, rotate_classes=False, counts=counts)
+    assert isinstance(sampler.images, np.memmap) and sampler.num_classes == 4 and sampler.in_channels == 2
+    seen = {label: set() for label in range(4)}
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        episodes = sampler.sample(4, rng)
+        for x, y in ((episodes.support_x, episodes.support_y), (episodes.query_x, episodes.query_y)):
+            raw = torch.round(x * 255).long()  # [tasks, n, 2, 3, 3]
+            classes, indices = raw[:, :, 0, 0, 0], raw[:, :, 1, 0, 0]
+            # every image of a task position comes from the class that position's label stands for
+            for task in range(4):
+                for way in range(3):
+                    members = classes[task][y[task] == way]
+                    assert members.unique().numel() == 1
+            for c, i in zip(classes.flatten().tolist(), indices.flatten().tolist()):
+                assert i < counts[c]
+                seen[c].add(i)
+        task_images = torch.cat([episodes.support_x, episodes.query_x], 1)  # no image twice within a task
+        for task in task_images:
+            keys = {tuple(img[:, 0, 0].tolist()) for img in torch.round(task * 255).long()}
+            assert len(keys) == task.shape[0]
+    assert all(seen[c] == set(range(n)) for c, n in enumerate(counts))  # the big class is reachable, all of it
+
+
+def test_a_ragged_pool_refuses_a_class_too_small_for_the_task_naming_it(tmp_path):
+    pixels, counts = ragged_pool(tmp_path)
+    with pytest.raises(HarnessError) as error:
+        ClassPoolSampler(pixels, 3, 5, 1, rotate_classes=False, counts=counts, class_names=["a", "b", "c", "d"])
+    assert str(error.value) == "5-shot tasks with 1 queries need 6 images per class but the split split has 5 (class c)"
+
+
+def test_a_ragged_pool_of_equal_classes_samples_what_the_dense_pool_samples(tmp_path):
+    dense = torch.randint(0, 256, (6, 8, 1, 4, 4), dtype=torch.uint8)
+    a = ClassPoolSampler(dense, 3, 1, 2, rotate_classes=True)
+    b = ClassPoolSampler(dense.flatten(0, 1).numpy(), 3, 1, 2, rotate_classes=True, counts=[8] * 6)
+    for first, second in zip(
+        a.sample(5, np.random.default_rng(3)).__dict__.values(), b.sample(5, np.random.default_rng(3)).__dict__.values()
+    ):
+        assert torch.equal(first, second) if isinstance(first, torch.Tensor) else first == second

@@ -9,7 +9,7 @@ import torch
 from harness.activations import pre_post
 from harness.episodes import Episodes
 from harness.plugin_manager import get_plugins
-from harness.similarity import (as_neurons_by_datapoints, canonical_correlations, cca_similarity, linear_cka)
+from harness.similarity import as_neurons_by_datapoints, canonical_correlations, cca_similarity, linear_cka
 
 
 def rng_matrix(seed, neurons=8, datapoints=200):
@@ -24,7 +24,7 @@ def cca_by_whitened_covariances(x, y):
 
     def inv_sqrt(m):
         w, v = np.linalg.eigh(m)
-        return v @ np.diag(w ** -0.5) @ v.T
+        return v @ np.diag(w**-0.5) @ v.T
 
     return np.linalg.svd(inv_sqrt(sxx) @ sxy @ inv_sqrt(syy), compute_uv=False)
 
@@ -38,8 +38,15 @@ def cka_by_hsic_formula(x, y):
     return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
 
 
-@pytest.mark.parametrize("measure", [cca_similarity, lambda x, y: cca_similarity(x, y, keep_variance=0.99), linear_cka,
-                                     lambda x, y: linear_cka(x, y, unbiased=True)])
+@pytest.mark.parametrize(
+    "measure",
+    [
+        cca_similarity,
+        lambda x, y: cca_similarity(x, y, keep_variance=0.99),
+        linear_cka,
+        lambda x, y: linear_cka(x, y, unbiased=True),
+    ],
+)
 def test_identical_inputs_give_one(measure):
     x = rng_matrix(0)
     assert measure(x, x) == pytest.approx(1.0, abs=1e-9)
@@ -115,8 +122,13 @@ def conv_setup():
     torch.manual_seed(0)
     model = get_plugins().backbones.get("conv4").build(1, 28, 5)
     torch.nn.init.normal_(model.head.weight, std=0.1)  # a non-zero head so the body gets inner-loop gradients
-    episodes = Episodes(torch.rand(3, 5, 1, 28, 28), torch.arange(5).repeat(3, 1), torch.rand(3, 50, 1, 28, 28),
-                        torch.arange(5).repeat_interleave(10).repeat(3, 1), 5)
+    episodes = Episodes(
+        torch.rand(3, 5, 1, 28, 28),
+        torch.arange(5).repeat(3, 1),
+        torch.rand(3, 50, 1, 28, 28),
+        torch.arange(5).repeat_interleave(10).repeat(3, 1),
+        5,
+    )
     return model, episodes
 
 
@@ -126,14 +138,22 @@ def test_anil_body_similarity_is_exactly_one_and_head_changes():
     for before, after, _ in pre_post(model, anil, episodes, steps=5, hp=SimpleNamespace(inner_lr=0.5)):
         for layer in ("body.0", "body.1", "body.2", "body.3"):
             assert torch.equal(before[layer], after[layer])
-            assert cca_similarity(as_neurons_by_datapoints(before[layer]), as_neurons_by_datapoints(after[layer])) == pytest.approx(1.0, abs=1e-9)
+            assert cca_similarity(
+                as_neurons_by_datapoints(before[layer]), as_neurons_by_datapoints(after[layer])
+            ) == pytest.approx(1.0, abs=1e-9)
         assert not torch.allclose(before["head"], after["head"])
-    changed = [not torch.equal(b["body.3"], a["body.3"]) for b, a, _ in pre_post(model, maml, episodes, steps=5, hp=SimpleNamespace(inner_lr=0.5))]
+    changed = [
+        not torch.equal(b["body.3"], a["body.3"])
+        for b, a, _ in pre_post(model, maml, episodes, steps=5, hp=SimpleNamespace(inner_lr=0.5))
+    ]
     assert all(changed)  # MAML's inner loop does move the body
 
 
 def test_unbiased_cka_matches_gram_matrix_formula():
-    x, y = rng_matrix(20, 5, 30), rng_matrix(21, 7, 30) + 0.3 * np.vstack([rng_matrix(20, 5, 30), rng_matrix(22, 2, 30)])
+    x, y = (
+        rng_matrix(20, 5, 30),
+        rng_matrix(21, 7, 30) + 0.3 * np.vstack([rng_matrix(20, 5, 30), rng_matrix(22, 2, 30)]),
+    )
 
     def hsic_u(k, l):
         n = k.shape[0]
@@ -141,8 +161,9 @@ def test_unbiased_cka_matches_gram_matrix_formula():
         np.fill_diagonal(k, 0)
         np.fill_diagonal(l, 0)
         one = np.ones(n)
-        return (np.trace(k @ l) + one @ k @ one * (one @ l @ one) / ((n - 1) * (n - 2))
-                - 2 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+        return (
+            np.trace(k @ l) + one @ k @ one * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ k @ l @ one
+        ) / (n * (n - 3))
 
     xc, yc = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
     k, l = xc.T @ xc, yc.T @ yc
@@ -158,9 +179,31 @@ def test_analyze_cli_writes_table_json_and_figure(data_root, tmp_path):
     runs = []
     for seed in (1, 2):
         out = tmp_path / f"seed{seed}"
-        result = run_cli("run", "--algo", "anil", "--data", "omniglot-5w1s", "--iterations", "3", "--val-every", "3",
-                         "--val-tasks", "4", "--test-tasks", "4", "--meta-batch-size", "2", "--seed", seed,
-                         "--no-progress", "--no-download", "--data-root", data_root, "--out", out)
+        result = run_cli(
+            "run",
+            "--algo",
+            "anil",
+            "--data",
+            "omniglot-5w1s",
+            "--iterations",
+            "3",
+            "--val-every",
+            "3",
+            "--val-tasks",
+            "4",
+            "--test-tasks",
+            "4",
+            "--meta-batch-size",
+            "2",
+            "--seed",
+            seed,
+            "--no-progress",
+            "--no-download",
+            "--data-root",
+            data_root,
+            "--out",
+            out,
+        )
         assert result.returncode == 0, result.stderr
         runs.append(out)
     common = ["--tasks", "4", "--data-root", data_root, "--no-download"]

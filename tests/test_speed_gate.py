@@ -14,9 +14,9 @@ def test_reference_is_the_lowest_recorded_run(tmp_path):
 def test_gate_failures_name_the_ratio_and_the_reason():
     reference = {"fomaml/maml mini-5w1s train": 2.0, "anil/maml omniglot-20w1s train": 10.0}
     measured = {
-        "fomaml/maml mini-5w1s train": 1.6,       # 20 % below: noise, passes
-        "anil/maml omniglot-20w1s train": 7.4,    # 26 % below the record
-        "anil/maml mini-5w5s inference": 4.0,     # below the paper's 4.1x
+        "fomaml/maml mini-5w1s train": 1.6,  # 20 % below: noise, passes
+        "anil/maml omniglot-20w1s train": 7.4,  # 26 % below the record
+        "anil/maml mini-5w5s inference": 4.0,  # below the paper's 4.1x
         "fomaml/maml omniglot-20w1s train": 0.9,  # first order slower than second order
     }
     assert speed_gate_failures(measured, reference) == [

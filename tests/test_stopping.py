@@ -8,18 +8,45 @@ import sys
 import time
 
 import pytest
+from conftest import REPO, run_cli
 
 from harness.errors import HarnessError
 from harness.stopping import EXIT_STOPPED, StopConditions, format_duration, parse_duration
-from conftest import REPO, run_cli
 
 # ANIL, Omniglot 5-way 1-shot, small enough to take a few seconds, long enough to be stopped mid-way.
-SHORT = ["--algo", "anil", "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--val-every", "40",
-         "--log-every", "10", "--val-tasks", "5", "--test-tasks", "10", "--no-progress", "--no-download"]
+SHORT = [
+    "--algo",
+    "anil",
+    "--data",
+    "omniglot-5w1s",
+    "--meta-batch-size",
+    "2",
+    "--val-every",
+    "40",
+    "--log-every",
+    "10",
+    "--val-tasks",
+    "5",
+    "--test-tasks",
+    "10",
+    "--no-progress",
+    "--no-download",
+]
 
 
-@pytest.mark.parametrize("text, seconds", [("90m", 5400), ("1h30m", 5400), ("45s", 45), ("5400", 5400),
-                                           ("1.5h", 5400), ("2h", 7200), ("1m30s", 90), (" 10M ", 600)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90m", 5400),
+        ("1h30m", 5400),
+        ("45s", 45),
+        ("5400", 5400),
+        ("1.5h", 5400),
+        ("2h", 7200),
+        ("1m30s", 90),
+        (" 10M ", 600),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -28,8 +55,9 @@ def test_durations(text, seconds):
 def test_bad_durations_are_refused_with_one_message(text):
     with pytest.raises(HarnessError) as error:
         parse_duration(text)
-    assert str(error.value) == (f"--time-limit: cannot read {text!r} as a duration; "
-                                "use e.g. 90m, 1h30m, 45s or 5400 (seconds)")
+    assert str(error.value) == (
+        f"--time-limit: cannot read {text!r} as a duration; use e.g. 90m, 1h30m, 45s or 5400 (seconds)"
+    )
 
 
 def test_format_duration():
@@ -55,16 +83,19 @@ def test_signal_handlers_are_restored():
 def test_malformed_time_limit_is_one_line_and_exit_2(tmp_path):
     result = run_cli("run", *SHORT, "--iterations", "5", "--time-limit", "ninety", "--out", tmp_path / "run")
     assert result.returncode == 2
-    assert result.stderr == ("harness: error: --time-limit: cannot read 'ninety' as a duration; "
-                             "use e.g. 90m, 1h30m, 45s or 5400 (seconds)\n")
+    assert result.stderr == (
+        "harness: error: --time-limit: cannot read 'ninety' as a duration; use e.g. 90m, 1h30m, 45s or 5400 (seconds)\n"
+    )
     assert not (tmp_path / "run").exists()
 
 
 def _numbers(run_dir):
     """What must not depend on where the run was stopped: test result, best validation, metrics (no timings)."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    rows = [{k: v for k, v in json.loads(line).items() if k != "train_seconds"}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        {k: v for k, v in json.loads(line).items() if k != "train_seconds"}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     return summary["test"], summary["best_val"], summary["iterations"], rows
 
 
@@ -87,8 +118,24 @@ def _resume(out, data_root):
 def test_signal_mid_training_stops_cleanly_and_resumes_identically(signum, uninterrupted, data_root, tmp_path):
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", *SHORT, "--iterations", "400", "--data-root", str(data_root),
-         "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            *SHORT,
+            "--iterations",
+            "400",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while not (metrics.exists() and any(json.loads(line)["step"] >= 50 for line in metrics.read_text().splitlines())):
@@ -102,7 +149,9 @@ def test_signal_mid_training_stops_cleanly_and_resumes_identically(signum, unint
     started, stderr = stderr.split("\n", 1)  # the one line that names the run directory, then the stop
     assert started == f"harness: training anil on omniglot-5w1s to 400 iterations (device cpu); run directory {out}"
     assert stderr.startswith("harness: stopped at step ") and stderr.count("\n") == 1, stderr
-    assert stderr.endswith(f" of 400 (received {name}); checkpoint written; continue with: harness run --resume {out}\n")
+    assert stderr.endswith(
+        f" of 400 (received {name}); checkpoint written; continue with: harness run --resume {out}\n"
+    )
     step = int(stderr.split()[4])
     assert 50 <= step < 400
     assert not (out / "summary.json").exists()
@@ -112,10 +161,14 @@ def test_signal_mid_training_stops_cleanly_and_resumes_identically(signum, unint
 @pytest.mark.realdata
 def test_time_limit_stops_cleanly_and_resumes_identically(uninterrupted, data_root, tmp_path):
     out = tmp_path / "run"
-    stopped = run_cli("run", *SHORT, "--iterations", "400", "--time-limit", "4s", "--data-root", data_root, "--out", out)
+    stopped = run_cli(
+        "run", *SHORT, "--iterations", "400", "--time-limit", "4s", "--data-root", data_root, "--out", out
+    )
     assert stopped.returncode == EXIT_STOPPED, stopped.stderr
     assert "(time limit 4s reached); checkpoint written; continue with: harness run --resume" in stopped.stderr
     assert not (out / "summary.json").exists()
-    again = run_cli("run", "--resume", out, "--time-limit", "1s", "--no-progress", "--no-download", "--data-root", data_root)
+    again = run_cli(
+        "run", "--resume", out, "--time-limit", "1s", "--no-progress", "--no-download", "--data-root", data_root
+    )
     assert again.returncode == EXIT_STOPPED, again.stderr  # a resumed run honours a new limit too
     assert _resume(out, data_root) == uninterrupted

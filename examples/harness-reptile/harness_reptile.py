@@ -35,7 +35,9 @@ class Reptile(GradientMetaLearner):
         joint = Episodes(
             torch.cat([episodes.support_x, episodes.query_x], dim=1),
             torch.cat([episodes.support_y, episodes.query_y], dim=1),
-            episodes.query_x, episodes.query_y, episodes.ways,
+            episodes.query_x,
+            episodes.query_y,
+            episodes.ways,
         )
         with torch.no_grad():
             logits, adapted = self.inner_loop(model, joint, hp.inner_steps, hp.inner_lr, return_adapted=True)

@@ -28,13 +28,18 @@ class AnalyzeCommand:
         parser.add_argument("analysis", choices=sorted(ANALYSES))
         parser.add_argument("run_dir", metavar="RUN_DIR")
         parser.add_argument("--against", metavar="OTHER_RUN", help="second run (another algorithm, regime or seed)")
-        parser.add_argument("--measure", choices=sorted(MEASURES), default=None, help="similarity measure (default cca)")
+        parser.add_argument(
+            "--measure", choices=sorted(MEASURES), default=None, help="similarity measure (default cca)"
+        )
         parser.add_argument("--tasks", type=int, default=None, help="test tasks to average over (default 50)")
         parser.add_argument("--queries", type=int, default=None, help="query images per class (default 15)")
         parser.add_argument("--test-inner-steps", type=int, default=None, help="inner steps (default: the run's)")
-        parser.add_argument("--adapt-as", metavar="ALGO", default=None,
-                            help="adapt with ALGO's inner loop instead of the run's (maml: every layer; "
-                                 "for an ANIL-trained network)")
+        parser.add_argument(
+            "--adapt-as",
+            metavar="ALGO",
+            default=None,
+            help="adapt with ALGO's inner loop instead of the run's (maml: every layer; for an ANIL-trained network)",
+        )
         parser.add_argument("--data-root", default=None)
         parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
         parser.add_argument("--no-download", action="store_true")
@@ -49,10 +54,22 @@ class AnalyzeCommand:
         evaluator = plugins.evaluators.get(name)
         run = open_run(plugins, args.run_dir, args)
         require_writable(run)
-        given = {"measure": args.measure, "num_tasks": args.tasks, "queries": args.queries,
-                 "test_inner_steps": args.test_inner_steps, "adapt_as": args.adapt_as, "against": args.against}
-        flags = {"measure": "--measure", "num_tasks": "--tasks", "queries": "--queries",
-                 "test_inner_steps": "--test-inner-steps", "adapt_as": "--adapt-as", "against": "--against"}
+        given = {
+            "measure": args.measure,
+            "num_tasks": args.tasks,
+            "queries": args.queries,
+            "test_inner_steps": args.test_inner_steps,
+            "adapt_as": args.adapt_as,
+            "against": args.against,
+        }
+        flags = {
+            "measure": "--measure",
+            "num_tasks": "--tasks",
+            "queries": "--queries",
+            "test_inner_steps": "--test-inner-steps",
+            "adapt_as": "--adapt-as",
+            "against": "--against",
+        }
         options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
         result = evaluator.evaluate(run, options)
         result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})

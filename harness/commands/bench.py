@@ -75,8 +75,19 @@ def summarise(report: dict) -> tuple[list[list], dict]:
         paper = PAPER_TABLE6.get(config, (None, None))[0 if phase == "train" else 1] if algorithm == "anil" else None
         peers = PEERS_LEARN2LEARN.get((config, phase))
         peer = peers[("maml", "fomaml", "anil").index(algorithm)] if peers and device == "cpu" else None
-        rows.append([config, phase, device, algorithm, f"{stats[key]['mean']:.4f}", f"{stats[key]['median']:.4f}",
-                     f"{speedup:.2f}x" if speedup else "", f"{paper}x" if paper else "", f"{peer}" if peer else ""])
+        rows.append(
+            [
+                config,
+                phase,
+                device,
+                algorithm,
+                f"{stats[key]['mean']:.4f}",
+                f"{stats[key]['median']:.4f}",
+                f"{speedup:.2f}x" if speedup else "",
+                f"{paper}x" if paper else "",
+                f"{peer}" if peer else "",
+            ]
+        )
     return rows, {d: {name: round(value, 3) for name, value in r.items()} for d, r in ratios.items()}
 
 
@@ -87,18 +98,33 @@ class BenchCommand:
     def add_arguments(self, parser):
         parser.add_argument("--save", metavar="NAME", help="store this run as a pytest-benchmark baseline")
         parser.add_argument("--compare", metavar="NAME", help="compare against a saved baseline (e.g. 0001 or NAME)")
-        parser.add_argument("--max-regression", default="10%", help="with --compare: fail when a median grows more (default 10%%)")
-        parser.add_argument("--rounds", type=int, default=None, help="rounds per benchmark (default: 10, 5 for slow MAML steps)")
+        parser.add_argument(
+            "--max-regression", default="10%", help="with --compare: fail when a median grows more (default 10%%)"
+        )
+        parser.add_argument(
+            "--rounds", type=int, default=None, help="rounds per benchmark (default: 10, 5 for slow MAML steps)"
+        )
         parser.add_argument("--out", default=None, help="JSON output (default results/benchmarks/<device>.json)")
-        parser.add_argument("--record", action="store_true",
-                            help="append the measured speedups to results/benchmarks/<device>-ratios.json "
-                                 "(the CI gate compares against the lowest recorded value)")
-        parser.add_argument("--floor", action="store_true",
-                            help="only print each step's FLOPs and the time floor at this machine's measured matmul rate")
-        parser.add_argument("--paths", action="store_true",
-                            help="time every step on the generic path (before the fast paths), the fast path and, "
-                                 "where it applies, bf16, rounds interleaved in one run; writes <device>-paths.json")
-        parser.add_argument("-k", dest="keyword", default=None, help="only benchmarks matching this pytest -k expression")
+        parser.add_argument(
+            "--record",
+            action="store_true",
+            help="append the measured speedups to results/benchmarks/<device>-ratios.json "
+            "(the CI gate compares against the lowest recorded value)",
+        )
+        parser.add_argument(
+            "--floor",
+            action="store_true",
+            help="only print each step's FLOPs and the time floor at this machine's measured matmul rate",
+        )
+        parser.add_argument(
+            "--paths",
+            action="store_true",
+            help="time every step on the generic path (before the fast paths), the fast path and, "
+            "where it applies, bf16, rounds interleaved in one run; writes <device>-paths.json",
+        )
+        parser.add_argument(
+            "-k", dest="keyword", default=None, help="only benchmarks matching this pytest -k expression"
+        )
 
     def run(self, args) -> int:
         import pytest
@@ -111,7 +137,11 @@ class BenchCommand:
         if not SUITE.is_dir():
             raise HarnessError(f"harness bench runs the suite of a source checkout; {SUITE} does not exist")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        out = Path(args.out) if args.out else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}.json"
+        out = (
+            Path(args.out)
+            if args.out
+            else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}.json"
+        )
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -127,9 +157,14 @@ class BenchCommand:
             saved = sorted(Path(".benchmarks").glob("*/*.json"))
             if not any(path.stem.startswith(args.compare) or args.compare in path.stem for path in saved):
                 names = ", ".join(path.stem for path in saved[-5:]) or "none saved yet"
-                raise HarnessError(f"--compare {args.compare}: no saved baseline matches in {Path('.benchmarks').resolve()} "
-                                   f"(saved: {names}); save one with harness bench --save NAME")
-            pytest_args += [f"--benchmark-compare={args.compare}", f"--benchmark-compare-fail=median:{args.max_regression}"]
+                raise HarnessError(
+                    f"--compare {args.compare}: no saved baseline matches in {Path('.benchmarks').resolve()} "
+                    f"(saved: {names}); save one with harness bench --save NAME"
+                )
+            pytest_args += [
+                f"--benchmark-compare={args.compare}",
+                f"--benchmark-compare-fail=median:{args.max_regression}",
+            ]
         if args.keyword:
             pytest_args += ["-k", args.keyword]
         if args.rounds:
@@ -138,10 +173,23 @@ class BenchCommand:
         if out.exists():
             rows, ratios_by_device = summarise(json.loads(out.read_text()))
             ratios = ratios_by_device.get(device, {})
-            print(tabulate(rows, headers=["config", "phase", "device", "algorithm", "mean s", "median s",
-                                          "speedup vs MAML", "paper ANIL speedup",
-                                          "learn2learn s (same CPU; its inference: 5 steps)"],
-                           tablefmt="github"))
+            print(
+                tabulate(
+                    rows,
+                    headers=[
+                        "config",
+                        "phase",
+                        "device",
+                        "algorithm",
+                        "mean s",
+                        "median s",
+                        "speedup vs MAML",
+                        "paper ANIL speedup",
+                        "learn2learn s (same CPU; its inference: 5 steps)",
+                    ],
+                    tablefmt="github",
+                )
+            )
             print(f"raw pytest-benchmark JSON: {out}")
             if ratios:
                 print("speedups: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
@@ -149,11 +197,14 @@ class BenchCommand:
                 from harness.benchmarks import record_ratios
 
                 ratio_file = out.with_name(f"{device}-ratios.json")
-                record_ratios(ratio_file, ratios, source=f"harness bench --record on {machine_description(device)}, "
-                                                        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+                record_ratios(
+                    ratio_file,
+                    ratios,
+                    source=f"harness bench --record on {machine_description(device)}, "
+                    f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
+                )
                 print(f"recorded speedups (appended to the runs there): {ratio_file}")
         return int(status)
-
 
     @staticmethod
     def print_paths(args) -> int:
@@ -164,20 +215,56 @@ class BenchCommand:
         from harness.rundir import write_json
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        out = Path(args.out) if args.out else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}-paths.json"
+        out = (
+            Path(args.out)
+            if args.out
+            else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}-paths.json"
+        )
         rows = compare_paths(get_plugins(), device, rounds=args.rounds or 5)
         table = []
         for row in rows:
             generic, fast, bf16 = row["generic_median_s"], row["fast_median_s"], row.get("bf16_median_s")
             peers = PEERS_LEARN2LEARN.get((row["config"], row["phase"]))
             peer = peers[("maml", "fomaml", "anil").index(row["algorithm"])] if peers and device == "cpu" else None
-            table.append([row["config"], row["phase"], row["algorithm"], f"{generic:.4f}", f"{fast:.4f}",
-                          f"{generic / fast:.2f}x", f"{bf16:.4f}" if bf16 else "", f"{generic / bf16:.2f}x" if bf16 else "",
-                          peer or ""])
-        print(tabulate(table, headers=["config", "phase", "algorithm", "generic s", "fast s", "fast speedup",
-                                       "bf16 s", "bf16 speedup", "learn2learn s"], tablefmt="github"))
-        write_json(out, {"machine": machine_description(device), "torch": torch.__version__,
-                         "date": time.strftime("%Y-%m-%d"), "rows": rows})
+            table.append(
+                [
+                    row["config"],
+                    row["phase"],
+                    row["algorithm"],
+                    f"{generic:.4f}",
+                    f"{fast:.4f}",
+                    f"{generic / fast:.2f}x",
+                    f"{bf16:.4f}" if bf16 else "",
+                    f"{generic / bf16:.2f}x" if bf16 else "",
+                    peer or "",
+                ]
+            )
+        print(
+            tabulate(
+                table,
+                headers=[
+                    "config",
+                    "phase",
+                    "algorithm",
+                    "generic s",
+                    "fast s",
+                    "fast speedup",
+                    "bf16 s",
+                    "bf16 speedup",
+                    "learn2learn s",
+                ],
+                tablefmt="github",
+            )
+        )
+        write_json(
+            out,
+            {
+                "machine": machine_description(device),
+                "torch": torch.__version__,
+                "date": time.strftime("%Y-%m-%d"),
+                "rows": rows,
+            },
+        )
         print(f"written to {out}")
         return 0
 
@@ -202,8 +289,13 @@ class BenchCommand:
                     flops = step_flops(get_plugins(), algorithm, config, phase)
                     rows.append([config.name, phase, algorithm, f"{flops / 1e9:.3f}", f"{flops / rate:.4f}"])
         print(f"float32 matmul rate (1024x1024, torch.mm, {torch.get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s")
-        print(tabulate(rows, headers=["config", "phase", "algorithm", "GFLOP (conv+matmul)", "floor s at that rate"],
-                       tablefmt="github"))
+        print(
+            tabulate(
+                rows,
+                headers=["config", "phase", "algorithm", "GFLOP (conv+matmul)", "floor s at that rate"],
+                tablefmt="github",
+            )
+        )
         return 0
 
 

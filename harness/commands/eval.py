@@ -19,16 +19,20 @@ from harness.rundir import load_run, read_json, write_json
 def format_rows(rows: list[dict], percent: bool = True) -> str:
     """Evaluator rows as a table: accuracies in percent, other measures as they are."""
     scale, digits, value = (100, 2, "accuracy %") if percent else (1, 4, "mean")
-    table = [[row["name"], f"{scale * row['mean']:.{digits}f}", f"{scale * row['ci95']:.{digits}f}", row["tasks"]]
-             for row in rows]
+    table = [
+        [row["name"], f"{scale * row['mean']:.{digits}f}", f"{scale * row['ci95']:.{digits}f}", row["tasks"]]
+        for row in rows
+    ]
     return tabulate(table, headers=["evaluation", value, "95% CI +-", "tasks"], tablefmt="github")
 
 
 def require_writable(run) -> None:
     """Results go into the run directory: say so before minutes of evaluation, not after."""
     if not os.access(run.path, os.W_OK):
-        raise HarnessError(f"cannot write results into {run.path} (read-only); copy the run directory somewhere "
-                           f"writable and evaluate the copy")
+        raise HarnessError(
+            f"cannot write results into {run.path} (read-only); copy the run directory somewhere "
+            f"writable and evaluate the copy"
+        )
 
 
 def open_run(plugins, run_dir, args, checkpoint=None):
@@ -49,17 +53,31 @@ class EvalCommand:
 
     def add_arguments(self, parser):
         parser.add_argument("run_dir", metavar="RUN_DIR")
-        parser.add_argument("more_runs", metavar="RUN_DIR", nargs="*",
-                            help="meta-RL only: more seeds of the same algorithm and environment (mean and std over runs)")
+        parser.add_argument(
+            "more_runs",
+            metavar="RUN_DIR",
+            nargs="*",
+            help="meta-RL only: more seeds of the same algorithm and environment (mean and std over runs)",
+        )
         parser.add_argument("--evaluator", default="fewshot", help="evaluator name (harness list)")
         parser.add_argument("--checkpoint", help="checkpoint file to evaluate (default RUN_DIR/best.pt)")
-        parser.add_argument("--test-tasks", type=int, default=None, help="number of test tasks (default: the run's, 600)")
-        parser.add_argument("--test-inner-steps", type=int, default=None, help="inner steps at test (default: the run's)")
+        parser.add_argument(
+            "--test-tasks", type=int, default=None, help="number of test tasks (default: the run's, 600)"
+        )
+        parser.add_argument(
+            "--test-inner-steps", type=int, default=None, help="inner steps at test (default: the run's)"
+        )
         parser.add_argument("--data-root", default=None, help="data root (default: the run's, then HARNESS_DATA_ROOT)")
         parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
         parser.add_argument("--no-download", action="store_true")
-        parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                            help="evaluator option, repeatable (e.g. -o layers=1-3, -o head_iterations=2000)")
+        parser.add_argument(
+            "-o",
+            "--option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="evaluator option, repeatable (e.g. -o layers=1-3, -o head_iterations=2000)",
+        )
 
     def run(self, args) -> int:
         from harness.plugin_manager import get_plugins
@@ -70,8 +88,10 @@ class EvalCommand:
             from harness.commands.eval_rl import evaluate_rl_runs
 
             if args.evaluator != "fewshot" or args.option:
-                raise HarnessError("meta-RL runs have one evaluation (return after one adaptation step); "
-                                   "--evaluator and -o do not apply")
+                raise HarnessError(
+                    "meta-RL runs have one evaluation (return after one adaptation step); "
+                    "--evaluator and -o do not apply"
+                )
 
             return evaluate_rl_runs(plugins, run_dirs, args)
         if args.more_runs:

@@ -28,8 +28,10 @@ def evaluate_rl_runs(plugins, run_dirs, args) -> int:
             raise HarnessError(f"{run_dir} is not a run directory (no config.json)")
         config = RLConfig.from_dict(read_json(run_dir / "config.json"))
         if configs and (config.algo, config.env) != (configs[0].algo, configs[0].env):
-            raise HarnessError(f"{run_dir} is {config.algo} on {config.env}, not {configs[0].algo} on {configs[0].env}; "
-                               "evaluate one algorithm and environment at a time")
+            raise HarnessError(
+                f"{run_dir} is {config.algo} on {config.env}, not {configs[0].algo} on {configs[0].env}; "
+                "evaluate one algorithm and environment at a time"
+            )
         configs.append(config)
     env_plugin = plugins.task_samplers.get(configs[0].env)
     algorithm = resolve_rl_algorithm(plugins, configs[0].algo)
@@ -44,15 +46,38 @@ def evaluate_rl_runs(plugins, run_dirs, args) -> int:
         result.update({"checkpoint": str(checkpoint), "step": state["step"]})
         write_json(run_dir / "eval-rl-return.json", result)
         returns.append(result["return"])
-        rows.append([str(run_dir), config.seed, state["step"], f"{result['return_before_adaptation']:.2f}",
-                     f"{result['return']:.2f} +- {result['ci95']:.2f}", tasks])
+        rows.append(
+            [
+                str(run_dir),
+                config.seed,
+                state["step"],
+                f"{result['return_before_adaptation']:.2f}",
+                f"{result['return']:.2f} +- {result['ci95']:.2f}",
+                tasks,
+            ]
+        )
     paper = getattr(env_plugin, "paper_returns", {}).get(configs[0].algo)
     if len(returns) > 1:
-        rows.append(["mean +- std over runs", "", "", "", f"{np.mean(returns):.2f} +- {np.std(returns, ddof=1):.2f}",
-                     ""])
-    print(tabulate(rows, headers=["run", "seed", "best policy iteration", "return before adaptation",
-                                  "return after 1 step (95% CI)", "tasks"], tablefmt="github"))
+        rows.append(
+            ["mean +- std over runs", "", "", "", f"{np.mean(returns):.2f} +- {np.std(returns, ddof=1):.2f}", ""]
+        )
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "run",
+                "seed",
+                "best policy iteration",
+                "return before adaptation",
+                "return after 1 step (95% CI)",
+                "tasks",
+            ],
+            tablefmt="github",
+        )
+    )
     if paper:
-        print(f"paper (Raghu et al. 2020, Table 2, {configs[0].algo} on {configs[0].env}): "
-              f"{paper[0]} +- {paper[1]} (mean +- std over 3 seeds)")
+        print(
+            f"paper (Raghu et al. 2020, Table 2, {configs[0].algo} on {configs[0].env}): "
+            f"{paper[0]} +- {paper[1]} (mean +- std over 3 seeds)"
+        )
     return 0

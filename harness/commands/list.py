@@ -21,7 +21,10 @@ class ListCommand:
 
         plugins = get_plugins()
         for kind in [args.kind] if args.kind else KINDS:
-            rows = [[name, getattr(obj, "description", ""), plugin] for name, obj, plugin in plugins.registries[kind].items()]
+            rows = [
+                [name, getattr(obj, "description", ""), plugin]
+                for name, obj, plugin in plugins.registries[kind].items()
+            ]
             print(f"{kind.replace('_', ' ')}:")
             print(tabulate(rows, headers=["name", "description", "plugin"], tablefmt="simple"))
             print()

@@ -38,11 +38,26 @@ class PluginsCommand:
         errors = [{"name": e.plugin, "source": e.source, "error": e.error} for e in plugins.load_errors]
         collisions = [c for kind in REGISTRY_HOOKS for c in plugins.registries[kind].collisions()]
         if args.json:
-            print(json.dumps({"plugins": entries, "failed": errors, "not_installed": plugins.missing_extras,
-                              "collisions": collisions}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "plugins": entries,
+                        "failed": errors,
+                        "not_installed": plugins.missing_extras,
+                        "collisions": collisions,
+                    },
+                    indent=2,
+                )
+            )
             return 0
-        rows = [[e["name"], e["source"], "; ".join(f"{k}: {', '.join(v)}" for k, v in e["registers"].items()) or
-                 ", ".join(e["hooks"])] for e in entries]
+        rows = [
+            [
+                e["name"],
+                e["source"],
+                "; ".join(f"{k}: {', '.join(v)}" for k, v in e["registers"].items()) or ", ".join(e["hooks"]),
+            ]
+            for e in entries
+        ]
         print(tabulate(rows, headers=["plugin", "source", "registers"], tablefmt="simple"))
         for name, how in plugins.missing_extras.items():
             print(f"not loaded {name}: {how}")

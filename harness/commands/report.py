@@ -51,14 +51,18 @@ def render_table(result: dict) -> str:
             measured = format_value(row["mean"], row["ci95"], row["unit"])
         rows.append([row["label"], measured, format_paper(row), row["agree"], row["seeds"], row["tasks"]])
     machine = result.get("machine", {})
-    lines = [f"### {result['title']}", "",
-             f"Budget `{result['budget']}`: {result['budget_note']}. Measured {result.get('date', '')} on "
-             f"{machine.get('device_name', 'this machine')} ({machine.get('torch_threads', '?')} threads, "
-             f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or over seeds"
-             f"{'; speedups are ratios of step medians, agree = at least the paper' if any(r['unit'] == 'x' for r in result['rows']) else ''}. "
-             f"Paper: {result['source']} (± as published; ≥ / ≤: a bound stated in the paper's text).", "",
-             tabulate(rows, headers=["row", "measured", "paper", "agree", "seeds", "test tasks"], tablefmt="github"),
-             ""]
+    lines = [
+        f"### {result['title']}",
+        "",
+        f"Budget `{result['budget']}`: {result['budget_note']}. Measured {result.get('date', '')} on "
+        f"{machine.get('device_name', 'this machine')} ({machine.get('torch_threads', '?')} threads, "
+        f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or over seeds"
+        f"{'; speedups are ratios of step medians, agree = at least the paper' if any(r['unit'] == 'x' for r in result['rows']) else ''}. "
+        f"Paper: {result['source']} (± as published; ≥ / ≤: a bound stated in the paper's text).",
+        "",
+        tabulate(rows, headers=["row", "measured", "paper", "agree", "seeds", "test tasks"], tablefmt="github"),
+        "",
+    ]
     if not_run:
         lines += ["Not run:", "", *not_run, ""]
     return "\n".join(lines)
@@ -88,10 +92,14 @@ def plot_curves(result: dict, out: Path) -> Path | None:
                 axis = axes[0]
             if points:
                 name = Path(run_dir).name.rsplit("-", 1)[0]
-                line, = axis.plot(*zip(*points), label=f"{name} val" if axis is axes[0] else name)
-                train = [(r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "train" and "accuracy" in r]
+                (line,) = axis.plot(*zip(*points), label=f"{name} val" if axis is axes[0] else name)
+                train = [
+                    (r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "train" and "accuracy" in r
+                ]
                 if axis is axes[0] and train:  # training accuracy (query sets of the meta-batch), as Figures 5 and 10
-                    axis.plot(*zip(*train), linestyle="--", linewidth=0.8, color=line.get_color(), label=f"{name} train")
+                    axis.plot(
+                        *zip(*train), linestyle="--", linewidth=0.8, color=line.get_color(), label=f"{name} train"
+                    )
     if not drawn:
         plt.close(figure)
         return None
@@ -127,7 +135,7 @@ def update_index(readme: Path, sections: list[str]) -> None:
     text = readme.read_text() if readme.exists() else "# Results\n"
     block = "\n".join([START, "## Reproduced tables (harness reproduce / harness report)", "", *sections, END])
     if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     readme.write_text(text)
@@ -135,7 +143,9 @@ def update_index(readme: Path, sections: list[str]) -> None:
 
 class ReportCommand:
     name = "report"
-    description = "render every reproduced table (results/reproduced/*.json) as Markdown and PNG, update results/README.md"
+    description = (
+        "render every reproduced table (results/reproduced/*.json) as Markdown and PNG, update results/README.md"
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--results", default="results", help="results folder (default results)")
@@ -144,13 +154,17 @@ class ReportCommand:
         results = Path(args.results)
         tables = sorted((results / "reproduced").glob("*.json"))
         if not tables:
-            raise HarnessError(f"nothing reproduced yet: no {results / 'reproduced'}/*.json (run harness reproduce TABLE)")
+            raise HarnessError(
+                f"nothing reproduced yet: no {results / 'reproduced'}/*.json (run harness reproduce TABLE)"
+            )
         sections = []
         for path in tables:
             result = read_json(path)
             if not isinstance(result, dict) or not isinstance(result.get("rows"), list) or "title" not in result:
-                raise HarnessError(f"{path} is not a reproduced table (harness reproduce writes title and rows); "
-                                   f"rebuild it with harness reproduce {path.stem.rsplit('-', 1)[0]} --no-train")
+                raise HarnessError(
+                    f"{path} is not a reproduced table (harness reproduce writes title and rows); "
+                    f"rebuild it with harness reproduce {path.stem.rsplit('-', 1)[0]} --no-train"
+                )
             markdown = render_table(result)
             path.with_suffix(".md").write_text(markdown)
             figure = plot_curves(result, path.with_name(f"{path.stem}-curves.png"))

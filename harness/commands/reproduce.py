@@ -44,19 +44,28 @@ class ReproduceCommand:
         parser.add_argument("--root", default=str(RESULTS / "reproduce"), help="where run directories go")
         parser.add_argument("--results", default=str(RESULTS), help="where reproduced/<table>.json|md go")
         parser.add_argument("--data-root", default=None, help="dataset root for few-shot rows")
-        parser.add_argument("--plan", action="store_true",
-                            help="only list the rows, their published values and whether their runs are done")
-        parser.add_argument("--no-train", action="store_true",
-                            help="train nothing: build the table from finished runs, the others reported as not run")
-        parser.add_argument("--time-limit", metavar="DURATION",
-                            help="stop all runs cleanly before this much wall time (e.g. 90m); run again to continue")
+        parser.add_argument(
+            "--plan",
+            action="store_true",
+            help="only list the rows, their published values and whether their runs are done",
+        )
+        parser.add_argument(
+            "--no-train",
+            action="store_true",
+            help="train nothing: build the table from finished runs, the others reported as not run",
+        )
+        parser.add_argument(
+            "--time-limit",
+            metavar="DURATION",
+            help="stop all runs cleanly before this much wall time (e.g. 90m); run again to continue",
+        )
 
     def run(self, args) -> int:
         from tabulate import tabulate
 
         from harness.devices import describe_device
-        from harness.plugin_manager import get_plugins
         from harness.executors import run_all
+        from harness.plugin_manager import get_plugins
         from harness.reproduce import load_definition, paper_interval, plan, table
         from harness.stopping import RunStopped, StopConditions, parse_duration
 
@@ -77,27 +86,35 @@ class ReproduceCommand:
                 return f"{bound}{paper[0]}" + (f" ± {paper[1]}" if paper_interval(paper) and not bound else "")
 
             print(f"{definition['title']} (budget {args.budget}; paper: {definition.get('source', '')})")
-            print(tabulate([[r.label, published(r.label), r.seed, r.key, r.state, r.run_dir] for r in runs],
-                           headers=["row", "paper", "seed", "config key", "state", "run directory"], tablefmt="github"))
+            print(
+                tabulate(
+                    [[r.label, published(r.label), r.seed, r.key, r.state, r.run_dir] for r in runs],
+                    headers=["row", "paper", "seed", "config key", "state", "run directory"],
+                    tablefmt="github",
+                )
+            )
             return 0
         if not args.no_train:
             failures, stopped = run_all(runs, args.data_root, args.executor, args.workers, args.address, stop)
             if failures:
                 raise HarnessError(f"{len(failures)} run(s) failed, the others are kept: " + "; ".join(failures))
             if stopped:
-                again = " ".join(["harness reproduce", args.table, "--budget", args.budget]
-                                 + (["--seeds", str(args.seeds)] if args.seeds != 1 else [])
-                                 + (["--root", args.root] if args.root != str(RESULTS / "reproduce") else [])
-                                 + (["--data-root", args.data_root] if args.data_root else []))
-                raise RunStopped(args.root, 0, 0, stop.reason or "time limit reached",
-                                 resume=again).with_message(
+                again = " ".join(
+                    ["harness reproduce", args.table, "--budget", args.budget]
+                    + (["--seeds", str(args.seeds)] if args.seeds != 1 else [])
+                    + (["--root", args.root] if args.root != str(RESULTS / "reproduce") else [])
+                    + (["--data-root", args.data_root] if args.data_root else [])
+                )
+                raise RunStopped(args.root, 0, 0, stop.reason or "time limit reached", resume=again).with_message(
                     f"stopped ({stop.reason or 'time limit reached'}): {stopped} run(s) unfinished, their "
-                    f"checkpoints kept; continue with: {again}")
+                    f"checkpoints kept; continue with: {again}"
+                )
         import torch
 
         result = table(definition, runs, args.data_root, args.budget, partial=args.no_train)
-        result.update({"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"),
-                       "machine": describe_device(torch.device("cpu"))})
+        result.update(
+            {"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"), "machine": describe_device(torch.device("cpu"))}
+        )
         out = Path(args.results) / "reproduced" / f"{definition['name']}-{args.budget}.json"  # one file per budget
         write_json(out, result)
         from harness.commands.report import render_table

@@ -17,10 +17,25 @@ from harness.taskspec import parse_task_spec
 
 # CLI flag -> RunConfig field, for values that override the paper defaults.
 OVERRIDES = {
-    "backbone": str, "seed": int, "iterations": int, "meta_batch_size": int, "inner_steps": int,
-    "test_inner_steps": int, "inner_lr": float, "outer_lr": float, "bn_mode": str, "precision": str, "split": str,
-    "val_every": int, "val_tasks": int, "test_tasks": int, "eval_batch_size": int, "checkpoint_every": int,
-    "log_every": int, "device": str, "data_root": str,
+    "backbone": str,
+    "seed": int,
+    "iterations": int,
+    "meta_batch_size": int,
+    "inner_steps": int,
+    "test_inner_steps": int,
+    "inner_lr": float,
+    "outer_lr": float,
+    "bn_mode": str,
+    "precision": str,
+    "split": str,
+    "val_every": int,
+    "val_tasks": int,
+    "test_tasks": int,
+    "eval_batch_size": int,
+    "checkpoint_every": int,
+    "log_every": int,
+    "device": str,
+    "data_root": str,
 }
 
 #: What ``--resume`` may change: where and how fast the run goes, and how long it is (extended only).
@@ -34,22 +49,29 @@ class RunCommand:
     def add_arguments(self, parser):
         parser.add_argument("--algo", help="algorithm name (harness list)")
         parser.add_argument("--data", help="task spec <dataset>-<N>w<K>s[<Q>q], e.g. omniglot-20w1s")
-        parser.add_argument("--env", help="meta-RL environment (2d-navigation, halfcheetah-dir, halfcheetah-vel); "
-                                          "the same as --data NAME")
+        parser.add_argument(
+            "--env",
+            help="meta-RL environment (2d-navigation, halfcheetah-dir, halfcheetah-vel); the same as --data NAME",
+        )
         parser.add_argument("--out", help="run directory (default results/runs/<algo>-<data>-seed<seed>-<time>)")
         parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint.pt")
         parser.add_argument("--no-download", action="store_true", help="never download missing data")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-        parser.add_argument("--time-limit", metavar="DURATION",
-                            help="stop cleanly before this much wall time has passed (e.g. 90m, 1h30m, 5400): "
-                                 "checkpoint, resume command, exit status 75; SIGTERM/SIGINT/SIGUSR1 do the same")
+        parser.add_argument(
+            "--time-limit",
+            metavar="DURATION",
+            help="stop cleanly before this much wall time has passed (e.g. 90m, 1h30m, 5400): "
+            "checkpoint, resume command, exit status 75; SIGTERM/SIGINT/SIGUSR1 do the same",
+        )
         for field, kind in OVERRIDES.items():
             flag = "--" + field.replace("_", "-")
             extra = {"choices": DEVICE_CHOICES} if field == "device" else {}
             help_text = f"override {field} (default: paper value)"
             if field == "precision":
-                help_text = ("fp32 (default) or bf16: compute body features under bfloat16 autocast, for algorithms "
-                             "whose inner loop leaves the body fixed (anil, nil-train, multitask, multiclass)")
+                help_text = (
+                    "fp32 (default) or bf16: compute body features under bfloat16 autocast, for algorithms "
+                    "whose inner loop leaves the body fixed (anil, nil-train, multitask, multiclass)"
+                )
             parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
 
     def run(self, args) -> int:
@@ -62,30 +84,40 @@ class RunCommand:
             raise HarnessError("give either --data or --env, not both")
         task_name = args.env or args.data
         rl_resume = args.resume and read_json_if_exists(Path(args.resume) / "config.json").get("kind") == "rl"
-        if rl_resume or (task_name in plugins.task_samplers
-                         and getattr(plugins.task_samplers.get(task_name), "kind", None) == "rl"):
+        if rl_resume or (
+            task_name in plugins.task_samplers and getattr(plugins.task_samplers.get(task_name), "kind", None) == "rl"
+        ):
             from harness.commands.run_rl import run_rl
 
             return run_rl(plugins, args, task_name, stop)
         if args.env:
             rl = [n for n, obj, _ in plugins.task_samplers.items() if getattr(obj, "kind", None) == "rl"]
-            raise HarnessError(f"unknown environment {args.env!r}; environments: {', '.join(rl) or '(none: install the rl extra)'}")
+            raise HarnessError(
+                f"unknown environment {args.env!r}; environments: {', '.join(rl) or '(none: install the rl extra)'}"
+            )
         if args.resume:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").exists():
                 raise HarnessError(f"cannot resume: {run_dir} is not a run directory (no config.json)")
             config = RunConfig.from_dict(read_json(run_dir / "config.json"))
-            refused = [f"--{name.replace('_', '-')}" for name in OVERRIDES
-                       if getattr(args, name) is not None and name not in RESUME_MAY_CHANGE]
+            refused = [
+                f"--{name.replace('_', '-')}"
+                for name in OVERRIDES
+                if getattr(args, name) is not None and name not in RESUME_MAY_CHANGE
+            ]
             if args.algo or args.data:
                 refused = ["--algo" if args.algo else None, "--data" if args.data else None, *refused]
             if any(refused):
-                raise HarnessError(f"a resumed run keeps its config: {', '.join(f for f in refused if f)} cannot be "
-                                   f"changed; only --iterations (to extend it), --device and --data-root can")
+                raise HarnessError(
+                    f"a resumed run keeps its config: {', '.join(f for f in refused if f)} cannot be "
+                    f"changed; only --iterations (to extend it), --device and --data-root can"
+                )
             if args.iterations is not None:
                 if args.iterations < config.iterations:
-                    raise HarnessError(f"--iterations {args.iterations} with --resume: the run was set to "
-                                       f"{config.iterations}; it can be extended, not shortened")
+                    raise HarnessError(
+                        f"--iterations {args.iterations} with --resume: the run was set to "
+                        f"{config.iterations}; it can be extended, not shortened"
+                    )
                 config.iterations = args.iterations
                 config.sources["iterations"] = "command line (extended on --resume)"
                 write_json(run_dir / "config.json", config.to_dict())
@@ -93,8 +125,9 @@ class RunCommand:
                 config.device = args.device
             if args.data_root is not None:
                 config.data_root = args.data_root
-            trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress,
-                              stop=stop)
+            trainer = Trainer(
+                config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop
+            )
             trainer.restore()
         else:
             if not args.algo or not args.data:
@@ -106,31 +139,46 @@ class RunCommand:
             config = resolve_config(args.algo, args.data, task_sampler, spec, overrides)
             plugins.backbones.get(config.backbone)
             if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.out:
-                raise HarnessError("a run across processes (torchrun) needs --out, so that every rank uses one run directory")
-            run_dir = Path(args.out) if args.out else Path("results") / "runs" / (
-                f"{config.algo}-{config.data}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+                raise HarnessError(
+                    "a run across processes (torchrun) needs --out, so that every rank uses one run directory"
+                )
+            run_dir = (
+                Path(args.out)
+                if args.out
+                else Path("results")
+                / "runs"
+                / (f"{config.algo}-{config.data}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+            )
             state = run_state(run_dir)
             if state:
-                raise HarnessError(f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, "
-                                   f"or choose another --out")
+                raise HarnessError(
+                    f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, "
+                    f"or choose another --out"
+                )
             with removed_if_start_fails(run_dir):
-                trainer = Trainer(config, plugins, run_dir, download=not args.no_download,
-                                  progress=not args.no_progress, stop=stop)
+                trainer = Trainer(
+                    config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop
+                )
             if trainer.is_main:
                 trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
                 write_json(run_dir / "config.json", config.to_dict())
         if trainer.is_main:
             begun = f"from step {trainer.step} " if trainer.step else ""
-            print(f"harness: training {config.algo} on {config.data} {begun}to {config.iterations} iterations "
-                  f"(device {trainer.device}); run directory {trainer.run_dir}", file=sys.stderr)
+            print(
+                f"harness: training {config.algo} on {config.data} {begun}to {config.iterations} iterations "
+                f"(device {trainer.device}); run directory {trainer.run_dir}",
+                file=sys.stderr,
+            )
         summary = trainer.train()
         if summary is None:  # a torchrun rank other than 0: rank 0 reports
             return 0
         test = summary["test"]
-        print(f"{config.algo} on {config.data}: test accuracy {100 * test['accuracy']:.2f} +- {100 * test['ci95']:.2f} % "
-              f"({test['tasks']} tasks, {summary['tested_checkpoint']['file']} from step "
-              f"{summary['tested_checkpoint']['step']}); {summary['seconds_per_iteration']:.3f} s/iteration; "
-              f"run directory {trainer.run_dir}")
+        print(
+            f"{config.algo} on {config.data}: test accuracy {100 * test['accuracy']:.2f} +- {100 * test['ci95']:.2f} % "
+            f"({test['tasks']} tasks, {summary['tested_checkpoint']['file']} from step "
+            f"{summary['tested_checkpoint']['step']}); {summary['seconds_per_iteration']:.3f} s/iteration; "
+            f"run directory {trainer.run_dir}"
+        )
         return 0
 
 

@@ -19,17 +19,36 @@ from harness.rl.training import RLConfig, RLTrainer, resolve_rl_algorithm
 from harness.rundir import read_json, removed_if_start_fails, run_state, write_json
 
 #: ``harness run`` flags an RL run takes; the image-only ones are refused rather than ignored.
-RL_FLAGS = {"seed": "seed", "iterations": "iterations", "meta_batch_size": "meta_batch_size", "inner_lr": "inner_lr",
-            "checkpoint_every": "checkpoint_every", "test_tasks": "eval_tasks"}  # flag -> RLConfig field
-IMAGE_ONLY_FLAGS = ("backbone", "inner_steps", "test_inner_steps", "outer_lr", "bn_mode", "split", "val_every",
-                    "val_tasks", "eval_batch_size", "log_every", "data_root")
+RL_FLAGS = {
+    "seed": "seed",
+    "iterations": "iterations",
+    "meta_batch_size": "meta_batch_size",
+    "inner_lr": "inner_lr",
+    "checkpoint_every": "checkpoint_every",
+    "test_tasks": "eval_tasks",
+}  # flag -> RLConfig field
+IMAGE_ONLY_FLAGS = (
+    "backbone",
+    "inner_steps",
+    "test_inner_steps",
+    "outer_lr",
+    "bn_mode",
+    "split",
+    "val_every",
+    "val_tasks",
+    "eval_batch_size",
+    "log_every",
+    "data_root",
+)
 
 
 def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
     given = [f"--{name.replace('_', '-')}" for name in IMAGE_ONLY_FLAGS if getattr(args, name, None) is not None]
     if given:
         raise HarnessError(f"{', '.join(given)} do not apply to a reinforcement-learning run")
-    overrides = {field: getattr(args, flag) for flag, field in RL_FLAGS.items() if getattr(args, flag, None) is not None}
+    overrides = {
+        field: getattr(args, flag) for flag, field in RL_FLAGS.items() if getattr(args, flag, None) is not None
+    }
     if args.resume:
         run_dir = Path(args.resume)
         config = RLConfig.from_dict(read_json(run_dir / "config.json"))
@@ -49,14 +68,22 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
             minimum = 0 if name in ("seed", "checkpoint_every") else 1  # 0 = no periodic checkpoints
             if value < minimum:
                 flag = next(f for f, field in RL_FLAGS.items() if field == name)
-                raise HarnessError(f"--{flag.replace('_', '-')} must be {'positive' if minimum else 'non-negative'}, got {value}")
+                raise HarnessError(
+                    f"--{flag.replace('_', '-')} must be {'positive' if minimum else 'non-negative'}, got {value}"
+                )
             setattr(config, name, value)
-        run_dir = Path(args.out) if args.out else Path("results") / "runs" / (
-            f"{config.algo}-{config.env}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = (
+            Path(args.out)
+            if args.out
+            else Path("results")
+            / "runs"
+            / (f"{config.algo}-{config.env}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
         state = run_state(run_dir)
         if state:
-            raise HarnessError(f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, "
-                               f"or choose another --out")
+            raise HarnessError(
+                f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, or choose another --out"
+            )
         with removed_if_start_fails(run_dir):
             trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
         trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
@@ -64,9 +91,12 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
     summary = trainer.train()
     test = summary["test"]
     paper = summary["paper_return"]
-    print(f"{config.algo} on {config.env}: return after one adaptation step {test['return']:.2f} +- {test['ci95']:.2f} "
-          f"({test['tasks']} new tasks; before adaptation {test['return_before_adaptation']:.2f}); "
-          f"best policy from iteration {summary['tested_checkpoint']['step']}; "
-          f"{summary['seconds_per_iteration']:.2f} s/iteration"
-          + (f"; paper {paper[0]} +- {paper[1]} (3 seeds)" if paper else "") + f"; run directory {trainer.run_dir}")
+    print(
+        f"{config.algo} on {config.env}: return after one adaptation step {test['return']:.2f} +- {test['ci95']:.2f} "
+        f"({test['tasks']} new tasks; before adaptation {test['return_before_adaptation']:.2f}); "
+        f"best policy from iteration {summary['tested_checkpoint']['step']}; "
+        f"{summary['seconds_per_iteration']:.2f} s/iteration"
+        + (f"; paper {paper[0]} +- {paper[1]} (3 seeds)" if paper else "")
+        + f"; run directory {trainer.run_dir}"
+    )
     return 0

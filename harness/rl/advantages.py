@@ -36,7 +36,7 @@ def baseline_features(observations: torch.Tensor, mask: torch.Tensor) -> torch.T
     clipped = observations.clamp(-10, 10)
     time = (torch.arange(steps, dtype=observations.dtype) / 100.0).view(steps, 1, 1).expand(steps, episodes, 1)
     ones = torch.ones_like(time)
-    features = torch.cat([clipped, clipped ** 2, time, time ** 2, time ** 3, ones], dim=2)
+    features = torch.cat([clipped, clipped**2, time, time**2, time**3, ones], dim=2)
     return features * mask.unsqueeze(-1)
 
 

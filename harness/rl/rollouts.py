@@ -34,16 +34,18 @@ class TaskEpisodes:
 
     def task(self, index: int) -> TaskEpisodes:
         advantages = None if self.advantages is None else self.advantages[index]
-        return TaskEpisodes(self.observations[index], self.actions[index], self.rewards[index], self.mask[index],
-                            advantages)
+        return TaskEpisodes(
+            self.observations[index], self.actions[index], self.rewards[index], self.mask[index], advantages
+        )
 
     def returns(self) -> torch.Tensor:
         """Undiscounted return per task, averaged over its episodes: ``[tasks]``."""
         return self.rewards.sum(1).mean(-1)
 
     def with_advantages(self) -> TaskEpisodes:
-        self.advantages = torch.stack([task_advantages(self.observations[i], self.rewards[i], self.mask[i])
-                                       for i in range(self.num_tasks)])
+        self.advantages = torch.stack(
+            [task_advantages(self.observations[i], self.rewards[i], self.mask[i]) for i in range(self.num_tasks)]
+        )
         return self
 
 
@@ -55,8 +57,16 @@ def policy_forward(policy, params: dict | None, observations: torch.Tensor):
 
 
 @torch.no_grad()
-def collect(env, policy, params: dict | None, tasks: np.ndarray, episodes_per_task: int, steps: int,
-            generator: torch.Generator, seed: int) -> TaskEpisodes:
+def collect(
+    env,
+    policy,
+    params: dict | None,
+    tasks: np.ndarray,
+    episodes_per_task: int,
+    steps: int,
+    generator: torch.Generator,
+    seed: int,
+) -> TaskEpisodes:
     """Run ``episodes_per_task`` episodes of ``steps`` steps for every task; actions sampled from the policy."""
     num_tasks = len(tasks)
     env_tasks = np.repeat(tasks, episodes_per_task, axis=0)
@@ -67,7 +77,9 @@ def collect(env, policy, params: dict | None, tasks: np.ndarray, episodes_per_ta
         obs = torch.as_tensor(observation, dtype=torch.float32).view(num_tasks, episodes_per_task, -1)
         mean, std = policy_forward(policy, params, obs)  # [tasks, E, act]
         action = mean + std * torch.randn(mean.shape, generator=generator)
-        observation, reward, terminated, truncated, _ = env.step(action.reshape(num_tasks * episodes_per_task, -1).numpy())
+        observation, reward, terminated, truncated, _ = env.step(
+            action.reshape(num_tasks * episodes_per_task, -1).numpy()
+        )
         mask = torch.as_tensor(alive, dtype=torch.float32).view(num_tasks, episodes_per_task)
         observations.append(obs)
         actions.append(action)
@@ -76,5 +88,6 @@ def collect(env, policy, params: dict | None, tasks: np.ndarray, episodes_per_ta
         alive &= ~(np.asarray(terminated) | np.asarray(truncated))
         if not alive.any():
             break
-    return TaskEpisodes(torch.stack(observations, 1), torch.stack(actions, 1), torch.stack(rewards, 1),
-                        torch.stack(masks, 1))
+    return TaskEpisodes(
+        torch.stack(observations, 1), torch.stack(actions, 1), torch.stack(rewards, 1), torch.stack(masks, 1)
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness import stopping
 from harness.devices import describe_device
 from harness.errors import HarnessError, NonFiniteLossError
 from harness.evaluation import mean_and_ci95
@@ -33,7 +34,6 @@ from harness.rundir import (
     save_torch,
     write_json,
 )
-from harness import stopping
 from harness.stopping import RunStopped, StopConditions
 
 EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training tasks come from ``seed``)
@@ -71,8 +71,9 @@ def resolve_rl_algorithm(plugins, name: str):
     raise HarnessError(f"algorithm {name!r} has no reinforcement-learning version; RL algorithms: {', '.join(valid)}")
 
 
-def evaluate_returns(algorithm, policy, env_plugin, config: RLConfig, num_tasks: int, seed: int = EVAL_TASK_SEED,
-                     chunk: int = 40) -> dict:
+def evaluate_returns(
+    algorithm, policy, env_plugin, config: RLConfig, num_tasks: int, seed: int = EVAL_TASK_SEED, chunk: int = 40
+) -> dict:
     """Average return before and after one adaptation step on ``num_tasks`` new tasks (fixed by ``seed``)."""
     rng = np.random.default_rng(seed)
     tasks = env_plugin.sample_tasks(num_tasks, rng)
@@ -81,20 +82,26 @@ def evaluate_returns(algorithm, policy, env_plugin, config: RLConfig, num_tasks:
     env = env_plugin.make_vector_env(min(chunk, num_tasks) * config.episodes_per_task)
     try:
         for start in range(0, num_tasks, chunk):
-            batch = tasks[start:start + chunk]
+            batch = tasks[start : start + chunk]
             if len(batch) < chunk and start:
                 env.close()
                 env = env_plugin.make_vector_env(len(batch) * config.episodes_per_task)
-            pre, post = adapt_and_roll_out(algorithm, policy, env, env_plugin, batch, config, generator,
-                                           seed * 1_000_003 + start)
+            pre, post = adapt_and_roll_out(
+                algorithm, policy, env, env_plugin, batch, config, generator, seed * 1_000_003 + start
+            )
             pre_returns.append(pre.returns())
             post_returns.append(post.returns())
     finally:
         env.close()
     pre_mean, pre_ci = mean_and_ci95(torch.cat(pre_returns).numpy())
     post_mean, post_ci = mean_and_ci95(torch.cat(post_returns).numpy())
-    return {"return_before_adaptation": pre_mean, "ci95_before": pre_ci, "return": post_mean, "ci95": post_ci,
-            "tasks": num_tasks}
+    return {
+        "return_before_adaptation": pre_mean,
+        "ci95_before": pre_ci,
+        "return": post_mean,
+        "ci95": post_ci,
+        "tasks": num_tasks,
+    }
 
 
 def adapt_and_roll_out(algorithm, policy, env, env_plugin, tasks, config: RLConfig, generator, seed):
@@ -107,8 +114,9 @@ def adapt_and_roll_out(algorithm, policy, env, env_plugin, tasks, config: RLConf
 
 
 class RLTrainer:
-    def __init__(self, config: RLConfig, plugins, run_dir: Path, progress: bool = True,
-                 stop: StopConditions | None = None):
+    def __init__(
+        self, config: RLConfig, plugins, run_dir: Path, progress: bool = True, stop: StopConditions | None = None
+    ):
         self.config, self.plugins, self.progress = config, plugins, progress
         self.stop = stop or StopConditions(signals=False)
         self.env_plugin = plugins.task_samplers.get(config.env)
@@ -124,9 +132,14 @@ class RLTrainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
 
     def _state(self) -> dict:
-        return {"policy": self.policy.state_dict(), "step": self.step, "config": self.config.to_dict(),
-                "rng": {"tasks": self.rng.bit_generator.state, "actions": self.generator.get_state()},
-                "best": dict(self.best), "train_seconds": self.train_seconds}
+        return {
+            "policy": self.policy.state_dict(),
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "rng": {"tasks": self.rng.bit_generator.state, "actions": self.generator.get_state()},
+            "best": dict(self.best),
+            "train_seconds": self.train_seconds,
+        }
 
     def save_checkpoint(self) -> None:
         if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:  # first: see Trainer
@@ -156,8 +169,13 @@ class RLTrainer:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=config.iterations, initial=self.step, desc=f"{config.algo} {config.env}", unit="it",
-                       dynamic_ncols=True)
+            bar = tqdm(
+                total=config.iterations,
+                initial=self.step,
+                desc=f"{config.algo} {config.env}",
+                unit="it",
+                dynamic_ncols=True,
+            )
         env = self.env_plugin.make_vector_env(config.meta_batch_size * config.episodes_per_task)
         loop_started, steps_before = time.perf_counter(), self.step
         try:
@@ -168,8 +186,9 @@ class RLTrainer:
                     self._iteration(env, bar)
                 self._stop_if_asked(0.0)
         except DiskFullError as exc:
-            raise DiskFullError(f"{exc}; {self._kept()}; free space, then continue with "
-                                f"harness run --resume {self.run_dir}") from None
+            raise DiskFullError(
+                f"{exc}; {self._kept()}; free space, then continue with harness run --resume {self.run_dir}"
+            ) from None
         finally:
             env.close()
             if bar is not None:
@@ -193,20 +212,26 @@ class RLTrainer:
         config = self.config
         started = time.perf_counter()
         tasks = self.env_plugin.sample_tasks(config.meta_batch_size, self.rng)
-        seed = int(self.rng.integers(2 ** 31))
-        train, valid = adapt_and_roll_out(self.algorithm, self.policy, env, self.env_plugin, tasks, config,
-                                          self.generator, seed)
+        seed = int(self.rng.integers(2**31))
+        train, valid = adapt_and_roll_out(
+            self.algorithm, self.policy, env, self.env_plugin, tasks, config, self.generator, seed
+        )
         sampled = time.perf_counter()
         collecting_policy = {k: v.clone() for k, v in self.policy.state_dict().items()}
         stats = self.algorithm.outer_step(self.policy, train, valid, config.inner_lr, config.max_kl)
-        row = {"step": self.step + 1, "split": "train",
-               "return_before_adaptation": train.returns().mean().item(),
-               "return": valid.returns().mean().item(), **stats,
-               "sampling_seconds": round(sampled - started, 3),
-               "update_seconds": round(time.perf_counter() - sampled, 3)}
+        row = {
+            "step": self.step + 1,
+            "split": "train",
+            "return_before_adaptation": train.returns().mean().item(),
+            "return": valid.returns().mean().item(),
+            **stats,
+            "sampling_seconds": round(sampled - started, 3),
+            "update_seconds": round(time.perf_counter() - sampled, 3),
+        }
         if not np.isfinite(row["return"]) or not np.isfinite(stats["surrogate_before"]):
-            raise NonFiniteLossError(f"non-finite return or loss at iteration {self.step + 1}; training stopped, "
-                                     f"{self._kept()}")
+            raise NonFiniteLossError(
+                f"non-finite return or loss at iteration {self.step + 1}; training stopped, {self._kept()}"
+            )
         if row["return"] > self.best["return"]:  # the policy that collected ``valid`` (before this update)
             self.best = {"return": row["return"], "step": self.step}
             best = self.run_dir / "best.pt"
@@ -227,15 +252,23 @@ class RLTrainer:
             load_weights(self.policy, load_torch(best_path, needs=("policy",))["policy"], best_path)
         started = time.perf_counter()
         result = evaluate_returns(self.algorithm, self.policy, self.env_plugin, self.config, self.config.eval_tasks)
-        summary = {"algo": self.config.algo, "env": self.config.env, "seed": self.config.seed, "test": result,
-                   "tested_checkpoint": {"file": best_path.name if best_path.exists() else "final model",
-                                         "step": self.best["step"]},
-                   "best_train_return": self.best, "iterations": self.step,
-                   "train_seconds": round(self.train_seconds, 3),
-                   "seconds_per_iteration": round(self.train_seconds / max(self.step, 1), 4),
-                   "test_seconds": round(time.perf_counter() - started, 3),
-                   "paper_return": getattr(self.env_plugin, "paper_returns", {}).get(self.config.algo),
-                   "environment": describe_device(torch.device("cpu"))}
+        summary = {
+            "algo": self.config.algo,
+            "env": self.config.env,
+            "seed": self.config.seed,
+            "test": result,
+            "tested_checkpoint": {
+                "file": best_path.name if best_path.exists() else "final model",
+                "step": self.best["step"],
+            },
+            "best_train_return": self.best,
+            "iterations": self.step,
+            "train_seconds": round(self.train_seconds, 3),
+            "seconds_per_iteration": round(self.train_seconds / max(self.step, 1), 4),
+            "test_seconds": round(time.perf_counter() - started, 3),
+            "paper_return": getattr(self.env_plugin, "paper_returns", {}).get(self.config.algo),
+            "environment": describe_device(torch.device("cpu")),
+        }
         write_json(self.run_dir / "summary.json", summary)
         self.plugins.notify("on_run_end", run_dir=str(self.run_dir), summary=summary)
         return summary

@@ -19,8 +19,12 @@ LINE_SEARCH_STEPS = 15  # pytorch-maml-rl configs: ls-max-steps 15
 BACKTRACK_RATIO = 0.8  # pytorch-maml-rl configs: ls-backtrack-ratio 0.8
 
 
-def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
-                       iterations: int = CG_ITERATIONS, tolerance: float = 1e-10) -> torch.Tensor:
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    b: torch.Tensor,
+    iterations: int = CG_ITERATIONS,
+    tolerance: float = 1e-10,
+) -> torch.Tensor:
     """Approximately solve ``A x = b`` for symmetric positive definite ``A`` given as ``matvec``."""
     x = torch.zeros_like(b)
     residual, direction = b.clone(), b.clone()
@@ -50,8 +54,9 @@ def fisher_vector_product(kl: torch.Tensor, parameters: list[torch.Tensor], damp
     return product
 
 
-def trpo_step(parameters: list[torch.Tensor], surrogate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-              max_kl: float = MAX_KL) -> dict:
+def trpo_step(
+    parameters: list[torch.Tensor], surrogate: Callable[[], tuple[torch.Tensor, torch.Tensor]], max_kl: float = MAX_KL
+) -> dict:
     """One TRPO update of ``parameters`` in place.
 
     ``surrogate()`` returns ``(loss, kl)`` for the current parameter values,
@@ -71,17 +76,27 @@ def trpo_step(parameters: list[torch.Tensor], surrogate: Callable[[], tuple[torc
     old_loss = loss.item()
     with torch.no_grad():
         for attempt in range(LINE_SEARCH_STEPS):
-            scale = BACKTRACK_RATIO ** attempt
+            scale = BACKTRACK_RATIO**attempt
             offset = 0
             for parameter, old in zip(parameters, old_values):
                 size = parameter.numel()
-                parameter.copy_(old - scale * full_step[offset:offset + size].view_as(parameter))
+                parameter.copy_(old - scale * full_step[offset : offset + size].view_as(parameter))
                 offset += size
             new_loss, new_kl = surrogate()
             if new_loss.item() < old_loss and new_kl.item() < max_kl:
-                return {"surrogate_before": old_loss, "surrogate_after": new_loss.item(), "kl": new_kl.item(),
-                        "line_search_steps": attempt + 1, "accepted": True}
+                return {
+                    "surrogate_before": old_loss,
+                    "surrogate_after": new_loss.item(),
+                    "kl": new_kl.item(),
+                    "line_search_steps": attempt + 1,
+                    "accepted": True,
+                }
         for parameter, old in zip(parameters, old_values):
             parameter.copy_(old)
-    return {"surrogate_before": old_loss, "surrogate_after": old_loss, "kl": 0.0,
-            "line_search_steps": LINE_SEARCH_STEPS, "accepted": False}
+    return {
+        "surrogate_before": old_loss,
+        "surrogate_after": old_loss,
+        "kl": 0.0,
+        "line_search_steps": LINE_SEARCH_STEPS,
+        "accepted": False,
+    }

@@ -48,7 +48,7 @@ class Multiclass(_NILPredictor):
 
     def train_step(self, model, batch, hp) -> dict:
         images, labels = batch  # [batch, C, H, W], [batch]
-        features, = body_features(model, images[None])  # [1, batch, F]: the whole batch is one BN batch
+        (features,) = body_features(model, images[None])  # [1, batch, F]: the whole batch is one BN batch
         logits = model.head(features[0])  # [batch, training classes]
         loss = F.cross_entropy(logits, labels)
         loss.backward()
@@ -62,7 +62,7 @@ class Multitask(_NILPredictor):
     def train_step(self, model, episodes, hp) -> dict:
         images = torch.cat([episodes.support_x, episodes.query_x], dim=1)  # [tasks, ways*(shots+queries), C, H, W]
         labels = torch.cat([episodes.support_y, episodes.query_y], dim=1)  # [tasks, ways*(shots+queries)]
-        features, = body_features(model, images)  # [tasks, ways*(shots+queries), F], one BN batch per task
+        (features,) = body_features(model, images)  # [tasks, ways*(shots+queries), F], one BN batch per task
         logits = model.head(features)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
         loss.backward()

@@ -158,7 +158,9 @@ class Conv4Backbone:
 
 class Conv4PoolBackbone:
     name = "conv4-pool"
-    description = "MiniImageNet Conv4: 4 x [3x3 conv 32, BN, ReLU, 2x2 max-pool] -> flatten (800 on 84x84) -> linear head"
+    description = (
+        "MiniImageNet Conv4: 4 x [3x3 conv 32, BN, ReLU, 2x2 max-pool] -> flatten (800 on 84x84) -> linear head"
+    )
 
     def build(self, in_channels: int, image_size: int, ways: int, bn_mode: str = "batch") -> Conv4:
         return Conv4(in_channels, image_size, ways, filters=32, max_pool=True, bn_mode=bn_mode)

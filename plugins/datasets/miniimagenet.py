@@ -16,9 +16,12 @@ memory-map it. Episodes are sampled from memory and scaled to [0, 1] on the
 fly, as the reference MAML code feeds them (``/ 255``, no mean subtraction).
 Images that are not 84x84 are resized with Lanczos.
 
-Every class contributes its first ``n`` images, ``n`` being the smallest
-class size of the split (600 in the original release; 200 for the reduced
-train/val copy in ``shared/data``), so episodes index one dense array.
+Every class keeps all its images (600 in the original release; 200 for the
+reduced train/val copy in ``shared/data``). When the classes of a split are of
+equal size the decoded images are copied into memory as one dense
+``[classes, images, 3, 84, 84]`` array (the fastest gather); when they are not,
+they stay a memory map of the decoded cache and each task reads only its
+images (``harness.episodes.ClassPoolSampler``, ragged pool).
 
     harness run --algo anil --data miniimagenet-5w1s
 """
@@ -37,8 +40,8 @@ import torch
 import harness
 from harness.data_root import decode_all, fingerprint, load_or_build_array
 from harness.episodes import ClassPoolSampler
-from harness.images import decode_image
 from harness.errors import HarnessError
+from harness.images import decode_image
 
 IMAGE_SIZE = 84
 SPLITS = ("train", "val", "test")
@@ -63,7 +66,7 @@ def missing_data_error(data_root: Path) -> HarnessError:
     )
 
 
-def read_csv(path: Path) -> "OrderedDict[str, list[str]]":
+def read_csv(path: Path) -> OrderedDict[str, list[str]]:
     """``{label: [filename, ...]}`` in file order."""
     classes: OrderedDict[str, list[str]] = OrderedDict()
     try:
@@ -87,33 +90,41 @@ def _decode(path: Path) -> np.ndarray:
     return decode_image(path, "RGB", IMAGE_SIZE, "MiniImageNet").transpose(2, 0, 1)  # [3, 84, 84]
 
 
-def _dense(classes: dict, needed: int, source: str) -> int:
-    """The per-class count every class is cut to; a class below ``needed`` is an error naming it."""
+def _class_sizes(classes: dict, needed: int, source: str) -> list[int]:
+    """Images per class; a class below ``needed`` (support + queries) is an error naming it."""
     for label, members in classes.items():
         if len(members) < needed:
-            raise HarnessError(f"{source}: class {label} has {len(members)} images, fewer than the {needed} a task needs")
-    return min(len(members) for members in classes.values())
+            raise HarnessError(
+                f"{source}: class {label} has {len(members)} images, fewer than the {needed} a task needs"
+            )
+    return [len(members) for members in classes.values()]
 
 
-def load_csv_split(root: Path, split: str, needed: int) -> tuple[torch.Tensor, list[str]]:
+def _pool(pixels, counts: list[int]) -> tuple:
+    """``(images, counts)`` for the sampler: dense in memory when the classes are of equal size, else ragged."""
+    if len(set(counts)) == 1:
+        return torch.from_numpy(np.array(pixels)).view(len(counts), counts[0], 3, IMAGE_SIZE, IMAGE_SIZE), None
+    return pixels, counts
+
+
+def load_csv_split(root: Path, split: str, needed: int) -> tuple:
     csv_path = root / f"{split}.csv"
     classes = read_csv(csv_path)
-    per_class = _dense(classes, needed, str(csv_path))
-    files = [root / "images" / name for members in classes.values() for name in members[:per_class]]
+    counts = _class_sizes(classes, needed, str(csv_path))
+    files = [root / "images" / name for members in classes.values() for name in members]
     for path in files:
         if not path.is_file():
             raise HarnessError(f"MiniImageNet image listed in {csv_path} is missing: {path}")
-    key = fingerprint(files, extra=hashlib.sha256(csv_path.read_bytes()).hexdigest() + f"/{per_class}/v1")
+    key = fingerprint(files, extra=hashlib.sha256(csv_path.read_bytes()).hexdigest() + "/all/v2")
 
     def build() -> np.ndarray:
         return decode_all(files, _decode, f"MiniImageNet {split}")
 
-    array = load_or_build_array(f"miniimagenet-{split}-84", key, build)
-    images = torch.from_numpy(np.array(array)).view(len(classes), per_class, 3, IMAGE_SIZE, IMAGE_SIZE)
-    return images, list(classes)
+    array = load_or_build_array(f"miniimagenet-{split}-84", key, build)  # [images, 3, 84, 84], class after class
+    return (*_pool(array, counts), list(classes))
 
 
-def load_pickle_split(root: Path, split: str, needed: int) -> tuple[torch.Tensor, list[str]]:
+def load_pickle_split(root: Path, split: str, needed: int) -> tuple:
     path = root / f"mini-imagenet-cache-{split}.pkl"
     try:
         with open(path, "rb") as handle:
@@ -128,14 +139,13 @@ def load_pickle_split(root: Path, split: str, needed: int) -> tuple[torch.Tensor
         raise HarnessError(f"{path}: image_data must be uint8 N x 84 x 84 x 3, got {pixels.dtype} {pixels.shape}")
     if not isinstance(class_dict, dict) or not class_dict:
         raise HarnessError(f"{path}: class_dict must be a non-empty dict of class -> image indices")
-    per_class = _dense(class_dict, needed, str(path))
+    counts = _class_sizes(class_dict, needed, str(path))
     try:
-        indices = np.array([list(members)[:per_class] for members in class_dict.values()], dtype=np.int64)
-        chosen = pixels[indices]  # [classes, per_class, 84, 84, 3]
+        indices = np.concatenate([np.asarray(list(members), dtype=np.int64) for members in class_dict.values()])
+        chosen = pixels[indices]  # [images, 84, 84, 3], class after class
     except (IndexError, ValueError, TypeError) as exc:
         raise HarnessError(f"{path}: class_dict indices do not fit image_data ({exc})") from None
-    images = torch.from_numpy(np.ascontiguousarray(chosen.transpose(0, 1, 4, 2, 3)))
-    return images, list(class_dict)
+    return (*_pool(np.ascontiguousarray(chosen.transpose(0, 3, 1, 2)), counts), list(class_dict))
 
 
 class MiniImageNet:
@@ -164,11 +174,19 @@ class MiniImageNet:
             raise missing_data_error(Path(data_root))
         needed = spec.shots + options["queries"]
         if (root / f"{split}.csv").is_file() and (root / "images").is_dir():
-            images, class_names = load_csv_split(root, split, needed)
+            images, counts, class_names = load_csv_split(root, split, needed)
         else:
-            images, class_names = load_pickle_split(root, split, needed)
-        return ClassPoolSampler(images, spec.ways, spec.shots, options["queries"], rotate_classes=False,
-                                split_name=f"MiniImageNet {split}", class_names=class_names)
+            images, counts, class_names = load_pickle_split(root, split, needed)
+        return ClassPoolSampler(
+            images,
+            spec.ways,
+            spec.shots,
+            options["queries"],
+            rotate_classes=False,
+            split_name=f"MiniImageNet {split}",
+            class_names=class_names,
+            counts=counts,
+        )
 
 
 @harness.hookimpl

@@ -39,8 +39,8 @@ import torch
 import harness
 from harness.data_root import decode_all, fingerprint, load_or_build_array
 from harness.episodes import ClassPoolSampler
-from harness.images import decode_image
 from harness.errors import HarnessError
+from harness.images import decode_image
 
 SETS = ("images_background", "images_evaluation")
 IMAGES_PER_CHARACTER = 20
@@ -113,7 +113,7 @@ def load_pool(images_root: Path) -> tuple[np.ndarray, list[str]]:
         return _pool_cache[key]
     characters = list_characters(images_root)
     files = []
-    for name, folder in characters:
+    for _name, folder in characters:
         pngs = sorted(folder.glob("*.png"))
         if len(pngs) < IMAGES_PER_CHARACTER:
             raise HarnessError(f"Omniglot character {folder} has {len(pngs)} images; expected {IMAGES_PER_CHARACTER}")
@@ -131,7 +131,11 @@ def load_pool(images_root: Path) -> tuple[np.ndarray, list[str]]:
 def maml_split(names: list[str], split: str) -> list[int]:
     order = list(range(len(names)))
     random.Random(MAML_SPLIT_SEED).shuffle(order)
-    bounds = {"train": (0, MAML_TRAIN), "val": (MAML_TRAIN, MAML_TRAIN + MAML_VAL), "test": (MAML_TRAIN + MAML_VAL, None)}
+    bounds = {
+        "train": (0, MAML_TRAIN),
+        "val": (MAML_TRAIN, MAML_TRAIN + MAML_VAL),
+        "test": (MAML_TRAIN + MAML_VAL, None),
+    }
     start, stop = bounds[split]
     return order[start:stop]
 
@@ -160,7 +164,9 @@ def vinyals_split(images_root: Path, names: list[str], split: str) -> list[tuple
 
 class Omniglot:
     name = "omniglot"
-    description = "Omniglot (Lake et al. 2015), 28x28, MAML split (1100/100/423) or Vinyals split; spec omniglot-<N>w<K>s"
+    description = (
+        "Omniglot (Lake et al. 2015), 28x28, MAML split (1100/100/423) or Vinyals split; spec omniglot-<N>w<K>s"
+    )
     default_backbone = "conv4"
 
     def paper_defaults(self, spec) -> dict:
@@ -172,21 +178,25 @@ class Omniglot:
             "outer_lr": (1e-3, "cbfinn/maml main.py: meta_lr 0.001 (Adam); Raghu et al. 2020 use that code (App. C.4)"),
         }
         if spec.ways <= 5:
-            defaults.update({
-                "meta_batch_size": (32, "Finn et al. 2017 Sec. 5.2: meta batch 32 for 5-way Omniglot"),
-                "inner_steps": (1, "Finn et al. 2017 Sec. 5.2: 1 inner step for 5-way Omniglot"),
-                "inner_lr": (0.4, "Finn et al. 2017 Sec. 5.2: step size 0.4 for 5-way Omniglot"),
-                "test_inner_steps": (3, "Finn et al. 2017 Sec. 5.2: 3 gradient steps at test"),
-                "iterations": (60_000, "Finn et al. 2017 Sec. 5.2: 60,000 iterations"),
-            })
+            defaults.update(
+                {
+                    "meta_batch_size": (32, "Finn et al. 2017 Sec. 5.2: meta batch 32 for 5-way Omniglot"),
+                    "inner_steps": (1, "Finn et al. 2017 Sec. 5.2: 1 inner step for 5-way Omniglot"),
+                    "inner_lr": (0.4, "Finn et al. 2017 Sec. 5.2: step size 0.4 for 5-way Omniglot"),
+                    "test_inner_steps": (3, "Finn et al. 2017 Sec. 5.2: 3 gradient steps at test"),
+                    "iterations": (60_000, "Finn et al. 2017 Sec. 5.2: 60,000 iterations"),
+                }
+            )
         else:
-            defaults.update({
-                "meta_batch_size": (16, "Raghu et al. 2020 App. A: meta-batch 16 for 20-way Omniglot"),
-                "inner_steps": (5, "Raghu et al. 2020 App. A: 5 inner steps for 20-way Omniglot"),
-                "inner_lr": (0.1, "Raghu et al. 2020 App. A: inner lr 0.1 for 20-way Omniglot"),
-                "test_inner_steps": (10, "cbfinn/maml main.py: test_num_updates = 10 at test time"),
-                "iterations": (30_000, "Raghu et al. 2020 App. C.4: all models trained for 30,000 iterations"),
-            })
+            defaults.update(
+                {
+                    "meta_batch_size": (16, "Raghu et al. 2020 App. A: meta-batch 16 for 20-way Omniglot"),
+                    "inner_steps": (5, "Raghu et al. 2020 App. A: 5 inner steps for 20-way Omniglot"),
+                    "inner_lr": (0.1, "Raghu et al. 2020 App. A: inner lr 0.1 for 20-way Omniglot"),
+                    "test_inner_steps": (10, "cbfinn/maml main.py: test_num_updates = 10 at test time"),
+                    "iterations": (30_000, "Raghu et al. 2020 App. C.4: all models trained for 30,000 iterations"),
+                }
+            )
         return defaults
 
     def open(self, spec, split: str, data_root: Path, options: dict) -> ClassPoolSampler:
@@ -209,8 +219,14 @@ class Omniglot:
             class_names = [f"{names[i]}/rot{90 * turns:03d}" for i, turns in classes]
             rotate = False
         return ClassPoolSampler(
-            images, spec.ways, spec.shots, queries, rotate_classes=rotate, invert=True,
-            split_name=f"Omniglot {split_scheme} {split}", class_names=class_names,
+            images,
+            spec.ways,
+            spec.shots,
+            queries,
+            rotate_classes=rotate,
+            invert=True,
+            split_name=f"Omniglot {split_scheme} {split}",
+            class_names=class_names,
         )
 
 

@@ -84,7 +84,7 @@ class HalfCheetahTaskVectorEnv(gym.vector.VectorEnv):
         states, _ = self.pool.rollout(self.model, self.datas, self.state, controls, nstep=FRAME_SKIP)
         self.state = states[:, -1]
         velocity = (self.state[:, 1] - x_before) / self.dt
-        control_cost = CONTROL_COST * (actions ** 2).sum(-1)
+        control_cost = CONTROL_COST * (actions**2).sum(-1)
         if self.reward == "direction":
             rewards = self.tasks * velocity - control_cost
         else:

@@ -51,7 +51,7 @@ class Navigation2DVectorEnv(gym.vector.VectorEnv):
         actions = np.clip(np.asarray(actions, dtype=np.float64), -ACTION_LIMIT, ACTION_LIMIT)  # [num_envs, 2]
         self.positions = self.positions + actions
         offset = self.positions - self.goals
-        rewards = -np.sqrt((offset ** 2).sum(-1))
+        rewards = -np.sqrt((offset**2).sum(-1))
         terminated = (np.abs(offset) < GOAL_TOLERANCE).all(-1)
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self.positions.astype(np.float32), rewards, terminated, truncated, {}

@@ -47,7 +47,9 @@ def parse_layers(text: str, body_layers: int, backbone: str) -> tuple[int, int] 
         raise HarnessError(f"malformed layers {text!r}: expected none, i or i-j (layers numbered from 1)")
     first, last = int(match[1]), int(match[2] or match[1])
     if not 1 <= first <= last <= body_layers:
-        raise HarnessError(f"cannot freeze layers {text}: backbone {backbone!r} has {body_layers} body layers (1-{body_layers})")
+        raise HarnessError(
+            f"cannot freeze layers {text}: backbone {backbone!r} has {body_layers} body layers (1-{body_layers})"
+        )
     return first, last
 
 
@@ -61,7 +63,9 @@ class FreezeEvaluator:
     name = "freeze"
     description = "test-time adaptation with body layers frozen: none, 1, 1-2, 1-3, 1-4 (Table 1, Fig. 3)"
     options = (
-        NUM_TASKS, TEST_INNER_STEPS, ADAPT_AS,
+        NUM_TASKS,
+        TEST_INNER_STEPS,
+        ADAPT_AS,
         Option("layers", "one setting only: none, i or i-j (layers numbered from 1)"),
         Option("all_checkpoints", "also evaluate every checkpoints/step-*.pt (Figure 3)", kind="bool", default=False),
     )
@@ -70,8 +74,10 @@ class FreezeEvaluator:
         require_body_head(run.model, f"evaluator {self.name!r}")
         algorithm = inner_loop_algorithm(run, options)
         if getattr(algorithm, "adapts", None) is None:
-            raise HarnessError(f"evaluator 'freeze' needs an algorithm with an inner loop; {run.config.algo!r} has none "
-                               f"(-o adapt_as=maml adapts every layer instead)")
+            raise HarnessError(
+                f"evaluator 'freeze' needs an algorithm with an inner loop; {run.config.algo!r} has none "
+                f"(-o adapt_as=maml adapts every layer instead)"
+            )
         body = [name for name, _ in analysed_layers(run.model) if name != "head"]
         if options["layers"] is not None:
             blocks = [parse_layers(options["layers"], len(body), run.config.backbone)]
@@ -93,20 +99,40 @@ class FreezeEvaluator:
             if algorithm is run.algorithm and "algorithm" in state:  # its own learned parameters at that step
                 load_weights(algorithm, state["algorithm"], path)
             for block in blocks:
-                layers = set() if block is None else set(body[block[0] - 1:block[1]])
+                layers = set() if block is None else set(body[block[0] - 1 : block[1]])
                 frozen = frozenset(name for name in names if layer_of(name) in layers)
                 accuracies = per_task_accuracies(
-                    lambda episodes: adapt_with(algorithm, run.model, episodes, steps, run.config, frozen=frozen),
-                    sampler, options["num_tasks"], TEST_TASK_SEED, run.config.eval_batch_size, run.device)
+                    lambda episodes, frozen=frozen: adapt_with(
+                        algorithm, run.model, episodes, steps, run.config, frozen=frozen
+                    ),
+                    sampler,
+                    options["num_tasks"],
+                    TEST_TASK_SEED,
+                    run.config.eval_batch_size,
+                    run.device,
+                )
                 mean, ci95 = mean_and_ci95(accuracies)
-                rows.append({"name": f"step {state['step']}: frozen {describe(block)}", "step": state["step"],
-                             "frozen": describe(block), "checkpoint": path.name, "mean": mean, "ci95": ci95,
-                             "tasks": len(accuracies)})
+                rows.append(
+                    {
+                        "name": f"step {state['step']}: frozen {describe(block)}",
+                        "step": state["step"],
+                        "frozen": describe(block),
+                        "checkpoint": path.name,
+                        "mean": mean,
+                        "ci95": ci95,
+                        "tasks": len(accuracies),
+                    }
+                )
         result = {"rows": rows, "inner_steps": steps, "inner_loop": algorithm.name}
         if len(checkpoints) > 1:
             variant = f"-adapt-as-{algorithm.name}" if options["adapt_as"] else ""
-            result["figure"] = str(plot_over_training(rows, run.path / f"analysis-freeze{variant}.png",
-                                                      f"{run.config.algo} {run.config.data}: layers frozen at test time"))
+            result["figure"] = str(
+                plot_over_training(
+                    rows,
+                    run.path / f"analysis-freeze{variant}.png",
+                    f"{run.config.algo} {run.config.data}: layers frozen at test time",
+                )
+            )
         return result
 
 

@@ -54,11 +54,19 @@ def train_maml_head(model: nn.Module, sampler, config, iterations: int, seed: in
 
 class MAMLHeadEvaluator:
     name = "maml-head"
-    description = "discard the head, meta-train a fresh head with MAML on the frozen body, test with adaptation (Table 7)"
+    description = (
+        "discard the head, meta-train a fresh head with MAML on the frozen body, test with adaptation (Table 7)"
+    )
     options = (
-        NUM_TASKS, TEST_INNER_STEPS,
-        Option("head_iterations", "meta-training iterations of the new head", kind="int", minimum=1,
-               default=DEFAULT_HEAD_ITERATIONS),
+        NUM_TASKS,
+        TEST_INNER_STEPS,
+        Option(
+            "head_iterations",
+            "meta-training iterations of the new head",
+            kind="int",
+            minimum=1,
+            default=DEFAULT_HEAD_ITERATIONS,
+        ),
         Option("seed", "seed of the head's training tasks", kind="int", minimum=0, default=0),
     )
 
@@ -69,10 +77,24 @@ class MAMLHeadEvaluator:
         steps, lr = options["test_inner_steps"], run.config.inner_lr
         accuracies = per_task_accuracies(
             lambda episodes: adapt_and_predict(model, episodes, steps, lr, is_head, first_order=True),
-            run.open_split("test"), options["num_tasks"], TEST_TASK_SEED, run.config.eval_batch_size, run.device)
+            run.open_split("test"),
+            options["num_tasks"],
+            TEST_TASK_SEED,
+            run.config.eval_batch_size,
+            run.device,
+        )
         mean, ci95 = mean_and_ci95(accuracies)
-        return {"rows": [{"name": f"{run.config.algo} body, MAML head ({iterations} head iterations)", "mean": mean,
-                          "ci95": ci95, "tasks": len(accuracies)}], "head_iterations": iterations}
+        return {
+            "rows": [
+                {
+                    "name": f"{run.config.algo} body, MAML head ({iterations} head iterations)",
+                    "mean": mean,
+                    "ci95": ci95,
+                    "tasks": len(accuracies),
+                }
+            ],
+            "head_iterations": iterations,
+        }
 
 
 @harness.hookimpl

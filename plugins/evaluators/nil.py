@@ -1,6 +1,6 @@
 """NIL evaluator (Raghu et al. 2020, Section 5.1, Table 4): the body alone, no inner loop.
 
-    harness eval RUN_DIR --evaluator nil
+harness eval RUN_DIR --evaluator nil
 """
 
 import harness
@@ -17,10 +17,20 @@ class NILEvaluator:
 
     def evaluate(self, run, options) -> dict:
         require_body_head(run.model, f"evaluator {self.name!r}")
-        accuracies = per_task_accuracies(lambda episodes: nil_predict(run.model, episodes), run.open_split("test"),
-                                         options["num_tasks"], TEST_TASK_SEED, run.config.eval_batch_size, run.device)
+        accuracies = per_task_accuracies(
+            lambda episodes: nil_predict(run.model, episodes),
+            run.open_split("test"),
+            options["num_tasks"],
+            TEST_TASK_SEED,
+            run.config.eval_batch_size,
+            run.device,
+        )
         mean, ci95 = mean_and_ci95(accuracies)
-        return {"rows": [{"name": f"{run.config.algo} body, NIL head", "mean": mean, "ci95": ci95, "tasks": len(accuracies)}]}
+        return {
+            "rows": [
+                {"name": f"{run.config.algo} body, NIL head", "mean": mean, "ci95": ci95, "tasks": len(accuracies)}
+            ]
+        }
 
 
 @harness.hookimpl

@@ -54,8 +54,13 @@ MEASURE = Option("measure", "similarity measure", choices=tuple(MEASURES), defau
 TASKS = (
     Option("num_tasks", "test tasks to average over", kind="int", minimum=1, default=DEFAULT_TASKS),
     Option("queries", "query images per class", kind="int", minimum=1, default=DEFAULT_QUERIES),
-    Option("test_inner_steps", "inner-loop steps (default: the run's)", kind="int", minimum=1,
-           default=lambda run: run.config.test_inner_steps),
+    Option(
+        "test_inner_steps",
+        "inner-loop steps (default: the run's)",
+        kind="int",
+        minimum=1,
+        default=lambda run: run.config.test_inner_steps,
+    ),
     ADAPT_AS,
 )
 AGAINST = Option("against", "the second run directory", kind="run")
@@ -92,7 +97,13 @@ def _bar_figure(path: Path, rows: list[dict], title: str, ylabel: str, ylim=(0, 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar([r["layer"] for r in rows], [r["mean"] for r in rows], yerr=[r["ci95"] for r in rows], capsize=4, color="#4c72b0")
+    ax.bar(
+        [r["layer"] for r in rows],
+        [r["mean"] for r in rows],
+        yerr=[r["ci95"] for r in rows],
+        capsize=4,
+        color="#4c72b0",
+    )
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     if ylim:
@@ -120,13 +131,19 @@ class PrePostSimilarity:
         measure_name, measure = _measure(options)
         episodes = _tasks(run, options)
         per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
-        for before, after, _ in pre_post(run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config):
+        for before, after, _ in pre_post(
+            run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config
+        ):
             for layer in per_layer:
                 per_layer[layer].append(_similarity(measure, before[layer], after[layer]))
         rows = _rows(per_layer, f"{measure_name} pre vs post")
         figure = run.path / f"analysis-{self.name}-{measure_name}{_variant(options)}.png"
-        _bar_figure(figure, rows, f"{run.config.algo} {run.config.data}: {measure_name} before vs after adaptation",
-                    f"{measure_name} similarity")
+        _bar_figure(
+            figure,
+            rows,
+            f"{run.config.algo} {run.config.data}: {measure_name} before vs after adaptation",
+            f"{measure_name} similarity",
+        )
         return {"rows": rows, "measure": measure_name, "figure": str(figure), "inner_steps": _steps(run, options)}
 
 
@@ -139,13 +156,15 @@ class WeightDistance:
         episodes = _tasks(run, options)
         base = {name: p.detach() for name, p in run.model.named_parameters()}
         per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
-        for _, _, adapted in pre_post(run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config):
+        for _, _, adapted in pre_post(
+            run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config
+        ):
             squared: dict[str, float] = {layer: 0.0 for layer in per_layer}
             for name, value in adapted.items():
                 if layer_of(name) in squared:
                     squared[layer_of(name)] += float(((value - base[name]) ** 2).sum())
             for layer, total in squared.items():
-                per_layer[layer].append(total ** 0.5)
+                per_layer[layer].append(total**0.5)
         rows = _rows(per_layer, "L2 distance")
         figure = run.path / f"analysis-{self.name}{_variant(options)}.png"
         _bar_figure(figure, rows, f"{run.config.algo} {run.config.data}: ||adapted - init||", "L2 distance", ylim=None)
@@ -167,8 +186,10 @@ def _paired_activations(run, options):
     measure_name, measure = _measure(options)
     episodes = _tasks(run, options)
     steps = _steps(run, options)
-    pairs = zip(pre_post(run.model, inner_loop_algorithm(run, options), episodes, steps, run.config),
-                pre_post(other.model, inner_loop_algorithm(other, options), episodes, steps, other.config))
+    pairs = zip(
+        pre_post(run.model, inner_loop_algorithm(run, options), episodes, steps, run.config),
+        pre_post(other.model, inner_loop_algorithm(other, options), episodes, steps, other.config),
+    )
     return other, measure_name, measure, episodes, pairs
 
 
@@ -189,15 +210,34 @@ class RunSimilarity:
         rows = _rows(pre, f"{measure_name} pre vs pre") + _rows(post, f"{measure_name} post vs post")
         body = [np.mean([pre[l][t] for l in layers if l != "head"]) for t in range(episodes.num_tasks)]
         mean, ci95 = mean_and_ci95(np.asarray(body))
-        rows.append({"name": f"body mean {measure_name} pre vs pre", "layer": "body", "mean": mean, "ci95": ci95, "tasks": len(body)})
+        rows.append(
+            {
+                "name": f"body mean {measure_name} pre vs pre",
+                "layer": "body",
+                "mean": mean,
+                "ci95": ci95,
+                "tasks": len(body),
+            }
+        )
         # Table 8 of the paper averages over the first three conv layers only.
         first3 = [np.mean([pre[l][t] for l in layers if l != "head"][:3]) for t in range(episodes.num_tasks)]
         mean, ci95 = mean_and_ci95(np.asarray(first3))
-        rows.append({"name": f"body layers 1-3 mean {measure_name} pre vs pre", "layer": "body 1-3", "mean": mean,
-                     "ci95": ci95, "tasks": len(first3)})
+        rows.append(
+            {
+                "name": f"body layers 1-3 mean {measure_name} pre vs pre",
+                "layer": "body 1-3",
+                "mean": mean,
+                "ci95": ci95,
+                "tasks": len(first3),
+            }
+        )
         figure = run.path / f"analysis-{self.name}-{measure_name}-vs-{other.path.name}.png"  # one per pair
-        _bar_figure(figure, rows[:len(layers)], f"{run.config.algo} vs {other.config.algo} ({other.path.name}): {measure_name}",
-                    f"{measure_name} similarity")
+        _bar_figure(
+            figure,
+            rows[: len(layers)],
+            f"{run.config.algo} vs {other.config.algo} ({other.path.name}): {measure_name}",
+            f"{measure_name} similarity",
+        )
         return {"rows": rows, "measure": measure_name, "against": str(other.path), "figure": str(figure)}
 
 
@@ -223,15 +263,30 @@ class SeedSimilarity:
             slope, intercept = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (float("nan"), float("nan"))
             residual = y - (slope * x + intercept)
             total = np.sum((y - y.mean()) ** 2)
-            r2 = float(1 - np.sum(residual ** 2) / total) if total > 0 else float("nan")
+            r2 = float(1 - np.sum(residual**2) / total) if total > 0 else float("nan")
             fits[key] = {"slope": float(slope), "intercept": float(intercept), "r2": r2}
             mean, ci95 = mean_and_ci95(y)
-            rows.append({"name": f"({key}) vs (pre,pre): slope {slope:.3f}, R^2 {r2:.3f}", "layer": key, "mean": mean,
-                         "ci95": ci95, "tasks": episodes.num_tasks, **fits[key]})
+            rows.append(
+                {
+                    "name": f"({key}) vs (pre,pre): slope {slope:.3f}, R^2 {r2:.3f}",
+                    "layer": key,
+                    "mean": mean,
+                    "ci95": ci95,
+                    "tasks": episodes.num_tasks,
+                    **fits[key],
+                }
+            )
         figure = run.path / f"analysis-{self.name}-{measure_name}{_variant(options)}.png"
         self._figure(figure, points, fits, measure_name)
-        return {"rows": rows, "fits": fits, "points": points, "layers": layers, "measure": measure_name,
-                "against": str(other.path), "figure": str(figure)}
+        return {
+            "rows": rows,
+            "fits": fits,
+            "points": points,
+            "layers": layers,
+            "measure": measure_name,
+            "against": str(other.path),
+            "figure": str(figure),
+        }
 
     @staticmethod
     def _figure(path, points, fits, measure_name):
