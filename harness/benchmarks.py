@@ -144,13 +144,9 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
     """A zero-argument callable running one step; synchronises CUDA so timings are complete.
 
     ``path``: ``"fast"`` (the default code path), ``"generic"`` (backbone fast paths off,
-    ``harness.meta_learning.FAST_PATHS = False``: the code before the fast-path work) or
-    ``"bf16"`` (fast path, body features under bfloat16 autocast).
+    ``--inner-loop generic``: the code before the fast-path work) or ``"bf16"`` (fast path,
+    body features under bfloat16 autocast).
     """
-    import contextlib
-
-    from harness import meta_learning
-
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
     torch.manual_seed(0)
@@ -158,29 +154,24 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
     torch.nn.init.normal_(model.head.weight, std=0.01)  # a zero head would make the first inner step trivially cheap
     algorithm = plugins.algorithms.get(algorithm_name)
     episodes = random_episodes(config, device)
-    hp = SimpleNamespace(inner_steps=config.inner_steps, test_inner_steps=TEST_INNER_STEPS, inner_lr=config.inner_lr)
+    hp = SimpleNamespace(
+        inner_steps=config.inner_steps,
+        test_inner_steps=TEST_INNER_STEPS,
+        inner_lr=config.inner_lr,
+        inner_loop="generic" if path == "generic" else "fast",
+        precision="bf16" if path == "bf16" else "fp32",
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
-    @contextlib.contextmanager
-    def selected_path():
-        previous = meta_learning.FAST_PATHS
-        meta_learning.FAST_PATHS = path != "generic"
-        try:
-            with meta_learning.body_precision("bf16" if path == "bf16" else "fp32"):
-                yield
-        finally:
-            meta_learning.FAST_PATHS = previous
-
     def train_step():
-        with selected_path():
-            optimizer.zero_grad(set_to_none=True)
-            algorithm.train_step(model, episodes, hp)
-            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        algorithm.train_step(model, episodes, hp)
+        optimizer.step()
         sync()
 
     def inference_step():
-        with selected_path(), torch.no_grad():
+        with torch.no_grad():
             algorithm.predict(model, episodes, hp).argmax(-1)
         sync()
 

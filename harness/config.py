@@ -15,6 +15,9 @@ from typing import Any
 
 from harness.errors import HarnessError
 
+PRECISIONS = ("fp32", "bf16")  # harness.meta_learning.Engine maps them to autocast dtypes
+INNER_LOOPS = ("auto", "fast", "generic")  # harness.meta_learning.Engine; auto is measured by harness.training
+
 
 @dataclass
 class RunConfig:
@@ -33,6 +36,7 @@ class RunConfig:
     queries: int = 1  # query images per class; datasets override
     bn_mode: str = "batch"  # see harness_plugins.backbones.conv4
     precision: str = "fp32"  # body features' compute dtype; the paper's code trains in float32
+    inner_loop: str = "auto"  # fast paths or generic vmap; auto: the faster, measured at the run's start (speed only)
     split: str = "default"  # dataset-specific class split (omniglot: "maml" or "vinyals")
     val_every: int = 500  # iterations between validations (0: never)
     val_tasks: int = 100  # validation tasks (fixed seed, same tasks every time)
@@ -80,10 +84,10 @@ class RunConfig:
         for name in ["inner_steps", "test_inner_steps", "val_every", "checkpoint_every"]:
             if getattr(self, name) < 0:
                 raise HarnessError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        from harness.meta_learning import PRECISIONS
-
         if self.precision not in PRECISIONS:
             raise HarnessError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.inner_loop not in INNER_LOOPS:
+            raise HarnessError(f"unknown inner loop {self.inner_loop!r}; valid: {', '.join(INNER_LOOPS)}")
         if not self.inner_lr >= 0 or not self.outer_lr > 0:
             raise HarnessError(f"learning rates must be positive: inner {self.inner_lr}, outer {self.outer_lr}")
 

@@ -17,7 +17,7 @@ import torch
 
 from harness.episodes import Episodes
 from harness.errors import HarnessError
-from harness.meta_learning import adapt_and_predict, query_accuracy
+from harness.meta_learning import Engine, adapt_and_predict, query_accuracy
 
 VAL_TASK_SEED = 1
 TEST_TASK_SEED = 2
@@ -87,6 +87,7 @@ def adapt_with(algorithm, model, episodes: Episodes, steps: int, hp, frozen=froz
         lambda name: algorithm.adapts(name) and name not in frozen,
         True,
         return_adapted,
+        Engine.of(hp),
     )
 
 

@@ -117,8 +117,9 @@ def register_backbones(registry) -> None:
       every task with its own parameters (``{name: [tasks, *shape]}``) on
       ``[tasks, n, C, H, W]`` (MAML-style inner loops without vmap).
 
-    Test either against the generic path (``FAST_PATHS = False``) as
-    ``tests/test_fast_paths.py`` does for Conv4.
+    Test either against the generic path (``harness.meta_learning.Engine(fast=False)``,
+    a run's ``--inner-loop generic``) as ``tests/test_fast_paths.py`` does for Conv4. A run
+    with ``--inner-loop auto`` (the default) times both at its start and keeps the faster.
     """
 
 

@@ -20,22 +20,27 @@ Implementation notes (why, not what):
   set_sizes)`` (Conv4 does) computes all support and query sets in one call
   instead of ``vmap`` over tasks (``body_features``). A backbone offering
   ``forward_tasks(params, images, channels_last)`` (Conv4 does) runs MAML's
-  inner loop on all tasks side by side without vmap. ``FAST_PATHS = False``
-  (or ``HARNESS_FAST_PATHS=0``) selects vmap everywhere: the implementation
-  before the fast paths, which ``harness bench --paths`` times against them.
+  inner loop on all tasks side by side without vmap. ``Engine(fast=False)``
+  (a run's ``--inner-loop generic``) selects vmap everywhere: the
+  implementation before the fast paths, which ``harness bench --paths`` times
+  against them, and which a run with ``--inner-loop auto`` measures against
+  the fast paths at its start (``harness.training``).
 - Second-order inner loops through normalisation layers do not use vmap on
   the default path: its meta-gradient through batch-statistics BatchNorm is
   off by ~0.5 % (``_adapt_task_by_task``).
-- ``body_precision("bf16")`` computes those body features under bfloat16
+- ``Engine(precision="bf16")`` computes those body features under bfloat16
   autocast (opt-in, ``harness run --precision bf16``); the head's inner loop
   and the outer update stay in float32.
+
+The engine is a value taken from the run's config (``Engine.of(hp)``), passed to
+every call: no module state decides how a step runs.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,36 +49,48 @@ from torch.func import functional_call, grad, vmap
 
 from harness.episodes import Episodes
 
-#: Use backbone-specific fast paths where offered; the generic vmap path otherwise.
-FAST_PATHS = os.environ.get("HARNESS_FAST_PATHS", "1") != "0"
-
 #: ``--precision`` values -> autocast dtype of the body features (None: float32 throughout).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-_body_dtype: torch.dtype | None = None
+BODY_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+_FAST_BY_DEFAULT = os.environ.get("HARNESS_FAST_PATHS", "1") != "0"  # read once: a process-wide default only
 
 
-@contextmanager
-def body_precision(precision: str):
-    """Compute ``body_features`` in ``precision`` ("fp32" or "bf16") inside the block."""
-    global _body_dtype
-    previous, _body_dtype = _body_dtype, PRECISIONS[precision]
-    try:
-        yield
-    finally:
-        _body_dtype = previous
+@dataclass(frozen=True)
+class Engine:
+    """How an inner loop runs: the backbone's fast paths or vmap everywhere, and the body's precision."""
+
+    fast: bool = _FAST_BY_DEFAULT
+    precision: str = "fp32"
+
+    @classmethod
+    def of(cls, hp) -> Engine:
+        """The engine a run's config asks for (``hp.inner_loop``, ``hp.precision``); ``auto`` not yet measured: fast."""
+        path = getattr(hp, "inner_loop", "auto")
+        return cls(
+            fast=_FAST_BY_DEFAULT if path == "auto" else path == "fast", precision=getattr(hp, "precision", "fp32")
+        )
+
+    @property
+    def body_dtype(self) -> torch.dtype | None:
+        return BODY_DTYPES[self.precision]
 
 
-def body_features(model: nn.Module, *image_sets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+DEFAULT_ENGINE = Engine()  # the fast paths in float32 (HARNESS_FAST_PATHS=0: generic), for calls without a run config
+
+
+def body_features(
+    model: nn.Module, *image_sets: torch.Tensor, engine: Engine = DEFAULT_ENGINE
+) -> tuple[torch.Tensor, ...]:
     """Body features of each task's image sets, every (task, set) its own BatchNorm batch.
 
     ``image_sets``: tensors ``[tasks, n_i, C, H, W]`` -> ``[tasks, n_i, features]`` each.
     """
     per_set = getattr(model, "body_per_set", None)
     dtype = image_sets[0].dtype  # features come back in the input's dtype (autocast or not)
+    body_dtype = engine.body_dtype
     autocast = torch.autocast(
-        image_sets[0].device.type, dtype=_body_dtype or torch.bfloat16, enabled=_body_dtype is not None
+        image_sets[0].device.type, dtype=body_dtype or torch.bfloat16, enabled=body_dtype is not None
     )
-    if per_set is None or not FAST_PATHS:
+    if per_set is None or not engine.fast:
         with autocast:
             return tuple(vmap(model.body)(images).to(dtype) for images in image_sets)
     tasks = image_sets[0].shape[0]
@@ -107,6 +124,7 @@ def adapt_and_predict(
     adapts: Callable[[str], bool],
     first_order: bool,
     return_adapted: bool = False,
+    engine: Engine = DEFAULT_ENGINE,
 ):
     """Adapt the parameters selected by ``adapts(name)`` on each task's support set.
 
@@ -120,10 +138,10 @@ def adapt_and_predict(
     initial = {name: params[name] for name in adapted_names}
 
     if all(name.startswith("head.") for name in adapted_names):
-        return _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted)
-    if FAST_PATHS and hasattr(model, "forward_tasks"):
+        return _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted, engine)
+    if engine.fast and hasattr(model, "forward_tasks"):
         return _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names, first_order, return_adapted)
-    if FAST_PATHS and not first_order and _normalises(model):
+    if engine.fast and not first_order and _normalises(model):
         return _adapt_task_by_task(model, episodes, steps, lr, params, adapted_names, return_adapted)
 
     def support_loss(fast, x, y):
@@ -230,14 +248,14 @@ def _adapt_linear_head(head, support_features, support_y, query_features, steps,
     return logits, {"weight": weight, "bias": bias}
 
 
-def _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted):
+def _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted, engine):
     head_initial = {name[len("head.") :]: p for name, p in initial.items()}
     if isinstance(lr, dict):  # the head's own names, as functional_call on model.head sees them
         lr = {name[len("head.") :]: value for name, value in lr.items() if name.startswith("head.")}
     fixed_head = {name: p for name, p in model.head.named_parameters() if name not in head_initial}
     # [tasks, ways*shots, F], [tasks, ways*queries, F]
-    support_features, query_features = body_features(model, episodes.support_x, episodes.query_x)
-    if FAST_PATHS and isinstance(model.head, nn.Linear) and set(head_initial) == {"weight", "bias"}:
+    support_features, query_features = body_features(model, episodes.support_x, episodes.query_x, engine=engine)
+    if engine.fast and isinstance(model.head, nn.Linear) and set(head_initial) == {"weight", "bias"}:
         logits, fast = _adapt_linear_head(
             head_initial, support_features, episodes.support_y, query_features, steps, lr, first_order
         )
@@ -303,7 +321,9 @@ class GradientMetaLearner:
         """
         first_order = self.first_order if first_order is None else first_order
         adapts = self.adapts if not frozen else (lambda name: self.adapts(name) and name not in frozen)
-        return adapt_and_predict(model, episodes, steps, self.inner_lr(hp), adapts, first_order, return_adapted)
+        return adapt_and_predict(
+            model, episodes, steps, self.inner_lr(hp), adapts, first_order, return_adapted, Engine.of(hp)
+        )
 
     def inner_loop(self, model, episodes, steps, lr, return_adapted=False):
         """The inner loop with an explicit step size (plugins such as Reptile call it directly)."""

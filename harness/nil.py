@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.episodes import Episodes
-from harness.meta_learning import body_features
+from harness.meta_learning import DEFAULT_ENGINE, Engine, body_features
 
 
 def nil_probabilities(
@@ -32,12 +32,12 @@ def nil_probabilities(
     return attention @ F.one_hot(support_y, ways).to(attention.dtype)  # [T, NQ, ways]
 
 
-def embed(model, episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(model, episodes: Episodes, engine: Engine = DEFAULT_ENGINE) -> tuple[torch.Tensor, torch.Tensor]:
     """Body features of support and query, each set a separate batch (batch-statistics BN per set)."""
-    return body_features(model, episodes.support_x, episodes.query_x)
+    return body_features(model, episodes.support_x, episodes.query_x, engine=engine)
 
 
-def nil_predict(model, episodes: Episodes) -> torch.Tensor:
+def nil_predict(model, episodes: Episodes, engine: Engine = DEFAULT_ENGINE) -> torch.Tensor:
     """NIL class probabilities for a meta-batch (usable as logits: argmax is the prediction)."""
-    support, query = embed(model, episodes)
+    support, query = embed(model, episodes, engine)
     return nil_probabilities(support, episodes.support_y, query, episodes.ways)

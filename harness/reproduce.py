@@ -49,7 +49,7 @@ from harness.rundir import read_json, read_metrics
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 #: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
 #: where each value came from (rewording a source must not orphan finished runs).
-NOT_IN_KEY = {"device", "data_root", "eval_batch_size", "log_every", "sources"}
+NOT_IN_KEY = {"device", "data_root", "eval_batch_size", "log_every", "sources", "inner_loop"}
 
 
 @dataclass

@@ -12,8 +12,12 @@ and raises ``RunStopped``; resuming it gives the same numbers too.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import random
+import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +31,6 @@ from harness.devices import describe_device, resolve_device
 from harness.distributed import context_from_environment
 from harness.errors import HarnessError, NonFiniteLossError
 from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
-from harness.meta_learning import body_precision
 from harness.rundir import (
     DiskFullError,
     MetricsLog,
@@ -39,6 +42,12 @@ from harness.rundir import (
 )
 from harness.stopping import RunStopped, StopConditions
 from harness.taskspec import parse_task_spec
+
+#: ``--inner-loop auto`` measures only runs with at least this many iterations left: a measurement
+#: costs about 8 training steps, and on a short run it could not save more than it costs.
+MEASURE_AT_LEAST = 500
+MEASURED_STEPS = 3  # timed steps per path, after one warm-up step
+MEASURE_SEED = 12345  # the measurement's own batch: the run's episode generator is not touched
 
 
 class Trainer:
@@ -96,6 +105,8 @@ class Trainer:
         self.train_seconds = 0.0
         self.best = {"accuracy": -1.0, "step": 0}
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.inner_loop: dict | None = None  # which inner loop runs and why; decided once per run (_choose_inner_loop)
+        self.hp = config  # the config the algorithm sees, with the inner loop decided
 
     def meta_parameters(self) -> list[torch.nn.Parameter]:
         """What the outer loop learns: the model's parameters, then the algorithm's own (if any)."""
@@ -123,6 +134,7 @@ class Trainer:
             },
             "best": dict(self.best),
             "train_seconds": self.train_seconds,
+            "inner_loop": self.inner_loop,
         }
 
     def save_checkpoint(self) -> None:
@@ -155,6 +167,9 @@ class Trainer:
         np.random.set_state(state["rng"]["numpy_global"])
         self.best = state["best"]
         self.train_seconds = state["train_seconds"]
+        # A resumed run keeps the inner loop it started with (the paths agree to rounding, not bit for bit);
+        # checkpoints from before the choice was recorded ran the fast paths.
+        self.inner_loop = state.get("inner_loop") or {"path": "fast", "how": "checkpoint without a recorded choice"}
         if self.is_main:
             self.metrics.truncate_after(self.step)
 
@@ -180,7 +195,7 @@ class Trainer:
             self.algorithm,
             self.model,
             self.samplers["val"],
-            self.config,
+            self.hp,
             self.config.val_tasks,
             VAL_TASK_SEED,
             self.device,
@@ -203,7 +218,7 @@ class Trainer:
         return result
 
     def train(self) -> dict:
-        with body_precision(self.config.precision), self.stop:
+        with self.stop:
             try:
                 return self._train()
             except DiskFullError as exc:
@@ -226,6 +241,7 @@ class Trainer:
 
     def _train(self) -> dict:
         config = self.config
+        self._choose_inner_loop()
         if self.is_main:
             self.plugins.notify("on_run_start", run_dir=str(self.run_dir), config=config.to_dict())
         bar = None
@@ -251,7 +267,7 @@ class Trainer:
                 if self.distributed:
                     batch = self.distributed.shard(batch, config.meta_batch_size)
                 self.optimizer.zero_grad(set_to_none=True)
-                last = self.algorithm.train_step(self.model, batch, config)
+                last = self.algorithm.train_step(self.model, batch, self.hp)
                 if self.distributed:
                     self.distributed.average_gradients(self.meta_parameters())
                     last = self.distributed.average_metrics(last)
@@ -299,14 +315,65 @@ class Trainer:
             self._stop_if_asked(0.0)  # a resumed run with step == iterations only tests
         return self.test() if self.is_main else None
 
-    def _training_batch(self):
-        config = self.config
+    def _training_batch(self, rng: np.random.Generator | None = None):
+        config, rng = self.config, rng or self.rng
         train = self.samplers["train"]
         if getattr(self.algorithm, "batch_kind", "episodes") == "classification":
             size = config.meta_batch_size * self.spec.ways * (self.spec.shots + config.queries)
-            images, labels = train.sample_classification(size, self.rng)
+            images, labels = train.sample_classification(size, rng)
             return images.to(self.device), labels.to(self.device)
-        return train.sample(config.meta_batch_size, self.rng).to(self.device)
+        return train.sample(config.meta_batch_size, rng).to(self.device)
+
+    # -- the inner loop's implementation, decided once per run -----------------
+
+    def _choose_inner_loop(self) -> None:
+        """Fast paths or generic vmap (``--inner-loop``); ``auto`` times both and keeps the faster."""
+        config = self.config
+        if self.inner_loop is None:
+            left = config.iterations - self.step
+            if config.inner_loop != "auto":
+                self.inner_loop = {"path": config.inner_loop, "how": f"--inner-loop {config.inner_loop}"}
+            elif self.distributed or not getattr(self.algorithm, "trains", True) or left < MEASURE_AT_LEAST:
+                why = "distributed run" if self.distributed else f"{left} iterations, fewer than {MEASURE_AT_LEAST}"
+                self.inner_loop = {"path": "fast", "how": f"auto, not measured ({why})"}
+            else:
+                timings = self._time_inner_loops()
+                self.inner_loop = {
+                    "path": min(timings, key=timings.get),
+                    "how": "auto, measured",
+                    "seconds_per_step": timings,
+                }
+        self.hp = dataclasses.replace(config, inner_loop=self.inner_loop["path"])
+        if self.is_main:
+            timed = ", ".join(
+                f"{path} {seconds:.4f} s" for path, seconds in self.inner_loop.get("seconds_per_step", {}).items()
+            )
+            print(
+                f"harness: inner loop: {self.inner_loop['path']} ({self.inner_loop['how']}"
+                f"{'; per training step: ' + timed if timed else ''})",
+                file=sys.stderr,
+            )
+
+    def _time_inner_loops(self) -> dict[str, float]:
+        """Median seconds of a training step on each path, on copies and a batch of its own (the run is untouched)."""
+        model = copy.deepcopy(self.model)
+        algorithm = copy.deepcopy(self.algorithm) if isinstance(self.algorithm, torch.nn.Module) else self.algorithm
+        batch = self._training_batch(np.random.default_rng(MEASURE_SEED))
+        torch_rng = torch.get_rng_state()
+        timings = {}
+        for path in ("fast", "generic"):
+            hp, seconds = dataclasses.replace(self.config, inner_loop=path), []
+            for repeat in range(1 + MEASURED_STEPS):  # the first one warms up
+                model.zero_grad(set_to_none=True)
+                started = time.perf_counter()
+                algorithm.train_step(model, batch, hp)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if repeat:
+                    seconds.append(time.perf_counter() - started)
+            timings[path] = round(statistics.median(seconds), 4)
+        torch.set_rng_state(torch_rng)
+        return timings
 
     def test(self) -> dict:
         best_path = self.run_dir / "best.pt"
@@ -321,7 +388,7 @@ class Trainer:
             self.algorithm,
             self.model,
             self.samplers["test"],
-            self.config,
+            self.hp,
             self.config.test_tasks,
             TEST_TASK_SEED,
             self.device,
@@ -331,6 +398,7 @@ class Trainer:
             "data": self.config.data,
             "seed": self.config.seed,
             "precision": self.config.precision,
+            "inner_loop": self.inner_loop,
             "test": result,
             "tested_checkpoint": {"file": best_path.name if best_path.exists() else "final model", "step": tested_step},
             "best_val": self.best,

@@ -36,8 +36,7 @@ def test_body_per_set_equals_the_body_run_per_task_and_set(backbone, channels, s
     model = build(backbone, channels, size, bn_mode=bn_mode)
     support, query = image_sets(channels, size)
     fast = ml.body_features(model, support, query)
-    monkeypatch.setattr(ml, "FAST_PATHS", False)
-    reference = ml.body_features(model, support, query)
+    reference = ml.body_features(model, support, query, engine=ml.Engine(fast=False))
     for got, want in zip(fast, reference):
         assert got.shape == want.shape == (3, got.shape[1], model.feature_dim)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
@@ -67,7 +66,7 @@ def test_meta_gradient_through_the_fast_path_equals_the_generic_path(algo, monke
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     fast = gradients()
-    monkeypatch.setattr(ml, "FAST_PATHS", False)
+    hp.inner_loop = "generic"  # the run config's --inner-loop generic: vmap everywhere
     reference = gradients()
     assert set(fast) == set(reference) and any(name.startswith("body.0") for name in fast)
     for name in reference:
@@ -79,9 +78,7 @@ def test_bf16_body_features_are_close_to_float32_and_come_back_as_float32(backbo
     model = build(backbone, channels, size, dtype=torch.float32)
     support, query = image_sets(channels, size, dtype=torch.float32)
     exact = ml.body_features(model, support, query)
-    with ml.body_precision("bf16"):
-        low = ml.body_features(model, support, query)
-    assert ml._body_dtype is None  # the context restores float32
+    low = ml.body_features(model, support, query, engine=ml.Engine(precision="bf16"))
     for got, want in zip(low, exact):
         assert got.dtype == torch.float32
         error = (got - want).norm() / want.norm()
@@ -177,9 +174,10 @@ def test_vmap_second_order_through_batchnorm_is_not_used_on_the_default_path(mon
     scale = max(g.abs().max() for g in reference.values())
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, reference[name], rtol=1e-9, atol=1e-10 * scale, msg=name)
-    monkeypatch.setattr(ml, "FAST_PATHS", False)  # vmap everywhere: shown for the record, not asserted
-    model.zero_grad()
-    logits = ml.adapt_and_predict(model, episodes, 2, 0.3, lambda name: True, first_order=False)
+    model.zero_grad()  # vmap everywhere: shown for the record, not asserted
+    logits = ml.adapt_and_predict(
+        model, episodes, 2, 0.3, lambda name: True, first_order=False, engine=ml.Engine(fast=False)
+    )
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten()).backward()
     got = torch.cat([p.grad.flatten() for p in model.parameters()])
     want = torch.cat([g.flatten() for g in reference.values()])
@@ -205,7 +203,7 @@ def test_fomaml_and_inference_side_by_side_equal_the_vmap_path(backbone, channel
         return {name: p.grad.clone() for name, p in model.named_parameters()}, predictions
 
     fast, fast_predictions = gradients_and_predictions()
-    monkeypatch.setattr(ml, "FAST_PATHS", False)
+    hp.inner_loop = "generic"
     reference, reference_predictions = gradients_and_predictions()
     scale = max(g.abs().max() for g in reference.values())
     for name in reference:
@@ -220,9 +218,8 @@ def test_partial_adaptation_and_adapted_parameters_match_the_generic_path(monkey
     episodes = tiny_episodes(1, 28)
     adapts = lambda name: not name.startswith(("body.0.", "body.1."))
     logits, adapted = ml.adapt_and_predict(model, episodes, 3, 0.3, adapts, first_order=True, return_adapted=True)
-    monkeypatch.setattr(ml, "FAST_PATHS", False)
     want_logits, want_adapted = ml.adapt_and_predict(
-        model, episodes, 3, 0.3, adapts, first_order=True, return_adapted=True
+        model, episodes, 3, 0.3, adapts, first_order=True, return_adapted=True, engine=ml.Engine(fast=False)
     )
     torch.testing.assert_close(logits, want_logits, rtol=1e-8, atol=1e-10)
     assert set(adapted) == set(want_adapted) and "body.2.0.weight" in adapted and "body.0.0.weight" not in adapted

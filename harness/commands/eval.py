@@ -112,10 +112,7 @@ class EvalCommand:
         run = open_run(plugins, args.run_dir, args)
         require_writable(run)
         options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
-        from harness.meta_learning import body_precision
-
-        with body_precision(run.config.precision):  # evaluate as the run was trained and tested
-            result = evaluator.evaluate(run, options)
+        result = evaluator.evaluate(run, options)  # the run's config carries its precision and inner-loop path
         result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
         out = run.path / f"eval-{evaluator.name}.json"
         write_json(out, result)

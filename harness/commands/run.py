@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import harness
-from harness.config import RunConfig, resolve_config
+from harness.config import INNER_LOOPS, RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
 from harness.rundir import read_json, removed_if_start_fails, run_state, write_json
@@ -34,6 +34,7 @@ OVERRIDES = {
     "eval_batch_size": int,
     "checkpoint_every": int,
     "log_every": int,
+    "inner_loop": str,
     "device": str,
     "data_root": str,
 }
@@ -71,6 +72,12 @@ class RunCommand:
                 help_text = (
                     "fp32 (default) or bf16: compute body features under bfloat16 autocast, for algorithms "
                     "whose inner loop leaves the body fixed (anil, nil-train, multitask, multiclass)"
+                )
+            if field == "inner_loop":
+                extra = {"choices": INNER_LOOPS}
+                help_text = (
+                    "auto (default): time the backbone's fast paths and the generic vmap inner loop on a few steps "
+                    "at the start of a run of 500+ iterations and keep the faster; fast or generic: that one"
                 )
             parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
 

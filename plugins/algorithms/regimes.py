@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.meta_learning import body_features, query_accuracy
+from harness.meta_learning import Engine, body_features, query_accuracy
 from harness.nil import nil_predict
 
 
@@ -35,7 +35,7 @@ class _NILPredictor:
     uses_body_features = True  # NIL embeds support and query with harness.meta_learning.body_features
 
     def predict(self, model, episodes, hp):
-        return nil_predict(model, episodes)
+        return nil_predict(model, episodes, Engine.of(hp))
 
 
 class Multiclass(_NILPredictor):
@@ -48,7 +48,9 @@ class Multiclass(_NILPredictor):
 
     def train_step(self, model, batch, hp) -> dict:
         images, labels = batch  # [batch, C, H, W], [batch]
-        (features,) = body_features(model, images[None])  # [1, batch, F]: the whole batch is one BN batch
+        (features,) = body_features(
+            model, images[None], engine=Engine.of(hp)
+        )  # [1, batch, F]: the whole batch is one BN batch
         logits = model.head(features[0])  # [batch, training classes]
         loss = F.cross_entropy(logits, labels)
         loss.backward()
@@ -62,7 +64,9 @@ class Multitask(_NILPredictor):
     def train_step(self, model, episodes, hp) -> dict:
         images = torch.cat([episodes.support_x, episodes.query_x], dim=1)  # [tasks, ways*(shots+queries), C, H, W]
         labels = torch.cat([episodes.support_y, episodes.query_y], dim=1)  # [tasks, ways*(shots+queries)]
-        (features,) = body_features(model, images)  # [tasks, ways*(shots+queries), F], one BN batch per task
+        (features,) = body_features(
+            model, images, engine=Engine.of(hp)
+        )  # [tasks, ways*(shots+queries), F], one BN batch per task
         logits = model.head(features)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
         loss.backward()
@@ -83,7 +87,7 @@ class NILTraining(_NILPredictor):
     description = "NIL training: no head; cosine-similarity (Matching Networks) classification loss on the body"
 
     def train_step(self, model, episodes, hp) -> dict:
-        probabilities = nil_predict(model, episodes)  # [tasks, ways*queries, ways]
+        probabilities = nil_predict(model, episodes, Engine.of(hp))  # [tasks, ways*queries, ways]
         loss = F.nll_loss(probabilities.clamp_min(1e-12).log().flatten(0, 1), episodes.query_y.flatten())
         loss.backward()
         return {"loss": loss.item(), "accuracy": query_accuracy(probabilities.detach(), episodes.query_y).mean().item()}

@@ -23,7 +23,7 @@ import harness
 from harness.activations import require_body_head
 from harness.evaluation import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
 from harness.evaluator_options import NUM_TASKS, TEST_INNER_STEPS, Option
-from harness.meta_learning import adapt_and_predict
+from harness.meta_learning import Engine, adapt_and_predict
 
 DEFAULT_HEAD_ITERATIONS = 500
 
@@ -46,7 +46,9 @@ def train_maml_head(model: nn.Module, sampler, config, iterations: int, seed: in
     for _ in range(iterations):
         episodes = sampler.sample(config.meta_batch_size, rng).to(device)
         optimizer.zero_grad(set_to_none=True)
-        logits = adapt_and_predict(model, episodes, config.inner_steps, config.inner_lr, is_head, first_order=False)
+        logits = adapt_and_predict(
+            model, episodes, config.inner_steps, config.inner_lr, is_head, first_order=False, engine=Engine.of(config)
+        )
         F.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten()).backward()
         optimizer.step()
     return model
@@ -76,7 +78,9 @@ class MAMLHeadEvaluator:
         model = train_maml_head(run.model, run.open_split("train"), run.config, iterations, options["seed"], run.device)
         steps, lr = options["test_inner_steps"], run.config.inner_lr
         accuracies = per_task_accuracies(
-            lambda episodes: adapt_and_predict(model, episodes, steps, lr, is_head, first_order=True),
+            lambda episodes: adapt_and_predict(
+                model, episodes, steps, lr, is_head, first_order=True, engine=Engine.of(run.config)
+            ),
             run.open_split("test"),
             options["num_tasks"],
             TEST_TASK_SEED,

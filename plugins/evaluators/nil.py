@@ -7,6 +7,7 @@ import harness
 from harness.activations import require_body_head
 from harness.evaluation import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
 from harness.evaluator_options import NUM_TASKS
+from harness.meta_learning import Engine
 from harness.nil import nil_predict
 
 
@@ -18,7 +19,7 @@ class NILEvaluator:
     def evaluate(self, run, options) -> dict:
         require_body_head(run.model, f"evaluator {self.name!r}")
         accuracies = per_task_accuracies(
-            lambda episodes: nil_predict(run.model, episodes),
+            lambda episodes: nil_predict(run.model, episodes, Engine.of(run.config)),
             run.open_split("test"),
             options["num_tasks"],
             TEST_TASK_SEED,
