@@ -17,6 +17,11 @@ from harness.errors import HarnessError
 
 PRECISIONS = ("fp32", "bf16")  # harness.meta_learning.Engine maps them to autocast dtypes
 INNER_LOOPS = ("auto", "fast", "generic")  # harness.meta_learning.Engine; auto is measured by harness.training
+#: The head's initial weights (``--head-init``), applied after the backbone builds the network:
+#: ``zero`` (weights and bias 0: every task starts from the uniform prediction; the "zeroing trick"
+#: of Kao et al., ICLR 2022), ``normal`` (weights ~ N(0, 1), bias 0: the reference TF code's w5/b5,
+#: cbfinn/maml ``construct_conv_weights``), ``default`` (PyTorch's ``nn.Linear`` initialisation).
+HEAD_INITS = ("zero", "normal", "default")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class RunConfig:
     queries: int = 1  # query images per class; datasets override
     bn_mode: str = "batch"  # see harness_plugins.backbones.conv4
     precision: str = "fp32"  # body features' compute dtype; the paper's code trains in float32
+    head_init: str = "zero"  # see HEAD_INITS; zero: the backbones' own (conv4.py measures why)
     inner_loop: str = "auto"  # fast paths or generic vmap; auto: the faster, measured at the run's start (speed only)
     split: str = "default"  # dataset-specific class split (omniglot: "maml" or "vinyals")
     val_every: int = 500  # iterations between validations (0: never)
@@ -86,6 +92,8 @@ class RunConfig:
                 raise HarnessError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise HarnessError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.head_init not in HEAD_INITS:
+            raise HarnessError(f"unknown head initialisation {self.head_init!r}; valid: {', '.join(HEAD_INITS)}")
         if self.inner_loop not in INNER_LOOPS:
             raise HarnessError(f"unknown inner loop {self.inner_loop!r}; valid: {', '.join(INNER_LOOPS)}")
         if not self.inner_lr >= 0 or not self.outer_lr > 0:

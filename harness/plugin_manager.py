@@ -59,6 +59,8 @@ BUILTIN_PLUGINS = (
     "harness_plugins.algorithms.fomaml",
     "harness_plugins.algorithms.anil",
     "harness_plugins.algorithms.meta_sgd",
+    "harness_plugins.algorithms.boil",
+    "harness_plugins.algorithms.protonet",
     "harness_plugins.algorithms.regimes",
     "harness_plugins.algorithms.meta_rl",
     "harness_plugins.envs.navigation",

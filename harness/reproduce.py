@@ -189,7 +189,7 @@ def resolved_config(plugins, algo: str, task: str, kind: str, overrides: dict) -
 
 
 #: Fields added after runs were recorded, left out of the key at their default so older keys stay valid.
-KEY_OMITS_DEFAULT = {"precision": "fp32"}
+KEY_OMITS_DEFAULT = {"precision": "fp32", "head_init": "zero"}
 
 
 def config_key(config: dict) -> str:

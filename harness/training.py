@@ -50,6 +50,24 @@ MEASURED_STEPS = 3  # timed steps per path, after one warm-up step
 MEASURE_SEED = 12345  # the measurement's own batch: the run's episode generator is not touched
 
 
+def initialise_head(model: torch.nn.Module, how: str) -> None:
+    """``--head-init`` (``harness.config.HEAD_INITS``) on the network's linear ``head``; ``zero`` draws no random numbers."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, torch.nn.Linear):
+        if how != "zero":
+            raise HarnessError(f"--head-init {how} needs a network whose head is an nn.Linear")
+        return
+    with torch.no_grad():
+        if how == "zero":
+            head.weight.zero_()
+            head.bias.zero_()
+        elif how == "normal":
+            head.weight.normal_(0.0, 1.0)
+            head.bias.zero_()
+        else:
+            head.reset_parameters()
+
+
 class Trainer:
     def __init__(
         self,
@@ -96,6 +114,7 @@ class Trainer:
         self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size, "head_outputs": head_outputs}
         torch.manual_seed(config.seed)
         self.model = self.backbone.build(train.in_channels, train.image_size, head_outputs, bn_mode=config.bn_mode)
+        initialise_head(self.model, config.head_init)
         self.model.to(self.device)
         if hasattr(self.algorithm, "for_run"):  # an algorithm with parameters of its own (Meta-SGD's step sizes)
             self.algorithm = self.algorithm.for_run(self.model, config).to(self.device)

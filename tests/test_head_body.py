@@ -7,14 +7,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import run_cli
-from harness_plugins.evaluators.freeze import parse_layers
-from harness_plugins.evaluators.maml_head import train_maml_head
 
 from harness.episodes import ClassPoolSampler, Episodes
 from harness.errors import HarnessError
 from harness.meta_learning import adapt_and_predict
 from harness.nil import nil_probabilities
 from harness.plugin_manager import get_plugins
+from harness_plugins.evaluators.freeze import parse_layers
+from harness_plugins.evaluators.maml_head import train_maml_head
 
 
 def test_nil_on_hand_built_embeddings():

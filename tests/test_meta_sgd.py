@@ -22,7 +22,7 @@ from harness.rundir import load_torch
 
 
 def meta_loss(model, episodes, params, rates, steps):
-    """Li et al. 2017, Eq. 3-4, as a plain per-task loop: theta' = theta - alpha o grad, query loss of theta'."""
+    """Meta-SGD (Li et al. 2017) as a plain per-task loop: theta' = theta - alpha o grad, query loss of theta'."""
     losses = []
     for t in range(episodes.num_tasks):
         fast = {n: p.detach().clone().requires_grad_() for n, p in params.items()}  # values only: finite differences

@@ -4,11 +4,11 @@ import csv
 import pickle
 import shutil
 
-import harness_plugins.datasets.miniimagenet as mini
 import numpy as np
 import pytest
 import torch
 
+import harness_plugins.datasets.miniimagenet as mini
 from harness.errors import HarnessError
 from harness.plugin_manager import get_plugins
 from harness.taskspec import parse_task_spec

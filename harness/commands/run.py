@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import harness
-from harness.config import INNER_LOOPS, RunConfig, resolve_config
+from harness.config import HEAD_INITS, INNER_LOOPS, RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
 from harness.rundir import read_json, removed_if_start_fails, run_state, write_json
@@ -34,6 +34,7 @@ OVERRIDES = {
     "eval_batch_size": int,
     "checkpoint_every": int,
     "log_every": int,
+    "head_init": str,
     "inner_loop": str,
     "device": str,
     "data_root": str,
@@ -72,6 +73,12 @@ class RunCommand:
                 help_text = (
                     "fp32 (default) or bf16: compute body features under bfloat16 autocast, for algorithms "
                     "whose inner loop leaves the body fixed (anil, nil-train, multitask, multiclass)"
+                )
+            if field == "head_init":
+                extra = {"choices": HEAD_INITS}
+                help_text = (
+                    "the head's initial weights: zero (default; all logits equal), normal (N(0, 1), the reference "
+                    "TF code), default (PyTorch nn.Linear)"
                 )
             if field == "inner_loop":
                 extra = {"choices": INNER_LOOPS}

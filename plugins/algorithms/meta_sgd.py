@@ -1,15 +1,15 @@
 """Meta-SGD (Li, Zhou, Chen, Li 2017, "Meta-SGD: Learning to Learn Quickly for Few-Shot Learning").
 
-MAML's inner step with a learned step size per parameter element (Li et al. 2017, Eq. 3):
+MAML's inner step with a learned step size per parameter element (Li et al. 2017):
 theta' = theta - alpha o grad L^s(theta), with alpha the same shape as theta; the outer loop
-learns theta and alpha together on the query loss of theta' (Eq. 4), second order.
+learns theta and alpha together on the query loss of theta', second order.
 
 The rates are parameters the algorithm owns: ``for_run(model, config)`` makes one tensor
 per model parameter, which the trainer optimises with the model (Adam, the run's outer lr),
 writes into every checkpoint (``"algorithm"``), restores on ``--resume`` and ``harness
 eval`` loads, so every evaluator adapts with the learned rates. Li et al. initialise alpha
-randomly; here every rate starts at the run's ``--inner-lr`` (our choice), so the first
-outer step is exactly MAML's.
+as part of their Algorithm 1 without a value the harness could quote; here every rate
+starts at the run's ``--inner-lr`` (our choice), so the first outer step is exactly MAML's.
 
     harness run --algo meta-sgd --data omniglot-20w1s
 """
