@@ -17,30 +17,24 @@ import dataclasses
 import math
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness import stopping
 from harness.config import RunConfig
 from harness.data_root import resolve_data_root
 from harness.devices import describe_device, resolve_device
 from harness.distributed import context_from_environment
-from harness.errors import HarnessError, NonFiniteLossError
+from harness.errors import HarnessError
 from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
+from harness.lifecycle import RunLifecycle
 from harness.rundir import (
-    DiskFullError,
-    MetricsLog,
     load_torch,
     load_weights,
-    prepare_run_dir,
-    save_torch,
-    write_json,
 )
-from harness.stopping import RunStopped, StopConditions
+from harness.stopping import StopConditions
 from harness.taskspec import parse_task_spec
 
 #: ``--inner-loop auto`` measures only runs with at least this many iterations left: a measurement
@@ -97,10 +91,18 @@ class Trainer:
         self.is_main = self.distributed is None or self.distributed.is_main
         # Ranks of a torchrun job would decide to stop at different iterations and hang in the
         # gradient all-reduce; there the launcher's signals end the job as before.
-        self.stop = StopConditions(signals=False) if stop is None or self.distributed else stop
-        self.run_dir = prepare_run_dir(run_dir, lock=self.is_main)
-        stopping.active_run_dir = self.run_dir
-        self.progress = progress
+        stop = StopConditions(signals=False) if stop is None or self.distributed else stop
+        self.life = RunLifecycle(
+            plugins,
+            run_dir,
+            config.iterations,
+            config.checkpoint_every,
+            f"{config.algo} {config.data}",
+            is_main=self.is_main,
+            progress=progress,
+            stop=stop,
+        )
+        self.run_dir = self.life.run_dir
         options = {"split": config.split, "queries": config.queries, "download": download}
         data_root = resolve_data_root(config.data_root)
         self.samplers = {
@@ -123,7 +125,7 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.best = {"accuracy": -1.0, "step": 0}
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.metrics = self.life.metrics
         self.inner_loop: dict | None = None  # which inner loop runs and why; decided once per run (_choose_inner_loop)
         self.hp = config  # the config the algorithm sees, with the inner loop decided
 
@@ -157,23 +159,13 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        if not self.is_main:
-            return
-        # The periodic checkpoint first: a kill between the two writes leaves checkpoint.pt at an earlier
-        # step, so the resumed run passes this step again and writes it; the other order would lose it.
-        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-            periodic = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
-            save_torch(periodic, self._state())
-            self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(periodic))
-        path = self.run_dir / "checkpoint.pt"
-        save_torch(path, self._state())
-        self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(path))
+        if self.is_main:
+            self.life.checkpoint(self.step, self._state())
 
     def restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"
         if not path.exists():  # stopped or killed before its first checkpoint: start over, with its config
-            if self.is_main:
-                self.metrics.truncate_after(-1)
+            self.life.truncate_metrics(-1)
             return
         state = load_torch(path, needs=("model", "optimizer", "step", "rng", "best", "train_seconds"))
         load_weights(self.model, state["model"], path)
@@ -189,8 +181,7 @@ class Trainer:
         # A resumed run keeps the inner loop it started with (the paths agree to rounding, not bit for bit);
         # checkpoints from before the choice was recorded ran the fast paths.
         self.inner_loop = state.get("inner_loop") or {"path": "fast", "how": "checkpoint without a recorded choice"}
-        if self.is_main:
-            self.metrics.truncate_after(self.step)
+        self.life.truncate_metrics(self.step)
 
     def _restore_owned(self, state: dict, path: Path) -> None:
         if isinstance(self.algorithm, torch.nn.Module):
@@ -199,12 +190,6 @@ class Trainer:
             load_weights(self.algorithm, state["algorithm"], path)
 
     # -- loop ----------------------------------------------------------------
-
-    def _log(self, row: dict) -> None:
-        if not self.is_main:
-            return
-        self.metrics.append(row)
-        self.plugins.notify("on_metrics", run_dir=str(self.run_dir), step=row["step"], row=row)
 
     def validate(self) -> dict | None:
         if not self.is_main:
@@ -219,12 +204,11 @@ class Trainer:
             VAL_TASK_SEED,
             self.device,
         )
-        self._log({"step": self.step, "split": "val", **result})
+        self.life.log({"step": self.step, "split": "val", **result})
         if result["accuracy"] > self.best["accuracy"]:
             self.best = {"accuracy": result["accuracy"], "ci95": result["ci95"], "step": self.step}
-            best = self.run_dir / "best.pt"
-            save_torch(
-                best,
+            self.life.save_best(
+                self.step,
                 {
                     "model": self.model.state_dict(),
                     "step": self.step,
@@ -233,99 +217,62 @@ class Trainer:
                     **self._owned_state(),
                 },
             )
-            self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(best))
         return result
 
     def train(self) -> dict:
-        with self.stop:
-            try:
-                return self._train()
-            except DiskFullError as exc:
-                raise DiskFullError(
-                    f"{exc}; {self._kept()}; free space, then continue with harness run --resume {self.run_dir}"
-                ) from None
-
-    def _kept(self) -> str:
-        """Which checkpoint a failed run leaves to resume from (written atomically, so it is whole)."""
-        saved = self.run_dir / "checkpoint.pt"
-        if not saved.exists():
-            return "no checkpoint was written yet"
-        return f"the last good checkpoint is step {load_torch(saved)['step']} ({saved})"
+        self.choose_inner_loop()
+        with self.life.running(self.config.to_dict(), self.step):
+            return self._train()
 
     def _stop_if_asked(self, next_seconds: float) -> None:
-        reason = self.stop.should_stop(next_seconds)
-        if reason:
-            self.save_checkpoint()
-            raise RunStopped(self.run_dir, self.step, self.config.iterations, reason)
+        self.life.stop_if_asked(self.step, next_seconds, self._state)
 
     def _train(self) -> dict:
         config = self.config
-        self._choose_inner_loop()
-        if self.is_main:
-            self.plugins.notify("on_run_start", run_dir=str(self.run_dir), config=config.to_dict())
-        bar = None
-        if self.progress and self.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=config.iterations,
-                initial=self.step,
-                desc=f"{config.algo} {config.data}",
-                unit="it",
-                dynamic_ncols=True,
-            )
         last = {"loss": float("nan"), "accuracy": float("nan")}
         loop_started, steps_before = time.perf_counter(), self.step
-        try:
-            while self.step < config.iterations and getattr(self.algorithm, "trains", True):
-                done_here = self.step - steps_before
-                # Stop early enough that one more iteration (validations averaged in) fits the time limit.
-                self._stop_if_asked((time.perf_counter() - loop_started) / done_here if done_here else 0.0)
-                started = time.perf_counter()
-                batch = self._training_batch()
-                if self.distributed:
-                    batch = self.distributed.shard(batch, config.meta_batch_size)
-                self.optimizer.zero_grad(set_to_none=True)
-                last = self.algorithm.train_step(self.model, batch, self.hp)
-                if self.distributed:
-                    self.distributed.average_gradients(self.meta_parameters())
-                    last = self.distributed.average_metrics(last)
-                grads = [p.grad for p in self.meta_parameters() if p.grad is not None]
-                # One host-device synchronisation for all gradients, not one per tensor.
-                grads_finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
-                if not math.isfinite(last["loss"]) or not grads_finite:
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient ({last['loss']}) at step {self.step + 1}; training stopped, {self._kept()}"
-                    )
-                self.optimizer.step()
-                self.step += 1
-                self.train_seconds += time.perf_counter() - started
-                if bar is not None:
-                    bar.update(1)
-                    shown = {"loss": f"{last['loss']:.3f}", "acc": f"{last['accuracy']:.3f}"}
-                    if self.best["accuracy"] >= 0:  # -1 until the first validation
-                        shown["best_val"] = f"{self.best['accuracy']:.3f}"
-                    bar.set_postfix(shown)
-                logged = False
-                if self.step % config.log_every == 0 or self.step == config.iterations:
-                    self._log(
-                        {
-                            "step": self.step,
-                            "split": "train",
-                            "loss": last["loss"],
-                            "accuracy": last["accuracy"],
-                            "train_seconds": round(self.train_seconds, 3),
-                        }
-                    )
-                    logged = True
-                if config.val_every and (self.step % config.val_every == 0 or self.step == config.iterations):
-                    self.validate()
-                    logged = True
-                if logged or (config.checkpoint_every and self.step % config.checkpoint_every == 0):
-                    self.save_checkpoint()
-        finally:
-            if bar is not None:
-                bar.close()
+        while self.step < config.iterations and getattr(self.algorithm, "trains", True):
+            done_here = self.step - steps_before
+            # Stop early enough that one more iteration (validations averaged in) fits the time limit.
+            self._stop_if_asked((time.perf_counter() - loop_started) / done_here if done_here else 0.0)
+            started = time.perf_counter()
+            batch = self._training_batch()
+            if self.distributed:
+                batch = self.distributed.shard(batch, config.meta_batch_size)
+            self.optimizer.zero_grad(set_to_none=True)
+            last = self.algorithm.train_step(self.model, batch, self.hp)
+            if self.distributed:
+                self.distributed.average_gradients(self.meta_parameters())
+                last = self.distributed.average_metrics(last)
+            grads = [p.grad for p in self.meta_parameters() if p.grad is not None]
+            # One host-device synchronisation for all gradients, not one per tensor.
+            grads_finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+            if not math.isfinite(last["loss"]) or not grads_finite:
+                raise self.life.non_finite(f"non-finite loss or gradient ({last['loss']}) at step {self.step + 1}")
+            self.optimizer.step()
+            self.step += 1
+            self.train_seconds += time.perf_counter() - started
+            shown = {"loss": f"{last['loss']:.3f}", "acc": f"{last['accuracy']:.3f}"}
+            if self.best["accuracy"] >= 0:  # -1 until the first validation
+                shown["best_val"] = f"{self.best['accuracy']:.3f}"
+            self.life.advanced(shown)
+            logged = False
+            if self.step % config.log_every == 0 or self.step == config.iterations:
+                self.life.log(
+                    {
+                        "step": self.step,
+                        "split": "train",
+                        "loss": last["loss"],
+                        "accuracy": last["accuracy"],
+                        "train_seconds": round(self.train_seconds, 3),
+                    }
+                )
+                logged = True
+            if config.val_every and (self.step % config.val_every == 0 or self.step == config.iterations):
+                self.validate()
+                logged = True
+            if logged or (config.checkpoint_every and self.step % config.checkpoint_every == 0):
+                self.save_checkpoint()
         if not getattr(self.algorithm, "trains", True):
             self.save_checkpoint()  # the untrained initialisation is the model (random features)
         if self.distributed:
@@ -345,8 +292,8 @@ class Trainer:
 
     # -- the inner loop's implementation, decided once per run -----------------
 
-    def _choose_inner_loop(self) -> None:
-        """Fast paths or generic vmap (``--inner-loop``); ``auto`` times both and keeps the faster."""
+    def choose_inner_loop(self) -> dict:
+        """Fast paths or generic vmap (``--inner-loop``); ``auto`` times both and keeps the faster. Once per run."""
         config = self.config
         if self.inner_loop is None:
             left = config.iterations - self.step
@@ -354,7 +301,7 @@ class Trainer:
                 self.inner_loop = {"path": config.inner_loop, "how": f"--inner-loop {config.inner_loop}"}
             elif self.distributed or not getattr(self.algorithm, "trains", True) or left < MEASURE_AT_LEAST:
                 why = "distributed run" if self.distributed else f"{left} iterations, fewer than {MEASURE_AT_LEAST}"
-                self.inner_loop = {"path": "fast", "how": f"auto, not measured ({why})"}
+                self.inner_loop = {"path": "fast", "how": f"auto, not measured: {why}"}
             else:
                 timings = self._time_inner_loops()
                 self.inner_loop = {
@@ -363,15 +310,7 @@ class Trainer:
                     "seconds_per_step": timings,
                 }
         self.hp = dataclasses.replace(config, inner_loop=self.inner_loop["path"])
-        if self.is_main:
-            timed = ", ".join(
-                f"{path} {seconds:.4f} s" for path, seconds in self.inner_loop.get("seconds_per_step", {}).items()
-            )
-            print(
-                f"harness: inner loop: {self.inner_loop['path']} ({self.inner_loop['how']}"
-                f"{'; per training step: ' + timed if timed else ''})",
-                file=sys.stderr,
-            )
+        return self.inner_loop
 
     def _time_inner_loops(self) -> dict[str, float]:
         """Median seconds of a training step on each path, on copies and a batch of its own (the run is untouched)."""
@@ -427,6 +366,4 @@ class Trainer:
             "test_seconds": round(time.perf_counter() - started, 3),
             "environment": describe_device(self.device),
         }
-        write_json(self.run_dir / "summary.json", summary)
-        self.plugins.notify("on_run_end", run_dir=str(self.run_dir), summary=summary)
-        return summary
+        return self.life.finish(summary)

@@ -19,7 +19,7 @@ from harness.training import Trainer
 
 @pytest.mark.realdata
 def test_auto_measures_both_paths_without_touching_the_run_and_resume_keeps_the_choice(
-    data_root, tmp_path, monkeypatch, capsys
+    data_root, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(training, "MEASURE_AT_LEAST", 1)
     plugins = load_plugins()
@@ -37,7 +37,6 @@ def test_auto_measures_both_paths_without_touching_the_run_and_resume_keeps_the_
     assert chosen["how"] == "auto, measured" and chosen["path"] == min(
         chosen["seconds_per_step"], key=chosen["seconds_per_step"].get
     )
-    assert f"harness: inner loop: {chosen['path']} (auto, measured; per training step: fast " in capsys.readouterr().err
 
     extended = small_config(plugins, data_root, algo="maml", iterations=6, log_every=2, val_every=2)
     resumed = Trainer(extended, plugins, tmp_path / "run", download=False, progress=False)
@@ -76,7 +75,7 @@ def test_an_explicit_inner_loop_is_used_and_recorded(data_root, tmp_path):
         "path": "generic",
         "how": "--inner-loop generic",
     }
-    assert "harness: inner loop: generic (--inner-loop generic)\n" in result.stderr
+    assert "(device cpu; inner loop generic: --inner-loop generic); run directory" in result.stderr
     short = run_cli(
         "run",
         "--algo",
@@ -97,7 +96,9 @@ def test_an_explicit_inner_loop_is_used_and_recorded(data_root, tmp_path):
         "--out",
         tmp_path / "short",
     )
-    assert "harness: inner loop: fast (auto, not measured (2 iterations, fewer than 500))\n" in short.stderr
+    assert (
+        "(device cpu; inner loop fast: auto, not measured: 2 iterations, fewer than 500); run directory" in short.stderr
+    )
     bad = run_cli(
         "run", "--algo", "anil", "--data", "omniglot-5w1s", "--inner-loop", "fastest", "--out", tmp_path / "x"
     )

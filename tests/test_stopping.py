@@ -147,7 +147,10 @@ def test_signal_mid_training_stops_cleanly_and_resumes_identically(signum, unint
     assert process.returncode == EXIT_STOPPED, stderr
     name = signal.Signals(signum).name
     started, stderr = stderr.split("\n", 1)  # the one line that names the run directory, then the stop
-    assert started == f"harness: training anil on omniglot-5w1s to 400 iterations (device cpu); run directory {out}"
+    assert started == (
+        "harness: training anil on omniglot-5w1s to 400 iterations (device cpu; inner loop fast: auto, not measured: "
+        f"400 iterations, fewer than 500); run directory {out}"
+    )
     assert stderr.startswith("harness: stopped at step ") and stderr.count("\n") == 1, stderr
     assert stderr.endswith(
         f" of 400 (received {name}); checkpoint written; continue with: harness run --resume {out}\n"

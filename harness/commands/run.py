@@ -176,11 +176,16 @@ class RunCommand:
             if trainer.is_main:
                 trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
                 write_json(run_dir / "config.json", config.to_dict())
+        inner = trainer.choose_inner_loop()
         if trainer.is_main:
             begun = f"from step {trainer.step} " if trainer.step else ""
+            timed = "".join(
+                f", {path} {seconds:.4f} s/step" for path, seconds in inner.get("seconds_per_step", {}).items()
+            )
             print(
                 f"harness: training {config.algo} on {config.data} {begun}to {config.iterations} iterations "
-                f"(device {trainer.device}); run directory {trainer.run_dir}",
+                f"(device {trainer.device}; inner loop {inner['path']}: {inner['how']}{timed}); "
+                f"run directory {trainer.run_dir}",
                 file=sys.stderr,
             )
         summary = trainer.train()

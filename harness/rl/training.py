@@ -19,22 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import stopping
 from harness.devices import describe_device
-from harness.errors import HarnessError, NonFiniteLossError
+from harness.errors import HarnessError
 from harness.evaluation import mean_and_ci95
+from harness.lifecycle import RunLifecycle
 from harness.rl.policy import GaussianMLPPolicy
 from harness.rl.rollouts import collect
 from harness.rundir import (
-    DiskFullError,
-    MetricsLog,
     load_torch,
     load_weights,
-    prepare_run_dir,
-    save_torch,
-    write_json,
 )
-from harness.stopping import RunStopped, StopConditions
+from harness.stopping import StopConditions
 
 EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training tasks come from ``seed``)
 
@@ -117,19 +112,26 @@ class RLTrainer:
     def __init__(
         self, config: RLConfig, plugins, run_dir: Path, progress: bool = True, stop: StopConditions | None = None
     ):
-        self.config, self.plugins, self.progress = config, plugins, progress
-        self.stop = stop or StopConditions(signals=False)
+        self.config, self.plugins = config, plugins
         self.env_plugin = plugins.task_samplers.get(config.env)
         self.algorithm = resolve_rl_algorithm(plugins, config.algo)
-        self.run_dir = prepare_run_dir(run_dir, lock=True)
-        stopping.active_run_dir = self.run_dir
+        self.life = RunLifecycle(
+            plugins,
+            run_dir,
+            config.iterations,
+            config.checkpoint_every,
+            f"{config.algo} {config.env}",
+            progress=progress,
+            stop=stop,
+        )
+        self.run_dir = self.life.run_dir
         torch.manual_seed(config.seed)
         self.policy = GaussianMLPPolicy(self.env_plugin.observation_dim, self.env_plugin.action_dim)
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step, self.train_seconds = 0, 0.0
         self.best = {"return": -float("inf"), "step": 0}
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.metrics = self.life.metrics
 
     def _state(self) -> dict:
         return {
@@ -142,73 +144,40 @@ class RLTrainer:
         }
 
     def save_checkpoint(self) -> None:
-        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:  # first: see Trainer
-            periodic = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
-            save_torch(periodic, self._state())
-            self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(periodic))
-        path = self.run_dir / "checkpoint.pt"
-        save_torch(path, self._state())
-        self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(path))
+        self.life.checkpoint(self.step, self._state())
 
     def restore(self) -> None:
         path = self.run_dir / "checkpoint.pt"
         if not path.exists():  # stopped or killed before its first checkpoint: start over, with its config
-            self.metrics.truncate_after(-1)
+            self.life.truncate_metrics(-1)
             return
         state = load_torch(path, needs=("policy", "step", "best", "train_seconds", "rng"))
         load_weights(self.policy, state["policy"], path)
         self.step, self.best, self.train_seconds = state["step"], state["best"], state["train_seconds"]
         self.rng.bit_generator.state = state["rng"]["tasks"]
         self.generator.set_state(state["rng"]["actions"])
-        self.metrics.truncate_after(self.step)
+        self.life.truncate_metrics(self.step)
 
     def train(self) -> dict:
         config = self.config
-        self.plugins.notify("on_run_start", run_dir=str(self.run_dir), config=config.to_dict())
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=config.iterations,
-                initial=self.step,
-                desc=f"{config.algo} {config.env}",
-                unit="it",
-                dynamic_ncols=True,
-            )
         env = self.env_plugin.make_vector_env(config.meta_batch_size * config.episodes_per_task)
         loop_started, steps_before = time.perf_counter(), self.step
         try:
-            with self.stop:
+            with self.life.running(config.to_dict(), self.step):
                 while self.step < config.iterations:
                     done_here = self.step - steps_before
                     self._stop_if_asked((time.perf_counter() - loop_started) / done_here if done_here else 0.0)
-                    self._iteration(env, bar)
+                    self._iteration(env)
                 self._stop_if_asked(0.0)
-        except DiskFullError as exc:
-            raise DiskFullError(
-                f"{exc}; {self._kept()}; free space, then continue with harness run --resume {self.run_dir}"
-            ) from None
+                return self.test()
         finally:
             env.close()
-            if bar is not None:
-                bar.close()
-        return self.test()
-
-    def _kept(self) -> str:
-        """Which checkpoint a failed run leaves to resume from (written atomically, so it is whole)."""
-        saved = self.run_dir / "checkpoint.pt"
-        if not saved.exists():
-            return "no checkpoint was written yet"
-        return f"the last good checkpoint is step {load_torch(saved)['step']} ({saved})"
 
     def _stop_if_asked(self, next_seconds: float) -> None:
-        reason = self.stop.should_stop(next_seconds)
-        if reason:
-            self.save_checkpoint()  # every iteration already ends with one; this covers a stop before the first
-            raise RunStopped(self.run_dir, self.step, self.config.iterations, reason)
+        # Every iteration ends with a checkpoint; the one written here covers a stop before the first.
+        self.life.stop_if_asked(self.step, next_seconds, self._state)
 
-    def _iteration(self, env, bar) -> None:
+    def _iteration(self, env) -> None:
         config = self.config
         started = time.perf_counter()
         tasks = self.env_plugin.sample_tasks(config.meta_batch_size, self.rng)
@@ -229,22 +198,15 @@ class RLTrainer:
             "update_seconds": round(time.perf_counter() - sampled, 3),
         }
         if not np.isfinite(row["return"]) or not np.isfinite(stats["surrogate_before"]):
-            raise NonFiniteLossError(
-                f"non-finite return or loss at iteration {self.step + 1}; training stopped, {self._kept()}"
-            )
+            raise self.life.non_finite(f"non-finite return or loss at iteration {self.step + 1}")
         if row["return"] > self.best["return"]:  # the policy that collected ``valid`` (before this update)
             self.best = {"return": row["return"], "step": self.step}
-            best = self.run_dir / "best.pt"
-            save_torch(best, {"policy": collecting_policy, "step": self.step, "config": config.to_dict()})
-            self.plugins.notify("on_checkpoint", run_dir=str(self.run_dir), step=self.step, path=str(best))
+            self.life.save_best(self.step, {"policy": collecting_policy, "step": self.step, "config": config.to_dict()})
         self.step += 1
         self.train_seconds += time.perf_counter() - started
-        self.metrics.append(row)
-        self.plugins.notify("on_metrics", run_dir=str(self.run_dir), step=self.step, row=row)
+        self.life.log(row)
         self.save_checkpoint()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(ret=f"{row['return']:.1f}", best=f"{self.best['return']:.1f}")
+        self.life.advanced({"ret": f"{row['return']:.1f}", "best": f"{self.best['return']:.1f}"})
 
     def test(self) -> dict:
         best_path = self.run_dir / "best.pt"
@@ -269,6 +231,4 @@ class RLTrainer:
             "paper_return": getattr(self.env_plugin, "paper_returns", {}).get(self.config.algo),
             "environment": describe_device(torch.device("cpu")),
         }
-        write_json(self.run_dir / "summary.json", summary)
-        self.plugins.notify("on_run_end", run_dir=str(self.run_dir), summary=summary)
-        return summary
+        return self.life.finish(summary)
