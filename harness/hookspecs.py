@@ -149,13 +149,18 @@ def register_task_samplers(registry) -> None:
 
     Raise :class:`harness.errors.HarnessError` with a one-line message when
     data are missing or malformed; say where you looked.
+    """
 
-    Meta-RL environments register here too, as task samplers with
-    ``kind = "rl"`` (``harness run --algo anil --env NAME``; see
-    ``plugins/envs/navigation.py``). They have ``episode_steps``,
+
+@hookspec
+def register_environments(registry) -> None:
+    """Register meta-RL environments (``harness run --algo maml --env NAME``).
+
+    An environment has ``name``, ``description``, ``episode_steps``,
     ``observation_dim``, ``action_dim``, ``paper_defaults`` (a dict of
     :class:`harness.rl.training.RLConfig` overrides such as the meta-batch),
-    optionally ``paper_returns`` (``{algorithm: (mean, std)}``) and
+    optionally ``paper_returns`` (``{algorithm: (mean, std)}``, quoted from the
+    paper) and
 
     - ``sample_tasks(count, rng: numpy.random.Generator) -> ndarray``: task
       parameters, one row per task (a goal, a direction, a velocity);
@@ -163,6 +168,8 @@ def register_task_samplers(registry) -> None:
       ``reset(seed=..., options={"tasks": per_env_tasks})`` sets each copy's
       task. The harness runs ``tasks x episodes_per_task`` copies, task-major,
       for ``episode_steps`` steps and masks steps after ``terminated``.
+
+    See ``plugins/envs/navigation.py``.
     """
 
 

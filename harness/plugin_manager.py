@@ -76,6 +76,7 @@ REGISTRY_HOOKS = {
     "algorithms": ("register_algorithms", "algorithm"),
     "backbones": ("register_backbones", "backbone"),
     "task_samplers": ("register_task_samplers", "task sampler"),
+    "environments": ("register_environments", "environment"),
     "evaluators": ("register_evaluators", "evaluator"),
     "commands": ("register_commands", "command"),
 }

@@ -175,7 +175,7 @@ def resolved_config(plugins, algo: str, task: str, kind: str, overrides: dict) -
         from harness.commands.run_rl import RL_FLAGS
         from harness.rl.training import RLConfig, resolve_rl_algorithm
 
-        env = plugins.task_samplers.get(task)
+        env = plugins.environments.get(task)
         config = RLConfig(algo=resolve_rl_algorithm(plugins, algo).name, env=task, **env.paper_defaults)
         for name, value in overrides.items():
             setattr(config, RL_FLAGS.get(name, name), value)  # the flag's RLConfig field, as harness run maps it

@@ -178,7 +178,7 @@ def test_meta_rl_runs_call_every_lifecycle_hook_too(tmp_path):
     pytest.importorskip("gymnasium")
     recorder = Recorder("recorder")
     plugins = load_plugins(extra_plugins=(recorder.module,))
-    env = plugins.task_samplers.get("2d-navigation")
+    env = plugins.environments.get("2d-navigation")
     config = RLConfig(
         algo="maml-rl",
         env="2d-navigation",

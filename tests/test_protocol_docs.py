@@ -21,7 +21,7 @@ ROLES = {
     "algorithm": "register_algorithms",
     "model": "register_backbones",
     "task_sampler": "register_task_samplers",
-    "env_plugin": "register_task_samplers",
+    "env_plugin": "register_environments",
     "evaluator": "register_evaluators",
     "command": "register_commands",
 }

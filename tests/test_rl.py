@@ -25,7 +25,7 @@ from harness.rl.trpo import conjugate_gradient, fisher_vector_product, trpo_step
 
 
 def env_plugin(name):
-    return get_plugins().task_samplers.get(name)
+    return get_plugins().environments.get(name)
 
 
 # -- environments ------------------------------------------------------------

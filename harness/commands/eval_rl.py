@@ -33,7 +33,7 @@ def evaluate_rl_runs(plugins, run_dirs, args) -> int:
                 "evaluate one algorithm and environment at a time"
             )
         configs.append(config)
-    env_plugin = plugins.task_samplers.get(configs[0].env)
+    env_plugin = plugins.environments.get(configs[0].env)
     algorithm = resolve_rl_algorithm(plugins, configs[0].algo)
     rows, returns = [], []
     for run_dir, config in zip(run_dirs, configs):

@@ -5,7 +5,7 @@ from tabulate import tabulate
 import harness
 from harness.evaluator_options import describe_options
 
-KINDS = ("algorithms", "backbones", "task_samplers", "evaluators")
+KINDS = ("algorithms", "backbones", "task_samplers", "environments", "evaluators")
 
 
 class ListCommand:

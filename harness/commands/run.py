@@ -98,17 +98,13 @@ class RunCommand:
             raise HarnessError("give either --data or --env, not both")
         task_name = args.env or args.data
         rl_resume = args.resume and read_json_if_exists(Path(args.resume) / "config.json").get("kind") == "rl"
-        if rl_resume or (
-            task_name in plugins.task_samplers and getattr(plugins.task_samplers.get(task_name), "kind", None) == "rl"
-        ):
+        if rl_resume or task_name in plugins.environments:
             from harness.commands.run_rl import run_rl
 
             return run_rl(plugins, args, task_name, stop)
         if args.env:
-            rl = [n for n, obj, _ in plugins.task_samplers.items() if getattr(obj, "kind", None) == "rl"]
-            raise HarnessError(
-                f"unknown environment {args.env!r}; environments: {', '.join(rl) or '(none: install the rl extra)'}"
-            )
+            known = ", ".join(plugins.environments.names()) or "(none: install the rl extra)"
+            raise HarnessError(f"unknown environment {args.env!r}; environments: {known}")
         if args.resume:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").exists():

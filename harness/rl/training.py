@@ -113,7 +113,7 @@ class RLTrainer:
         self, config: RLConfig, plugins, run_dir: Path, progress: bool = True, stop: StopConditions | None = None
     ):
         self.config, self.plugins = config, plugins
-        self.env_plugin = plugins.task_samplers.get(config.env)
+        self.env_plugin = plugins.environments.get(config.env)
         self.algorithm = resolve_rl_algorithm(plugins, config.algo)
         self.life = RunLifecycle(
             plugins,

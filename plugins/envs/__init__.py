@@ -1,1 +1,1 @@
-"""Bundled meta-RL environment plugins (task samplers with ``kind = "rl"``)."""
+"""Bundled meta-RL environment plugins (the ``register_environments`` hook)."""

@@ -98,7 +98,6 @@ class HalfCheetahTaskVectorEnv(gym.vector.VectorEnv):
 
 
 class HalfCheetahTasks:
-    kind = "rl"
     episode_steps = EPISODE_STEPS
     observation_dim, action_dim = 17, 6
     # pytorch-maml-rl configs/maml/halfcheetah-{dir,vel}.yaml: meta-batch 40 tasks.
@@ -129,6 +128,6 @@ class HalfCheetahVelocity(HalfCheetahTasks):
 
 
 @harness.hookimpl
-def register_task_samplers(registry):
+def register_environments(registry):
     registry.add(HalfCheetahDirection())
     registry.add(HalfCheetahVelocity())

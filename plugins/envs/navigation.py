@@ -59,7 +59,6 @@ class Navigation2DVectorEnv(gym.vector.VectorEnv):
 
 class Navigation2D:
     name = "2d-navigation"
-    kind = "rl"
     description = "2D point navigation to a goal in [-0.5, 0.5]^2 (Finn et al. 2017), 100-step episodes"
     episode_steps = EPISODE_STEPS
     observation_dim, action_dim = 2, 2
@@ -75,5 +74,5 @@ class Navigation2D:
 
 
 @harness.hookimpl
-def register_task_samplers(registry):
+def register_environments(registry):
     registry.add(Navigation2D())
