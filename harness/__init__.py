@@ -1,10 +1,57 @@
-"""feature-reuse-harness: MAML, FOMAML, ANIL and the analyses of Raghu et al. (ICLR 2020)."""
+"""feature-reuse-harness: MAML, FOMAML, ANIL and the analyses of Raghu et al. (ICLR 2020).
+
+The public API for plugin authors, importable from ``harness`` directly::
+
+    import harness
+
+    class MyAlgorithm(harness.GradientMetaLearner): ...
+
+    @harness.hookimpl
+    def register_algorithms(registry):
+        registry.add(MyAlgorithm())
+
+Everything but ``hookimpl`` and ``HarnessError`` is imported on first use, so ``import harness``
+stays cheap (the command line prints its first line before torch loads).
+"""
+
+import importlib
 
 import pluggy
+
+from harness.errors import HarnessError
 
 __version__ = "0.1.0"
 
 #: Decorator for hook implementations in plugins: ``@harness.hookimpl``.
 hookimpl = pluggy.HookimplMarker("harness")
 
-__all__ = ["hookimpl", "__version__"]
+#: Public name -> the module that defines it (imported when first used).
+_LAZY = {
+    "GradientMetaLearner": "harness.meta_learning",
+    "Engine": "harness.meta_learning",
+    "adapt_and_predict": "harness.meta_learning",
+    "body_features": "harness.meta_learning",
+    "query_accuracy": "harness.meta_learning",
+    "Episodes": "harness.episodes",
+    "ClassPoolSampler": "harness.episodes",
+    "Option": "harness.evaluator_options",
+    "NUM_TASKS": "harness.evaluator_options",
+    "TEST_INNER_STEPS": "harness.evaluator_options",
+    "ADAPT_AS": "harness.evaluator_options",
+    "adapt_with": "harness.evaluation",
+    "mean_and_ci95": "harness.evaluation",
+    "per_task_accuracies": "harness.evaluation",
+    "RunConfig": "harness.config",
+    "LoadedRun": "harness.rundir",
+    "Registry": "harness.registry",
+}
+
+__all__ = ["HarnessError", "__version__", "hookimpl", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

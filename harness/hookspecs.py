@@ -24,6 +24,11 @@ plugins register is an error, naming both, for the commands that use it.
 
 Lifecycle hooks are called by ``harness run`` for every plugin that implements
 them (loggers, trackers, notifiers). They must not modify their arguments.
+
+``harness/protocols.py`` states the same contracts as typing protocols; an
+object missing a required member is refused when its plugin registers it. A
+hook name that is not below (a misspelling) disables its plugin with a "did you
+mean" message. The names a plugin needs are importable from ``harness``.
 """
 
 from __future__ import annotations

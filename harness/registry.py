@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.protocols import missing_members
 
 
 class Registry:
@@ -28,6 +29,12 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise HarnessError(
                 f"plugin {self.current_plugin!r} registered a {self.kind} without a string 'name' attribute: {obj!r}"
+            )
+        missing = missing_members(self.kind, obj)
+        if missing:
+            raise HarnessError(
+                f"plugin {self.current_plugin!r} registered {self.kind} {name!r} without {', '.join(missing)} "
+                f"(harness/hookspecs.py, harness.protocols)"
             )
         self._entries.setdefault(name, []).append((obj, self.current_plugin))
         return obj

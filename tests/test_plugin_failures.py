@@ -27,7 +27,8 @@ def plugin(name: str, **hooks) -> types.ModuleType:
 
 
 def algorithm(name: str):
-    return type("Algo", (), {"name": name, "description": "test"})()
+    members = {"name": name, "description": "test", "train_step": lambda *a: {}, "predict": lambda *a: None}
+    return type("Algo", (), members)()
 
 
 def test_a_registration_hook_that_raises_disables_only_its_plugin():
@@ -196,3 +197,16 @@ def test_meta_rl_runs_call_every_lifecycle_hook_too(tmp_path):
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("metrics") == 2
     paths = {"/".join(c[2]) for c in recorder.calls if c[0] == "checkpoint"}
     assert {"run/checkpoint.pt", "run/best.pt", "checkpoints/step-0000002.pt"} <= paths
+
+
+def test_an_object_missing_a_protocol_member_disables_its_plugin_at_load_time():
+    half = type("Half", (), {"name": "half", "description": "", "train_step": lambda self, m, e, hp: {}})()
+    plugins = load_plugins(extra_plugins=(plugin("halfway", register_algorithms=lambda registry: registry.add(half)),))
+    assert [(e.plugin, e.error) for e in plugins.load_errors] == [
+        (
+            "halfway",
+            "register_algorithms raised HarnessError: plugin 'halfway' registered algorithm 'half' without "
+            "predict (harness/hookspecs.py, harness.protocols)",
+        )
+    ]
+    assert "half" not in plugins.algorithms

@@ -19,6 +19,12 @@ def make_plugin(name, algorithm_name):
     class Algo:
         description = "test algorithm"
 
+        def train_step(self, model, episodes, hp):
+            return {}
+
+        def predict(self, model, episodes, hp):
+            return None
+
     Algo.name = algorithm_name
 
     @harness.hookimpl
@@ -57,7 +63,7 @@ def test_unknown_name_lists_valid_names():
     registry = Registry("algorithm")
     registry.current_plugin = "p"
     for name in ("b", "a"):
-        registry.add(types.SimpleNamespace(name=name))
+        registry.add(types.SimpleNamespace(name=name, train_step=None, predict=None))
     with pytest.raises(HarnessError, match=r"^unknown algorithm 'zz'; valid algorithms: a, b$"):
         registry.get("zz")
 
@@ -82,7 +88,9 @@ def test_block_and_allow_list(monkeypatch):
 def test_broken_entry_point_is_reported_and_others_load(monkeypatch, tmp_path):
     good = tmp_path / "good_plugin_mod.py"
     good.write_text(
-        "import harness\n\nclass A:\n    name = 'good-algo'\n    description = ''\n\n"
+        "import harness\n\nclass A:\n    name = 'good-algo'\n    description = ''\n"
+        "    def train_step(self, model, episodes, hp):\n        return {}\n"
+        "    def predict(self, model, episodes, hp):\n        return None\n\n"
         "@harness.hookimpl\ndef register_algorithms(registry):\n    registry.add(A())\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))

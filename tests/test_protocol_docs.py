@@ -63,3 +63,15 @@ def test_every_hook_is_in_the_plugin_docs():
     assert len(hooks) >= 9
     text = (REPO / "docs" / "plugins.md").read_text()
     assert [hook for hook in hooks if f"`{hook}`" not in text] == []
+
+
+def test_the_public_api_resolves_and_import_harness_does_not_load_torch():
+    import subprocess
+    import sys
+
+    import harness
+
+    assert all(getattr(harness, name) is not None for name in harness.__all__)
+    code = "import sys, harness, harness.cli; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False"  # the CLI's first line comes before torch is imported
