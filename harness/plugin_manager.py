@@ -42,35 +42,33 @@ OPTIONAL_BUILTINS = {
     "harness_plugins.envs.halfcheetah": ({"gymnasium", "mujoco"}, "rl"),
 }
 
-#: Bundled plugins, registered exactly like third-party ones.
-BUILTIN_PLUGINS = (
-    "harness.commands.run",
-    "harness.commands.eval",
-    "harness.commands.list",
-    "harness.commands.plugins",
-    "harness.commands.analyze",
-    "harness.commands.bench",
-    "harness.commands.reproduce",
-    "harness.commands.report",
-    "harness_plugins.backbones.conv4",
-    "harness_plugins.datasets.omniglot",
-    "harness_plugins.datasets.miniimagenet",
-    "harness_plugins.algorithms.maml",
-    "harness_plugins.algorithms.fomaml",
-    "harness_plugins.algorithms.anil",
-    "harness_plugins.algorithms.meta_sgd",
-    "harness_plugins.algorithms.boil",
-    "harness_plugins.algorithms.protonet",
-    "harness_plugins.algorithms.regimes",
-    "harness_plugins.algorithms.meta_rl",
-    "harness_plugins.envs.navigation",
-    "harness_plugins.envs.halfcheetah",
-    "harness_plugins.evaluators.fewshot",
-    "harness_plugins.evaluators.representations",
-    "harness_plugins.evaluators.nil",
-    "harness_plugins.evaluators.freeze",
-    "harness_plugins.evaluators.maml_head",
+#: Packages whose modules are the bundled plugins: every module in them that implements a hook
+#: (``@harness.hookimpl`` in its source) is one, so a new algorithm, dataset or command is one new file.
+BUILTIN_PACKAGES = (
+    "harness.commands",
+    "harness_plugins.backbones",
+    "harness_plugins.datasets",
+    "harness_plugins.algorithms",
+    "harness_plugins.envs",
+    "harness_plugins.evaluators",
 )
+
+
+def builtin_plugins() -> tuple[str, ...]:
+    """The bundled plugin modules, package by package, each package's modules in name order."""
+    import pkgutil
+
+    ensure_bundled_package()
+    names = []
+    for package_name in BUILTIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
+            spec = info.module_finder.find_spec(info.name)
+            source = Path(spec.origin).read_text() if spec and spec.origin and spec.origin.endswith(".py") else ""
+            if "@harness.hookimpl" in source:
+                names.append(f"{package_name}.{info.name}")
+    return tuple(names)
+
 
 REGISTRY_HOOKS = {
     "algorithms": ("register_algorithms", "algorithm"),
@@ -176,8 +174,7 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
             return True  # harness plugins and --help must work whatever the lists say
         return name not in blocked and (allowed is None or name in allowed)
 
-    ensure_bundled_package()
-    for module_name in BUILTIN_PLUGINS:
+    for module_name in builtin_plugins():
         if not wanted(module_name):
             continue
         try:
@@ -215,7 +212,7 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
         manager.register(plugin, name=name)
         plugins.sources[name] = "registered in code"
 
-    known = set(BUILTIN_PLUGINS) | {e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    known = set(builtin_plugins()) | {e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     for variable, names in (("HARNESS_PLUGINS", allowed or set()), ("HARNESS_BLOCK_PLUGINS", blocked)):
         for name in sorted(names - known):
             plugins.warnings.append(f"{variable} names {name!r}, which is no plugin (harness plugins lists them)")

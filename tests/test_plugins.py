@@ -9,7 +9,7 @@ from conftest import run_cli
 
 import harness
 from harness.errors import HarnessError
-from harness.plugin_manager import BUILTIN_PLUGINS, load_plugins
+from harness.plugin_manager import builtin_plugins, load_plugins
 from harness.registry import Registry
 
 
@@ -112,7 +112,7 @@ def test_broken_entry_point_is_reported_and_others_load(monkeypatch, tmp_path):
 def test_plugins_command_lists_builtins():
     result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
-    for module in BUILTIN_PLUGINS:
+    for module in builtin_plugins():
         assert module in result.stdout
     assert "algorithms: anil" in result.stdout
 
