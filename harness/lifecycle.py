@@ -2,6 +2,7 @@
 
 :class:`RunLifecycle` owns what every run does the same way, each with its lifecycle hook
 (``harness.hookspecs``): the run directory (created, locked, named in interrupt messages),
+``config.json`` (written at every start, so a resumed run's extended iterations are in it),
 ``metrics.jsonl`` (``on_metrics``), checkpoints (periodic ones first, then ``checkpoint.pt``;
 ``best.pt``; ``on_checkpoint`` for each), clean stops (``--time-limit``, signals: checkpoint,
 then :class:`harness.stopping.RunStopped`), the non-finite stop and the full-disk message
@@ -57,6 +58,8 @@ class RunLifecycle:
     def running(self, config: dict, step: int) -> Iterator[None]:
         """Around the training loop: stop signals and deadline, ``on_run_start``, the progress bar, and a
         full disk turned into one line naming the checkpoint to resume from."""
+        if self.is_main:
+            write_json(self.run_dir / "config.json", config)  # the resolved config, as this start runs it
         self._notify("on_run_start", config=config)
         if self.progress and self.is_main:
             from tqdm import tqdm

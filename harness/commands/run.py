@@ -11,7 +11,7 @@ import harness
 from harness.config import HEAD_INITS, INNER_LOOPS, RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
-from harness.rundir import read_json, removed_if_start_fails, run_state, write_json
+from harness.rundir import read_json, removed_if_start_fails, run_state
 from harness.stopping import StopConditions, parse_duration
 from harness.taskspec import parse_task_spec
 
@@ -130,7 +130,6 @@ class RunCommand:
                     )
                 config.iterations = args.iterations
                 config.sources["iterations"] = "command line (extended on --resume)"
-                write_json(run_dir / "config.json", config.to_dict())
             if args.device is not None:
                 config.device = args.device
             if args.data_root is not None:
@@ -171,7 +170,6 @@ class RunCommand:
                 )
             if trainer.is_main:
                 trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
-                write_json(run_dir / "config.json", config.to_dict())
         inner = trainer.choose_inner_loop()
         if trainer.is_main:
             begun = f"from step {trainer.step} " if trainer.step else ""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.rl.training import RLConfig, RLTrainer, resolve_rl_algorithm
-from harness.rundir import read_json, removed_if_start_fails, run_state, write_json
+from harness.rundir import read_json, removed_if_start_fails, run_state
 
 #: ``harness run`` flags an RL run takes; the image-only ones are refused rather than ignored.
 RL_FLAGS = {
@@ -57,7 +57,6 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
         config.iterations = overrides.get("iterations", config.iterations)
         trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
         trainer.restore()
-        write_json(run_dir / "config.json", config.to_dict())
     else:
         if not args.algo:
             raise HarnessError("harness run needs --algo with --env (or --resume RUN_DIR)")
@@ -87,7 +86,6 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
         with removed_if_start_fails(run_dir):
             trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
         trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
-        write_json(run_dir / "config.json", config.to_dict())
     summary = trainer.train()
     test = summary["test"]
     paper = summary["paper_return"]
