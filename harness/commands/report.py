@@ -13,6 +13,7 @@ from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
+from harness.figures import discard_figure, new_figure, save_figure
 from harness.rundir import read_json, read_metrics
 
 START, END = "<!-- reproduced:start -->", "<!-- reproduced:end -->"
@@ -70,12 +71,7 @@ def render_table(result: dict) -> str:
 
 def plot_curves(result: dict, out: Path) -> Path | None:
     """Validation accuracy (few-shot) or post-adaptation return (RL) against iteration, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure, axes = new_figure(1, 2, figsize=(11, 4))
     drawn = set()
     for row in result["rows"]:
         for run_dir in row["runs"]:
@@ -101,7 +97,7 @@ def plot_curves(result: dict, out: Path) -> Path | None:
                         *zip(*train), linestyle="--", linewidth=0.8, color=line.get_color(), label=f"{name} train"
                     )
     if not drawn:
-        plt.close(figure)
+        discard_figure(figure)
         return None
     axes[0].set(title="few-shot: validation (solid) and training (dashed) accuracy", xlabel="iteration", ylabel="%")
     axes[1].set(title="meta-RL: return after adaptation (training tasks)", xlabel="iteration", ylabel="return")
@@ -109,10 +105,7 @@ def plot_curves(result: dict, out: Path) -> Path | None:
         if axis.lines:
             axis.legend(fontsize=7)
     figure.suptitle(result["title"])
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save_figure(figure, out, dpi=110)
 
 
 def copy_figures(result: dict, folder: Path, stem: str) -> list[Path]:

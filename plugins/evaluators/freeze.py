@@ -34,6 +34,7 @@ from harness.evaluation import (
     per_task_accuracies,
 )
 from harness.evaluator_options import ADAPT_AS, NUM_TASKS, TEST_INNER_STEPS, Option
+from harness.figures import new_figure, save_figure
 from harness.rundir import load_torch, load_weights
 
 
@@ -138,12 +139,7 @@ class FreezeEvaluator:
 
 def plot_over_training(rows: list[dict], path, title: str):
     """Figure 3 (left): test accuracy of each freezing setting against the checkpoint's training step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = new_figure(figsize=(6, 4))
     periodic = [row for row in rows if row["checkpoint"].startswith("step-")]  # best.pt repeats a step
     for frozen in dict.fromkeys(row["frozen"] for row in periodic):
         points = [(row["step"], 100 * row["mean"], 100 * row["ci95"]) for row in periodic if row["frozen"] == frozen]
@@ -151,10 +147,7 @@ def plot_over_training(rows: list[dict], path, title: str):
         axis.errorbar(steps, means, yerr=cis, marker="o", capsize=3, label=f"frozen: {frozen}")
     axis.set(title=title, xlabel="training iteration of the checkpoint", ylabel="test accuracy %")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 @harness.hookimpl

@@ -44,6 +44,7 @@ from harness.evaluation import (
     mean_and_ci95,
 )
 from harness.evaluator_options import ADAPT_AS, Option
+from harness.figures import new_figure, save_figure
 from harness.similarity import MEASURES, as_neurons_by_datapoints
 
 DEFAULT_TASKS = 50
@@ -91,12 +92,7 @@ def _rows(per_layer: dict[str, list[float]], label: str) -> list[dict]:
 
 
 def _bar_figure(path: Path, rows: list[dict], title: str, ylabel: str, ylim=(0, 1.05)) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = new_figure(figsize=(6, 3.5))
     ax.bar(
         [r["layer"] for r in rows],
         [r["mean"] for r in rows],
@@ -108,9 +104,7 @@ def _bar_figure(path: Path, rows: list[dict], title: str, ylabel: str, ylim=(0, 
     ax.set_title(title, fontsize=10)
     if ylim:
         ax.set_ylim(*ylim)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _variant(options) -> str:
@@ -290,12 +284,7 @@ class SeedSimilarity:
 
     @staticmethod
     def _figure(path, points, fits, measure_name):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5), sharey=True)
+        fig, axes = new_figure(1, 3, figsize=(11, 3.5), sharey=True)
         x = np.asarray(points["pre,pre"])
         for ax, key in zip(axes, ("pre,post", "post,pre", "post,post")):
             ax.scatter(x, points[key], s=8, alpha=0.6)
@@ -306,9 +295,7 @@ class SeedSimilarity:
             ax.set_title(f"({key})", fontsize=10)
             ax.legend(fontsize=8)
         axes[0].set_ylabel(f"{measure_name}")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_figure(fig, path)
 
 
 @harness.hookimpl
