@@ -51,6 +51,13 @@ CONFIGS = {
     "mini-5w5s": BenchConfig("mini-5w5s", "conv4-pool", 3, 84, 5, 5, 1, 1, 5, 0.01),
     "omniglot-20w1s": BenchConfig("omniglot-20w1s", "conv4", 1, 28, 20, 1, 1, 16, 5, 0.1),
 }
+#: The paper's own training iterations (Raghu et al. 2020 App. A; 15 queries per class for MiniImageNet,
+#: cbfinn/maml), for the floors of ``harness bench --floor``; Omniglot 20w1s is the Table 6 shape already.
+PAPER_TRAINING = {
+    "paper mini-5w1s": BenchConfig("paper mini-5w1s", "conv4-pool", 3, 84, 5, 1, 15, 4, 5, 0.01),
+    "paper mini-5w5s": BenchConfig("paper mini-5w5s", "conv4-pool", 3, 84, 5, 5, 15, 4, 5, 0.01),
+    "paper omniglot-20w1s": CONFIGS["omniglot-20w1s"],
+}
 ALGORITHMS = ("maml", "fomaml", "anil")
 PHASES = ("train", "inference")
 

@@ -275,6 +275,7 @@ class BenchCommand:
         from harness.benchmarks import (
             ALGORITHMS,
             CONFIGS,
+            PAPER_TRAINING,
             PHASES,
             matmul_rate,
             step_flops,
@@ -283,11 +284,12 @@ class BenchCommand:
 
         rate = matmul_rate()
         rows = []
-        for config in CONFIGS.values():
-            for phase in PHASES:
-                for algorithm in ALGORITHMS:
-                    flops = step_flops(get_plugins(), algorithm, config, phase)
-                    rows.append([config.name, phase, algorithm, f"{flops / 1e9:.3f}", f"{flops / rate:.4f}"])
+        steps = [(config, phase) for config in CONFIGS.values() for phase in PHASES]
+        steps += [(config, "train") for config in PAPER_TRAINING.values() if config.name.startswith("paper")]
+        for config, phase in steps:
+            for algorithm in ALGORITHMS:
+                flops = step_flops(get_plugins(), algorithm, config, phase)
+                rows.append([config.name, phase, algorithm, f"{flops / 1e9:.3f}", f"{flops / rate:.4f}"])
         print(f"float32 matmul rate (1024x1024, torch.mm, {torch.get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s")
         print(
             tabulate(
