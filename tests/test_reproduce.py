@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from harness.definitions import load_definition
 from harness.plugin_manager import get_plugins
-from harness.reproduce import aggregate, agrees, load_definition, plan
+from harness.reproduce import aggregate, agrees, plan
 
 TINY = """
 title = "Tiny: 2D-Navigation smoke table"
@@ -510,7 +511,7 @@ def test_every_result_key_in_the_definitions_is_one_the_evaluators_give():
     """A misspelt key would only fail when its row is evaluated, hours later: check them all now."""
     import tomllib
 
-    from harness.reproduce import EXPERIMENTS
+    from harness.definitions import EXPERIMENTS
 
     settings = ["none", "1", "1-2", "1-3", "1-4"]
     layers = ["body.0", "body.1", "body.2", "body.3", "head"]

@@ -63,10 +63,11 @@ class ReproduceCommand:
     def run(self, args) -> int:
         from tabulate import tabulate
 
+        from harness.definitions import load_definition
         from harness.devices import describe_device
         from harness.executors import run_all
         from harness.plugin_manager import get_plugins
-        from harness.reproduce import load_definition, paper_interval, plan, table
+        from harness.reproduce import paper_interval, plan, table
         from harness.stopping import RunStopped, StopConditions, parse_duration
 
         if args.seeds < 1 or args.workers < 1:

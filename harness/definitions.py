@@ -1,0 +1,76 @@
+"""Table definitions: the TOML files in ``experiments/``, read and checked before anything is planned.
+
+The format is described in ``harness.reproduce``; every mistake in a definition is one line naming
+the file, the row and what is wrong, so a misspelt field never surfaces hours into a reproduction.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def load_definition(name: str) -> dict:
+    path = Path(name) if name.endswith(".toml") else EXPERIMENTS / f"{name}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in EXPERIMENTS.glob("*.toml")))
+        raise HarnessError(f"unknown table {name!r}; defined tables: {known} (or give a .toml file)")
+    try:
+        definition = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise HarnessError(f"{path} is not valid TOML: {exc}") from None
+    for needed in ("title", "budgets", "rows"):
+        if needed not in definition:
+            raise HarnessError(f"{path} has no {needed!r}")
+    check_definition(definition, path)
+    definition["name"] = path.stem
+    return definition
+
+
+def check_definition(definition: dict, path: Path) -> None:
+    """The shape of a definition, checked before anything is planned: each mistake is one line naming it."""
+    budgets, rows = definition["budgets"], definition["rows"]
+    if not isinstance(budgets, dict) or not all(isinstance(b, dict) for b in budgets.values()):
+        raise HarnessError(f"{path}: 'budgets' must be tables ([budgets.cpu], [budgets.paper]), got {budgets!r}")
+    for name, budget in budgets.items():
+        for kind, overrides in budget.items():
+            if kind in ("image", "rl") and not isinstance(overrides, dict):
+                raise HarnessError(
+                    f"{path}: budgets.{name}.{kind} must be a table of harness run flags, got {overrides!r}"
+                )
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise HarnessError(f"{path}: 'rows' must be a non-empty array of tables ([[rows]]), got {rows!r}")
+    speed = definition.get("kind") == "speed"
+    for number, row in enumerate(rows, start=1):
+        where = f"{path}: row {number}" + (f" ({row['label']!r})" if isinstance(row.get("label"), str) else "")
+        for key in ("label",) if speed else ("label", "algo"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise HarnessError(f"{where} needs {key!r} (a string)")
+        if speed:
+            continue
+        if not isinstance(row.get("data", row.get("env")), str):
+            raise HarnessError(f"{where} needs 'data' (a task spec) or 'env' (a meta-RL environment), a string")
+        for key in ("options", "overrides", "skip"):
+            if not isinstance(row.get(key, {}), dict):
+                raise HarnessError(f"{where}: {key!r} must be a table ({{ key = value }}), got {row[key]!r}")
+        if "result_row" in row:
+            raise HarnessError(
+                f'{where}: result_row (a position) is replaced by result = "KEY" (the row\'s key, e.g. '
+                f'"body.2" or "frozen 1-4"; harness.reproduce.row_keys)'
+            )
+        if not isinstance(row.get("result", ""), str):
+            raise HarnessError(f"{where}: 'result' must be a row key (a string), got {row['result']!r}")
+        offset = row.get("seed_offset", 0)
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise HarnessError(f"{where}: 'seed_offset' must be an integer >= 0, got {offset!r}")
+        paper = row.get("paper")
+        if paper is not None and (
+            not isinstance(paper, list)
+            or len(paper) not in (1, 2)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in paper)
+        ):
+            raise HarnessError(f"{where}: 'paper' must be [mean, interval] or [value] (numbers), got {paper!r}")
