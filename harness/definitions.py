@@ -23,6 +23,8 @@ def load_definition(name: str) -> dict:
         definition = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise HarnessError(f"{path} is not valid TOML: {exc}") from None
+    if "grid" in definition:
+        definition["rows"] = definition.get("rows", []) + expand_grid(definition["grid"], path)
     for needed in ("title", "budgets", "rows"):
         if needed not in definition:
             raise HarnessError(f"{path} has no {needed!r}")
@@ -74,3 +76,43 @@ def check_definition(definition: dict, path: Path) -> None:
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in paper)
         ):
             raise HarnessError(f"{where}: 'paper' must be [mean, interval] or [value] (numbers), got {paper!r}")
+
+
+def expand_grid(grid: dict, path: Path) -> list[dict]:
+    """Rows of a scoreboard: every (data set, algorithm, column) of a ``[grid]`` table as one row.
+
+    ``grid.data``: ``[{ data, skip }]``; ``grid.algorithms``: ``[{ group, algo, overrides, inner_loop }]``;
+    ``grid.columns``: ``[{ column, evaluator, options, result, unit, needs_inner_loop }]``. A row's
+    label is ``"DATA, GROUP: COLUMN"``; it carries ``group`` and ``column`` so the report lays the rows
+    out as one line per algorithm. A column with ``needs_inner_loop = true`` (freezing, similarity
+    before vs after adaptation, weight distance) has no cell for an algorithm with
+    ``inner_loop = false``: nothing adapts at test time.
+    """
+    for key in ("data", "algorithms", "columns"):
+        if not isinstance(grid.get(key), list) or not grid[key] or not all(isinstance(e, dict) for e in grid[key]):
+            raise HarnessError(f"{path}: grid.{key} must be a non-empty array of tables, got {grid.get(key)!r}")
+    for kind, needed in (("data", "data"), ("algorithms", "group"), ("algorithms", "algo"), ("columns", "column")):
+        for entry in grid[kind]:
+            if not isinstance(entry.get(needed), str) or not entry[needed]:
+                raise HarnessError(f"{path}: every grid.{kind} entry needs {needed!r} (a string), got {entry!r}")
+    rows = []
+    for data in grid["data"]:
+        for algorithm in grid["algorithms"]:
+            for column in grid["columns"]:
+                if column.get("needs_inner_loop") and not algorithm.get("inner_loop", True):
+                    continue
+                row = {
+                    "label": f"{data['data']}, {algorithm['group']}: {column['column']}",
+                    "group": f"{data['data']}, {algorithm['group']}",
+                    "column": column["column"],
+                    "algo": algorithm["algo"],
+                    "data": data["data"],
+                    "overrides": dict(algorithm.get("overrides", {})),
+                }
+                for key in ("evaluator", "options", "result", "unit"):
+                    if key in column:
+                        row[key] = column[key]
+                if "skip" in data:
+                    row["skip"] = data["skip"]
+                rows.append(row)
+    return rows

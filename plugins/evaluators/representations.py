@@ -2,10 +2,11 @@
 
 - ``similarity`` (Figure 2): per layer, CCA/CKA between the representation
   before and after inner-loop adaptation, on each test task's query images,
-  averaged over tasks. Feature reuse shows as body similarity near 1 and a
-  low head similarity.
+  averaged over tasks, and the body's mean over its layers (``body mean``).
+  Feature reuse shows as body similarity near 1 and a low head similarity.
 - ``weight-distance`` (Figure 6): per layer, Euclidean distance between the
-  meta-initialisation and the adapted weights, averaged over tasks.
+  meta-initialisation and the adapted weights, averaged over tasks, and the
+  whole body's (``body``).
 - ``run-similarity`` (Tables 3 and 8, Figure 11): per layer, similarity
   between two runs' representations of the same test images, before and
   after adaptation, and the mean over the body.
@@ -131,6 +132,9 @@ class PrePostSimilarity:
             for layer in per_layer:
                 per_layer[layer].append(_similarity(measure, before[layer], after[layer]))
         rows = _rows(per_layer, f"{measure_name} pre vs post")
+        body = [values for layer, values in per_layer.items() if layer != "head"]
+        # One number for the body (the feature-reuse scoreboard): each task's mean over body layers.
+        body_mean = _rows({"body mean": list(np.mean(body, axis=0))}, f"{measure_name} pre vs post")
         figure = run.path / f"analysis-{self.name}-{measure_name}{_variant(options)}.png"
         _bar_figure(
             figure,
@@ -138,7 +142,12 @@ class PrePostSimilarity:
             f"{run.config.algo} {run.config.data}: {measure_name} before vs after adaptation",
             f"{measure_name} similarity",
         )
-        return {"rows": rows, "measure": measure_name, "figure": str(figure), "inner_steps": _steps(run, options)}
+        return {
+            "rows": rows + body_mean,
+            "measure": measure_name,
+            "figure": str(figure),
+            "inner_steps": _steps(run, options),
+        }
 
 
 class WeightDistance:
@@ -150,6 +159,7 @@ class WeightDistance:
         episodes = _tasks(run, options)
         base = {name: p.detach() for name, p in run.model.named_parameters()}
         per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
+        body: list[float] = []
         for _, _, adapted in pre_post(
             run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config
         ):
@@ -159,10 +169,12 @@ class WeightDistance:
                     squared[layer_of(name)] += float(((value - base[name]) ** 2).sum())
             for layer, total in squared.items():
                 per_layer[layer].append(total**0.5)
+            body.append(sum(total for layer, total in squared.items() if layer != "head") ** 0.5)
         rows = _rows(per_layer, "L2 distance")
         figure = run.path / f"analysis-{self.name}{_variant(options)}.png"
         _bar_figure(figure, rows, f"{run.config.algo} {run.config.data}: ||adapted - init||", "L2 distance", ylim=None)
-        return {"rows": rows, "figure": str(figure)}
+        # The whole body's distance (all body weights as one vector), beside the head's: the scoreboard's pair.
+        return {"rows": rows + _rows({"body": body}, "L2 distance"), "figure": str(figure)}
 
 
 def _two_runs(run, options):
