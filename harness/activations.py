@@ -60,12 +60,21 @@ def adapted_parameters(model: nn.Module, algorithm, episodes: Episodes, steps: i
     return adapted
 
 
+def starting_point(model: nn.Module, algorithm, ways: int) -> dict[str, torch.Tensor]:
+    """The parameters the inner loop starts from ("before adaptation"): the model's, with the
+    algorithm's ``initial_parameters`` where it has them (UNICORN-MAML's duplicated head)."""
+    own = getattr(algorithm, "initial_parameters", None)
+    with torch.no_grad():
+        start = own(model, ways) if own is not None else {}
+    return {name: start.get(name, p).detach() for name, p in model.named_parameters()}
+
+
 def pre_post(model, algorithm, episodes: Episodes, steps: int, hp) -> Iterator[tuple[dict, dict, dict]]:
     """Per task: (activations before, activations after, that task's full parameter dict after).
 
     ``hp``: the run's config (the inner loop's step size, ``hp.inner_lr``, unless the algorithm has its own).
     """
-    base = {name: p.detach() for name, p in model.named_parameters()}
+    base = starting_point(model, algorithm, episodes.ways)
     adapted = adapted_parameters(model, algorithm, episodes, steps, hp)
     for t in range(episodes.num_tasks):
         task_params = {**base, **{name: value[t] for name, value in adapted.items()}}

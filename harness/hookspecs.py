@@ -73,6 +73,11 @@ def register_algorithms(registry) -> None:
     - ``inner_lr(hp) -> float | dict[str, Tensor]``: the inner step size
       (``GradientMetaLearner``: ``hp.inner_lr``); a dict gives one tensor per
       parameter name, shaped like the parameter (``harness.meta_learning.step_size``);
+    - ``initial_parameters(model, ways) -> dict[str, Tensor]``: where the inner
+      loop starts, for parameter names whose start is not the model's own value
+      (``GradientMetaLearner``: ``{}``; UNICORN-MAML: a head of ``ways`` copies of
+      one learned vector). The representation and weight-distance evaluators
+      measure "before adaptation" there (``harness.activations.starting_point``);
     - ``for_run(model, hp) -> torch.nn.Module``: an algorithm with parameters
       of its own (Meta-SGD's learned step sizes): returns the run's instance,
       an ``nn.Module`` whose parameters the outer optimiser learns with the

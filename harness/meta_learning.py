@@ -125,14 +125,17 @@ def adapt_and_predict(
     first_order: bool,
     return_adapted: bool = False,
     engine: Engine = DEFAULT_ENGINE,
+    start: dict[str, torch.Tensor] | None = None,
 ):
     """Adapt the parameters selected by ``adapts(name)`` on each task's support set.
 
     ``lr``: one step size, or ``{name: tensor}`` per parameter (see :func:`step_size`).
+    ``start``: values that replace model parameters of the same name as the inner loop's
+    starting point (UNICORN-MAML's duplicated head vector); gradients flow back through them.
     Returns query logits ``[tasks, ways*queries, ways]`` (and, with
     ``return_adapted``, the adapted parameters ``{name: [tasks, *shape]}``).
     """
-    params = dict(model.named_parameters())
+    params = {**dict(model.named_parameters()), **(start or {})}
     adapted_names = [name for name in params if adapts(name)]
     fixed = {name: p for name, p in params.items() if name not in adapted_names}
     initial = {name: params[name] for name in adapted_names}
@@ -304,6 +307,14 @@ class GradientMetaLearner:
         """The inner loop's step size: ``hp.inner_lr``; an algorithm that learns it returns ``{name: tensor}``."""
         return hp.inner_lr
 
+    def initial_parameters(self, model, ways: int) -> dict[str, torch.Tensor]:
+        """Where the inner loop starts, by parameter name, where that is not the model's own parameter.
+
+        Empty: the model's parameters (MAML). UNICORN-MAML returns a head built from one learned
+        vector; the outer gradient reaches that vector through the returned tensors.
+        """
+        return {}
+
     def adapt(
         self,
         model,
@@ -321,8 +332,9 @@ class GradientMetaLearner:
         """
         first_order = self.first_order if first_order is None else first_order
         adapts = self.adapts if not frozen else (lambda name: self.adapts(name) and name not in frozen)
+        start = self.initial_parameters(model, episodes.ways)
         return adapt_and_predict(
-            model, episodes, steps, self.inner_lr(hp), adapts, first_order, return_adapted, Engine.of(hp)
+            model, episodes, steps, self.inner_lr(hp), adapts, first_order, return_adapted, Engine.of(hp), start
         )
 
     def inner_loop(self, model, episodes, steps, lr, return_adapted=False):

@@ -426,4 +426,5 @@ def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budge
         "budget": budget,
         "budget_note": budget_note,
         "rows": rows,
+        **({"scoreboard": definition["scoreboard"]} if "scoreboard" in definition else {}),
     }

@@ -194,7 +194,8 @@ def test_short_anil_run_learns(mini_root, tmp_path):
     result = run_cli("analyze", "similarity", out, "--tasks", "3", "--data-root", mini_root, "--no-download")
     assert result.returncode == 0, result.stderr
     rows = json.loads((out / "analysis-similarity-cca.json").read_text())["rows"]
-    assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head"]
+    assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head", "body mean"]
+    assert rows[-1]["mean"] == pytest.approx(sum(row["mean"] for row in rows[:4]) / 4)  # mean of per-task means
 
 
 def test_classes_of_unequal_size_are_kept_whole_and_memory_mapped(mini_root, tmp_path):

@@ -72,5 +72,7 @@ def test_released_anil_initialisation_evaluates_from_a_clean_checkout(data_root,
     )
     assert analysis.returncode == 0, analysis.stderr
     rows = json.loads((run / "analysis-weight-distance-adapt-as-maml.json").read_text())["rows"]
-    assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head"]
+    assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head", "body"]
     assert all(row["mean"] > 0 for row in rows)  # adapted as MAML, every layer moves
+    # The whole body's distance is at least each body layer's, task by task, so on average too.
+    assert rows[-1]["mean"] >= max(row["mean"] for row in rows[:4])

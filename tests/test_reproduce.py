@@ -509,8 +509,6 @@ def test_definitions_address_evaluator_rows_by_key(output, expected):
 
 def test_every_result_key_in_the_definitions_is_one_the_evaluators_give():
     """A misspelt key would only fail when its row is evaluated, hours later: check them all now."""
-    import tomllib
-
     from harness.definitions import EXPERIMENTS
 
     settings = ["none", "1", "1-2", "1-3", "1-4"]
@@ -518,15 +516,16 @@ def test_every_result_key_in_the_definitions_is_one_the_evaluators_give():
     possible = {
         "freeze": {f"frozen {s}" for s in settings}
         | {f"checkpoint {c}: frozen {s}" for c in (1, 2, 3) for s in settings},
-        "similarity": set(layers),
-        "weight-distance": set(layers),
+        "similarity": {*layers, "body mean"},
+        "weight-distance": {*layers, "body"},
+        "summary": {"seconds_per_iteration"},
         "run-similarity": {f"{layer} {w}" for layer in layers for w in ("pre", "post")}
         | {"body mean pre", "body 1-3 mean pre"},
         "seed-similarity": {"pre,post", "post,pre", "post,post"},
     }
     used = 0
     for path in EXPERIMENTS.glob("*.toml"):
-        for row in tomllib.loads(path.read_text()).get("rows", []):
+        for row in load_definition(str(path))["rows"]:  # grid cells included
             if "result" in row:
                 assert row["result"] in possible[row.get("evaluator", "fewshot")], (path.name, row["label"])
                 used += 1
@@ -545,3 +544,84 @@ def test_a_position_instead_of_a_key_is_refused_with_one_line(tmp_path):
         f"harness: error: {definition}: row 1 ('a'): result_row (a position) is replaced by result = "
         f'"KEY" (the row\'s key, e.g. "body.2" or "frozen 1-4"; harness.reproduce.row_keys)\n'
     )
+
+
+def test_a_grid_definition_expands_to_one_row_per_cell_and_skips_inner_loop_columns_without_one(tmp_path):
+    definition = load_definition("feature-reuse")
+    rows = [row for row in definition["rows"] if row["data"] == "omniglot-20w1s"]
+    by_group = {}
+    for row in rows:
+        by_group.setdefault(row["group"], []).append(row["column"])
+    assert by_group["omniglot-20w1s, MAML"][:3] == ["accuracy", "body frozen", "NIL"]
+    assert len(by_group["omniglot-20w1s, MAML"]) == 10
+    # No inner loop: no freezing, similarity or distance cells.
+    assert by_group["omniglot-20w1s, Prototypical Networks"] == ["accuracy", "NIL", "s/iteration"]
+    boil_default = next(r for r in rows if r["group"] == "omniglot-20w1s, BOIL (PyTorch default head)")
+    assert boil_default["overrides"] == {"head_init": "default"} and boil_default["algo"] == "boil"
+    runs = plan(get_plugins(), definition, "cpu", 1, tmp_path)
+    maml_dirs = {run.run_dir for run in runs if run.label.startswith("omniglot-20w1s, MAML:")}
+    assert len(maml_dirs) == 1  # ten cells, one training run
+    boil_dirs = {run.run_dir for run in runs if run.algo == "boil" and run.task == "omniglot-20w1s"}
+    assert len(boil_dirs) == 2  # the head initialisation is part of the run's key
+    assert all(run.skipped for run in runs if run.task == "miniimagenet-5w1s")
+
+
+def test_a_malformed_grid_is_one_line_naming_what_is_wrong(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'title = "t"\n[budgets.cpu]\nimage = {}\n[grid]\ndata = [{ data = "omniglot-20w1s" }]\n'
+        'algorithms = [{ algo = "maml" }]\ncolumns = [{ column = "accuracy" }]\n'
+    )
+    result = run_cli("reproduce", str(path), "--plan")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"harness: error: {path}: every grid.algorithms entry needs 'group' (a string), got {{'algo': 'maml'}}"
+    )
+
+
+def _cell(group, column, mean, ci=1.0, unit="%"):
+    return {
+        "label": f"{group}: {column}",
+        "group": group,
+        "column": column,
+        "mean": mean,
+        "ci95": None if mean is None else ci,
+        "seeds": 1 if mean is not None else 0,
+        "paper": None,
+        "agree": "n/a" if mean is not None else "not run",
+        "unit": unit,
+        "runs": [],
+        "tasks": 600,
+        **({"not_run": "too slow here"} if mean is None else {}),
+    }
+
+
+def test_report_lays_a_scoreboard_out_one_line_per_algorithm_and_places_each_on_the_axis(tmp_path):
+    rows = [
+        _cell("o, MAML", "accuracy", 80.0),
+        _cell("o, MAML", "body frozen", 60.0),
+        _cell("o, MAML", "CCA body", 0.8, 0.02, "CCA"),
+        _cell("o, ProtoNets", "accuracy", 90.0),
+        _cell("m, MAML", "accuracy", None),
+        _cell("m, MAML", "body frozen", None),
+    ]
+    fixture = {
+        "name": "board",
+        "title": "Board",
+        "source": "s",
+        "budget": "cpu",
+        "budget_note": "n",
+        "rows": rows,
+        "scoreboard": {"x": "CCA body", "y": "accuracy", "y_minus": "body frozen"},
+    }
+    (tmp_path / "reproduced").mkdir()
+    (tmp_path / "reproduced" / "board.json").write_text(json.dumps(fixture))
+    result = run_cli("report", "--results", tmp_path)
+    assert result.returncode == 0, result.stderr
+    markdown = (tmp_path / "reproduced" / "board.md").read_text()
+    assert "| algorithm    | accuracy (%)   | body frozen (%)   | CCA body      |" in markdown
+    assert "| o, MAML      | 80.0 ± 1.0     | 60.0 ± 1.0        | 0.800 ± 0.020 |" in markdown
+    assert "| o, ProtoNets | 90.0 ± 1.0     | —                 | —             |" in markdown
+    assert "| m, MAML" not in markdown  # nothing of it was run: named once under "Not run"
+    assert markdown.count("- m, MAML: too slow here") == 1
+    assert (tmp_path / "reproduced" / "board-axis.png").exists()  # only MAML has all three cells

@@ -15,6 +15,7 @@ import harness
 from harness.errors import HarnessError
 from harness.figures import discard_figure, new_figure, save_figure
 from harness.rundir import read_json, read_metrics
+from harness.scoreboard import is_scoreboard, plot_scoreboard, render_scoreboard
 
 START, END = "<!-- reproduced:start -->", "<!-- reproduced:end -->"
 
@@ -44,10 +45,15 @@ def render_table(result: dict) -> str:
     from tabulate import tabulate
 
     rows, not_run = [], []
+    scoreboard = is_scoreboard(result)
     for row in result["rows"]:
         if row.get("mean") is None:
             measured = "not run"
-            not_run.append(f"- {row['label']}: {row.get('not_run', 'no finished run')}")
+            # A scoreboard names each algorithm once, not each of its cells.
+            line = f"- {row['group'] if scoreboard else row['label']}: {row.get('not_run', 'no finished run')}"
+            not_run += [line] if line not in not_run else []
+            if scoreboard:
+                continue
         else:
             measured = format_value(row["mean"], row["ci95"], row["unit"])
         rows.append([row["label"], measured, format_paper(row), row["agree"], row["seeds"], row["tasks"]])
@@ -64,6 +70,8 @@ def render_table(result: dict) -> str:
         tabulate(rows, headers=["row", "measured", "paper", "agree", "seeds", "test tasks"], tablefmt="github"),
         "",
     ]
+    if scoreboard:
+        lines[-2:-1] = [render_scoreboard(result), "Every cell that was run:", "", lines[-2]]
     if not_run:
         lines += ["Not run:", "", *not_run, ""]
     return "\n".join(lines)
@@ -164,7 +172,11 @@ class ReportCommand:
             sections.append(markdown)
             if figure:
                 sections.append(f"![{result['title']}: learning curves](reproduced/{figure.name})\n")
-            for copied in copy_figures(result, path.parent, path.stem):
+            if result.get("scoreboard") and (
+                drawn := plot_scoreboard(result, result["scoreboard"], path.with_name(f"{path.stem}-axis.png"))
+            ):
+                sections.append(f"![{result['title']}: each algorithm's place](reproduced/{drawn.name})\n")
+            for copied in [] if is_scoreboard(result) else copy_figures(result, path.parent, path.stem):
                 sections.append(f"![{result['title']}](reproduced/{copied.name})\n")
             print(markdown)
         update_index(results / "README.md", sections)

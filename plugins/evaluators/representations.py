@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import harness
-from harness.activations import analysed_layers, layer_of, pre_post
+from harness.activations import analysed_layers, layer_of, pre_post, starting_point
 from harness.errors import HarnessError
 from harness.evaluation import (
     TEST_TASK_SEED,
@@ -157,7 +157,7 @@ class WeightDistance:
 
     def evaluate(self, run, options) -> dict:
         episodes = _tasks(run, options)
-        base = {name: p.detach() for name, p in run.model.named_parameters()}
+        base = starting_point(run.model, inner_loop_algorithm(run, options), episodes.ways)
         per_layer: dict[str, list[float]] = {name: [] for name, _ in analysed_layers(run.model)}
         body: list[float] = []
         for _, _, adapted in pre_post(
