@@ -84,6 +84,11 @@ def register_algorithms(registry) -> None:
       model's; they are saved in every checkpoint under ``"algorithm"``,
       restored by ``--resume`` and loaded by ``harness eval`` / ``analyze``
       (``plugins/algorithms/meta_sgd.py``, 40 lines, is the example);
+    - ``progress(step, iterations) -> float``: called before every training
+      step with the steps done and the run's total; an algorithm anneals what
+      depends on training progress there (MAML++'s loss weights and derivative
+      order) and returns the factor applied to ``--outer-lr`` for this step
+      (1.0 keeps it). A pure function of ``step``, so ``--resume`` is exact;
     - ``batch_kind = "classification"``: ``train_step`` receives
       ``(images [batch, C, H, W], labels [batch])`` over all training classes
       instead of episodes (pretraining regimes);

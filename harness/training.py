@@ -240,6 +240,10 @@ class Trainer:
             if self.distributed:
                 batch = self.distributed.shard(batch, config.meta_batch_size)
             self.optimizer.zero_grad(set_to_none=True)
+            progress = getattr(self.algorithm, "progress", None)
+            if progress is not None:  # annealed with training progress (MAML++): its outer lr factor
+                for group in self.optimizer.param_groups:
+                    group["lr"] = config.outer_lr * progress(self.step, config.iterations)
             last = self.algorithm.train_step(self.model, batch, self.hp)
             if self.distributed:
                 self.distributed.average_gradients(self.meta_parameters())
