@@ -108,6 +108,35 @@ def test_omniglot_vinyals_split_sizes(data_root):
     assert sizes == [4112, 688, 1692]  # 1028/172/423 characters x 4 rotations
 
 
+def test_omniglot_lake_split_tests_on_alphabets_never_seen_in_training(data_root):
+    from harness_plugins.datasets.omniglot import find_images_root, list_characters
+
+    splits = {s: open_omniglot(data_root, s, scheme="lake") for s in ("train", "val", "test")}
+    alphabets = {s: {name.split("/")[0] for name in splits[s].class_names} for s in splits}
+    assert [splits[s].num_classes for s in ("train", "val", "test")] == [806, 158, 659]
+    assert [len(alphabets[s]) for s in ("train", "val", "test")] == [25, 5, 20]
+    assert not (alphabets["train"] & alphabets["test"]) and not (alphabets["train"] & alphabets["val"])
+    assert not (alphabets["val"] & alphabets["test"])
+    # Test: exactly images_evaluation; train and validation: exactly images_background.
+    sets = {}
+    for name, folder in list_characters(find_images_root(data_root)):
+        sets.setdefault(folder.parent.parent.name, set()).add(name)
+    assert set(splits["test"].class_names) == sets["images_evaluation"]
+    assert set(splits["train"].class_names) | set(splits["val"].class_names) == sets["images_background"]
+    assert sorted(alphabets["val"]) == [
+        "Balinese",
+        "Early_Aramaic",
+        "Inuktitut_(Canadian_Aboriginal_Syllabics)",
+        "Mkhedruli_(Georgian)",
+        "Tifinagh",
+    ]  # every sixth, sorted: the documented rule
+
+
+def test_omniglot_unknown_split_names_the_valid_ones(data_root):
+    with pytest.raises(HarnessError, match=r"^unknown Omniglot split 'lakes'; valid splits: maml, lake, vinyals$"):
+        open_omniglot(data_root, "train", scheme="lakes")
+
+
 def test_omniglot_pixels_inverted_to_strokes_on_black(data_root):
     episodes = open_omniglot(data_root, "train", spec="omniglot-20w1s").sample(4, np.random.default_rng(0))
     x = episodes.support_x

@@ -20,6 +20,13 @@ Splits (``--split``):
   random rotation by 0/90/180/270 degrees, the same for all its images in that
   task, at training, validation and test time alike, as the reference code
   applies it.
+- ``lake``: the protocol of Lake et al. (2015): train on the 30 background
+  alphabets (``images_background``), test on the 20 evaluation alphabets
+  (``images_evaluation``, 659 characters), so no character of a test
+  alphabet is seen in training. Validation holds out whole background
+  alphabets: every sixth of the 30 in sorted order (the 6th, 12th, 18th,
+  24th and 30th), the other 25 train. Tasks are augmented with rotations as
+  in the ``maml`` split.
 - ``vinyals``: the character+rotation classes of Vinyals et al. (2016) read
   from ``ROOT/omniglot/splits/vinyals/{train,val,test}.txt`` (1028/172/423
   characters x 4 rotations); each class has its fixed rotation and no further
@@ -45,7 +52,8 @@ from harness.images import decode_image
 SETS = ("images_background", "images_evaluation")
 IMAGES_PER_CHARACTER = 20
 IMAGE_SIZE = 28
-SPLITS = ("maml", "vinyals")
+SPLITS = ("maml", "lake", "vinyals")
+LAKE_VAL_EVERY = 6  # the 6th, 12th, ... background alphabet (sorted) validates under --split lake
 MAML_SPLIT_SEED = 1  # cbfinn/maml data_generator.py: random.seed(1)
 MAML_TRAIN, MAML_VAL = 1100, 100  # cbfinn/maml: num_train = 1200 - num_val, num_val = 100
 
@@ -140,6 +148,19 @@ def maml_split(names: list[str], split: str) -> list[int]:
     return order[start:stop]
 
 
+def lake_split(images_root: Path, split: str) -> list[int]:
+    """Character indices (into ``list_characters`` order) of one split of the Lake et al. (2015) protocol."""
+    characters = list_characters(images_root)
+    background = sorted({name.split("/")[0] for name, folder in characters if folder.parent.parent.name == SETS[0]})
+    held_out = set(background[LAKE_VAL_EVERY - 1 :: LAKE_VAL_EVERY])
+    keep = {
+        "train": lambda alphabet, set_name: set_name == SETS[0] and alphabet not in held_out,
+        "val": lambda alphabet, set_name: set_name == SETS[0] and alphabet in held_out,
+        "test": lambda alphabet, set_name: set_name == SETS[1],
+    }[split]
+    return [i for i, (name, folder) in enumerate(characters) if keep(name.split("/")[0], folder.parent.parent.name)]
+
+
 def vinyals_split(images_root: Path, names: list[str], split: str) -> list[tuple[int, int]]:
     """``[(character index, quarter turns)]`` from the Vinyals split file."""
     split_file = images_root.parent / "splits" / "vinyals" / f"{split}.txt"
@@ -165,7 +186,8 @@ def vinyals_split(images_root: Path, names: list[str], split: str) -> list[tuple
 class Omniglot:
     name = "omniglot"
     description = (
-        "Omniglot (Lake et al. 2015), 28x28, MAML split (1100/100/423) or Vinyals split; spec omniglot-<N>w<K>s"
+        "Omniglot (Lake et al. 2015), 28x28, MAML split (1100/100/423), Lake alphabet split or Vinyals split; "
+        "spec omniglot-<N>w<K>s"
     )
     default_backbone = "conv4"
 
@@ -207,8 +229,8 @@ class Omniglot:
         images_root = locate(Path(data_root), options.get("download", True))
         pool, names = load_pool(images_root)
         queries = options["queries"]
-        if split_scheme == "maml":
-            indices = maml_split(names, split)
+        if split_scheme in ("maml", "lake"):
+            indices = maml_split(names, split) if split_scheme == "maml" else lake_split(images_root, split)
             images = torch.from_numpy(pool[indices]).unsqueeze(2)  # [classes, 20, 1, 28, 28]
             class_names = [names[i] for i in indices]
             rotate = True
