@@ -121,9 +121,14 @@ def register_backbones(registry) -> None:
     ``head`` (the final ``nn.Linear``); algorithms such as ANIL rely on that
     split, and analyses address layers by ``body.<i>``.
 
-    Two optional module methods make a backbone fast (``harness.meta_learning``
-    uses them when present and falls back to ``torch.func.vmap`` otherwise;
-    ``plugins/backbones/conv4.py`` implements both):
+    Fast paths come without extra code: a network built from ``nn.Conv2d``,
+    ``nn.BatchNorm1d/2d`` (``track_running_stats=False``), ``nn.Linear`` and
+    parameter-free per-channel operations (ReLU, pooling, flatten, means,
+    residual additions) runs MAML-style inner loops with the tasks side by side
+    and ANIL-style bodies once per meta-batch through the rules of
+    ``harness.side_by_side``, checked against running each task on its own at
+    first use (a mismatch falls back to ``torch.func.vmap`` with a warning).
+    A module may override either with its own method:
 
     - ``body_per_set(images, set_sizes) -> [sum(set_sizes), features]``: the
       body on consecutive image sets, each normalised as its own batch (ANIL,
@@ -132,8 +137,10 @@ def register_backbones(registry) -> None:
       every task with its own parameters (``{name: [tasks, *shape]}``) on
       ``[tasks, n, C, H, W]`` (MAML-style inner loops without vmap).
 
-    Test either against the generic path (``harness.meta_learning.Engine(fast=False)``,
-    a run's ``--inner-loop generic``) as ``tests/test_fast_paths.py`` does for Conv4. A run
+    ``harness.side_by_side.mismatch(model, images)`` is the equivalence check
+    any backbone can reuse; ``tests/test_side_by_side.py`` runs it, and the
+    meta-gradients against the generic path (``harness.meta_learning.Engine(fast=False)``,
+    a run's ``--inner-loop generic``), on every registered backbone. A run
     with ``--inner-loop auto`` (the default) times both at its start and keeps the faster.
     """
 

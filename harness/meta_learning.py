@@ -16,18 +16,19 @@ Implementation notes (why, not what):
 - When no body parameter adapts (ANIL, Raghu et al. 2020 Section 4), the body
   runs once per meta-batch on support and query, and only the linear head is
   adapted on those features; the meta-gradient still reaches the body
-  through the features. A backbone that offers ``body_per_set(images,
-  set_sizes)`` (Conv4 does) computes all support and query sets in one call
-  instead of ``vmap`` over tasks (``body_features``). A backbone offering
-  ``forward_tasks(params, images, channels_last)`` (Conv4 does) runs MAML's
-  inner loop on all tasks side by side without vmap. ``Engine(fast=False)``
+  through the features, all support and query sets in one call, each its own
+  BatchNorm batch (``harness.side_by_side.body_once``). MAML's inner loop runs
+  all tasks side by side without vmap (``tasks_side_by_side``: per-task
+  convolutions as one grouped convolution). Both come from per-layer rules
+  every backbone of standard layers gets (``harness.side_by_side``). ``Engine(fast=False)``
   (a run's ``--inner-loop generic``) selects vmap everywhere: the
   implementation before the fast paths, which ``harness bench --paths`` times
   against them, and which a run with ``--inner-loop auto`` measures against
   the fast paths at its start (``harness.training``).
 - Second-order inner loops through normalisation layers do not use vmap on
   the default path: its meta-gradient through batch-statistics BatchNorm is
-  off by ~0.5 % (``_adapt_task_by_task``).
+  off by ~0.5 % (``_adapt_task_by_task``, for backbones the side-by-side
+  rules cannot run).
 - ``Engine(precision="bf16")`` computes those body features under bfloat16
   autocast (opt-in, ``harness run --precision bf16``); the head's inner loop
   and the outer update stay in float32.
@@ -48,6 +49,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from harness.episodes import Episodes
+from harness.side_by_side import body_once, tasks_side_by_side
 
 #: ``--precision`` values -> autocast dtype of the body features (None: float32 throughout).
 BODY_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -84,13 +86,13 @@ def body_features(
 
     ``image_sets``: tensors ``[tasks, n_i, C, H, W]`` -> ``[tasks, n_i, features]`` each.
     """
-    per_set = getattr(model, "body_per_set", None)
+    per_set = body_once(model, image_sets[0]) if engine.fast else None
     dtype = image_sets[0].dtype  # features come back in the input's dtype (autocast or not)
     body_dtype = engine.body_dtype
     autocast = torch.autocast(
         image_sets[0].device.type, dtype=body_dtype or torch.bfloat16, enabled=body_dtype is not None
     )
-    if per_set is None or not engine.fast:
+    if per_set is None:
         with autocast:
             return tuple(vmap(model.body)(images).to(dtype) for images in image_sets)
     tasks = image_sets[0].shape[0]
@@ -142,8 +144,11 @@ def adapt_and_predict(
 
     if all(name.startswith("head.") for name in adapted_names):
         return _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted, engine)
-    if engine.fast and hasattr(model, "forward_tasks"):
-        return _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names, first_order, return_adapted)
+    side_by_side = tasks_side_by_side(model, episodes.support_x) if engine.fast else None
+    if side_by_side is not None:
+        return _adapt_tasks_side_by_side(
+            side_by_side, episodes, steps, lr, params, adapted_names, first_order, return_adapted
+        )
     if engine.fast and not first_order and _normalises(model):
         return _adapt_task_by_task(model, episodes, steps, lr, params, adapted_names, return_adapted)
 
@@ -163,8 +168,8 @@ def adapt_and_predict(
     return (logits, fast) if return_adapted else logits
 
 
-def _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names, first_order, return_adapted):
-    """The same inner loop without vmap, for backbones offering ``forward_tasks(params, images, channels_last)``.
+def _adapt_tasks_side_by_side(forward_tasks, episodes, steps, lr, params, adapted_names, first_order, return_adapted):
+    """The same inner loop without vmap: ``forward_tasks(params, images, channels_last)`` (``harness.side_by_side``).
 
     Every parameter is expanded to one copy per task (``[tasks, *shape]``, a view);
     since tasks do not interact, one ``autograd.grad`` of the summed support losses
@@ -178,14 +183,14 @@ def _adapt_tasks_side_by_side(model, episodes, steps, lr, params, adapted_names,
             for name, p in _differentiable(params, adapted_names).items()
         }
         for _ in range(steps):
-            logits = model.forward_tasks(fast, episodes.support_x, channels_last)  # [tasks, ways*shots, ways]
+            logits = forward_tasks(fast, episodes.support_x, channels_last)  # [tasks, ways*shots, ways]
             # Sum over tasks of each task's mean loss: task t's gradient is that of its own loss.
             loss = (
                 F.cross_entropy(logits.flatten(0, 1), episodes.support_y.flatten(), reduction="sum") / logits.shape[1]
             )
             grads = torch.autograd.grad(loss, [fast[name] for name in adapted_names], create_graph=not first_order)
             fast.update({name: fast[name] - step_size(lr, name) * g for name, g in zip(adapted_names, grads)})
-    logits = model.forward_tasks(fast, episodes.query_x, channels_last)  # [tasks, ways*queries, ways]
+    logits = forward_tasks(fast, episodes.query_x, channels_last)  # [tasks, ways*queries, ways]
     return (logits, {name: fast[name] for name in adapted_names}) if return_adapted else logits
 
 

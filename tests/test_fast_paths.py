@@ -1,4 +1,5 @@
-"""Backbone fast paths (``Conv4.body_per_set``) and ``--precision bf16`` against the generic vmap path."""
+"""Backbone fast paths (``harness.side_by_side``: the body once per meta-batch, tasks side by side) and
+``--precision bf16`` against the generic vmap path and plain per-task autograd, on every bundled backbone."""
 
 from types import SimpleNamespace
 
@@ -11,13 +12,19 @@ from test_runs import SMALL, small_config
 import harness.meta_learning as ml
 from harness.plugin_manager import get_plugins, load_plugins
 from harness.training import Trainer
+from harness_plugins.backbones.resnet12 import ResNet12
 
-BACKBONES = [("conv4", 1, 28), ("conv4-pool", 3, 84)]
+#: Every bundled backbone with an input small enough for float64 second-order checks; a new backbone
+#: joins here and gets every equivalence test of this file (and tests/test_side_by_side.py).
+BACKBONES = [("conv4", 1, 28), ("conv4-pool", 3, 84), ("resnet12", 3, 16)]
 
 
 def build(backbone, channels, size, ways=5, bn_mode="batch", dtype=torch.float64):
     torch.manual_seed(0)
-    model = get_plugins().backbones.get(backbone).build(channels, size, ways, bn_mode=bn_mode).to(dtype)
+    if backbone == "resnet12":  # the same blocks at a fraction of the width: float64 second order in seconds
+        model = ResNet12(channels, ways, bn_mode, widths=(6, 8, 10, 12)).to(dtype)
+    else:
+        model = get_plugins().backbones.get(backbone).build(channels, size, ways, bn_mode=bn_mode).to(dtype)
     torch.nn.init.normal_(model.head.weight, std=0.1)  # a zero head would hide errors in the features' gradient
     return model
 
@@ -157,12 +164,13 @@ def test_maml_tasks_side_by_side_give_the_exact_second_order_meta_gradient(backb
 
 
 def test_vmap_second_order_through_batchnorm_is_not_used_on_the_default_path(monkeypatch):
-    """A BatchNorm model without forward_tasks goes task by task for second order (vmap is off by ~0.5 %)."""
+    """A BatchNorm model the side-by-side rules cannot run (PReLU has parameters and no rule) goes task by
+    task for second order (vmap is off by ~0.5 %)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 3, stride=2),
         torch.nn.BatchNorm2d(4, track_running_stats=False),
-        torch.nn.ReLU(),
+        torch.nn.PReLU(),
         torch.nn.Flatten(),
         torch.nn.Linear(4 * 13 * 13, 5),
     ).double()

@@ -40,6 +40,7 @@ from torch.func import functional_call
 
 import harness
 from harness.meta_learning import Engine, GradientMetaLearner, query_accuracy
+from harness.side_by_side import tasks_side_by_side
 
 ITERATIONS_PER_EPOCH = 500  # total_iter_per_epoch
 MSL_EPOCHS = 10  # multi_step_loss_num_epochs
@@ -163,8 +164,9 @@ class MAMLPlusPlus(nn.Module, GradientMetaLearner):
 
 def _forward(model, params: dict[str, torch.Tensor], images: torch.Tensor, engine: Engine) -> torch.Tensor:
     """Every task with its own parameters ``{name: [tasks, *shape]}``: ``[tasks, n, C, H, W]`` -> ``[tasks, n, ways]``."""
-    if engine.fast and hasattr(model, "forward_tasks"):
-        return model.forward_tasks(params, images, False)
+    side_by_side = tasks_side_by_side(model, images) if engine.fast else None
+    if side_by_side is not None:
+        return side_by_side(params, images, False)
     return torch.stack(
         [functional_call(model, {n: p[t] for n, p in params.items()}, (images[t],)) for t in range(images.shape[0])]
     )

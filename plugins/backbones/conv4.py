@@ -20,12 +20,15 @@ BatchNorm modes (``bn_mode``):
 Running-average statistics are deliberately not offered: under a vmapped inner
 loop they cannot be updated per task, and evaluating with them changes the
 model the paper evaluated.
+
+The network is plain PyTorch layers; its fast paths (tasks side by side as
+grouped convolutions, the body once per meta-batch) come from the rules in
+``harness.side_by_side`` that every such backbone gets.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import harness
@@ -91,61 +94,6 @@ class Conv4(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, ways]
         return self.head(self.body(x))
-
-    def body_per_set(self, images: torch.Tensor, set_sizes: list[int]) -> torch.Tensor:
-        """Body features of consecutive image sets, each normalised by its own BatchNorm statistics.
-
-        ``images`` ``[sum(set_sizes), C, H, W]`` -> ``[sum(set_sizes), features]``. Equal to
-        ``self.body`` run on each set separately (``vmap`` over tasks), but every convolution
-        sees all sets at once, in channels-last layout: measured on the 2-core CPU, a
-        1-channel 28x28 convolution is 11x faster channels-last (2.2 vs 24.6 ms forward
-        for 640 images), and vmap's BatchNorm rule (which moves tasks into channels with
-        two copies) is replaced by one BatchNorm call per set. See results/benchmarks/NOTES.md.
-        """
-        x = images.contiguous(memory_format=torch.channels_last)
-        for module in self.body:
-            if not isinstance(module, ConvBlock):
-                x = module(x)
-                continue
-            for layer in module:
-                if isinstance(layer, nn.BatchNorm2d):
-                    x = torch.cat([layer(part) for part in x.split(set_sizes)])
-                else:
-                    x = layer(x)
-        return x
-
-    def forward_tasks(self, params: dict[str, torch.Tensor], images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-        """Logits of every task with its own parameters: ``{name: [tasks, *shape]}``, ``[tasks, n, C, H, W]``
-        -> ``[tasks, n, ways]``; each task's images are one BatchNorm batch.
-
-        Tasks are laid side by side in channels (``[n, tasks*C, H, W]``) for the whole
-        network: a per-task convolution is one grouped convolution (``groups=tasks``) and
-        per-task BatchNorm is plain BatchNorm over ``tasks*C`` channels, so no layout
-        changes happen between layers (vmap's rules transpose around every BatchNorm).
-        ``channels_last`` pays off for first-order graphs and inference but makes
-        second-order graphs slower (results/benchmarks/NOTES.md).
-        """
-        tasks, n = images.shape[:2]
-        x = images.transpose(0, 1).reshape(n, tasks * images.shape[2], *images.shape[3:])  # [n, tasks*C, H, W]
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        for i, block in enumerate(self.body):
-            if not isinstance(block, ConvBlock):
-                continue
-            for j, layer in enumerate(block):
-                weight, bias = params.get(f"body.{i}.{j}.weight"), params.get(f"body.{i}.{j}.bias")
-                if isinstance(layer, nn.Conv2d):  # weight [tasks, out, in, 3, 3] -> [tasks*out, in, 3, 3]
-                    x = F.conv2d(x, weight.flatten(0, 1), bias.flatten(), layer.stride, layer.padding, groups=tasks)
-                elif isinstance(layer, nn.BatchNorm2d):
-                    x = F.batch_norm(x, None, None, weight.flatten(), bias.flatten(), True, 0.0, layer.eps)
-                else:
-                    x = layer(x)
-        channels = x.shape[1] // tasks
-        if isinstance(self.body[-1], SpatialMean):
-            features = x.mean(dim=(2, 3)).view(n, tasks, channels).transpose(0, 1)  # [tasks, n, F]
-        else:
-            features = x.reshape(n, tasks, channels, *x.shape[2:]).transpose(0, 1).flatten(2)  # [tasks, n, C*H*W]
-        return torch.baddbmm(params["head.bias"].unsqueeze(1), features, params["head.weight"].transpose(1, 2))
 
 
 class Conv4Backbone:
