@@ -218,6 +218,7 @@ def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORIT
                 rows.append(
                     {
                         "config": config.name,
+                        "backbone": config.backbone,
                         "algorithm": algorithm,
                         "phase": phase,
                         "device": str(device),

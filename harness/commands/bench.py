@@ -13,6 +13,7 @@ The suite itself is ``tests/benchmarks`` of a source checkout (pytest-benchmark)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -123,6 +124,14 @@ class BenchCommand:
             "where it applies, bf16, rounds interleaved in one run; writes <device>-paths.json",
         )
         parser.add_argument(
+            "--backbone",
+            default=None,
+            help="with --paths: the same step shapes on this backbone (e.g. resnet12); writes <device>-paths-BACKBONE.json",
+        )
+        parser.add_argument(
+            "--config", action="append", default=None, help="with --paths: only this step shape (repeatable)"
+        )
+        parser.add_argument(
             "-k", dest="keyword", default=None, help="only benchmarks matching this pytest -k expression"
         )
 
@@ -210,25 +219,38 @@ class BenchCommand:
     def print_paths(args) -> int:
         import torch
 
-        from harness.benchmarks import compare_paths
+        from harness.benchmarks import CONFIGS, compare_paths
         from harness.plugin_manager import get_plugins
         from harness.rundir import write_json
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        plugins = get_plugins()
+        suffix = f"-{args.backbone}" if args.backbone else ""
         out = (
             Path(args.out)
             if args.out
-            else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}-paths.json"
+            else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}-paths{suffix}.json"
         )
-        rows = compare_paths(get_plugins(), device, rounds=args.rounds or 5)
+        for name in args.config or []:
+            if name not in CONFIGS:
+                raise HarnessError(f"unknown step shape {name!r}; shapes: {', '.join(CONFIGS)}")
+        if args.backbone:
+            plugins.backbones.get(args.backbone)  # an unknown name lists the valid ones
+        configs = [
+            dataclasses.replace(config, backbone=args.backbone or config.backbone)
+            for name, config in CONFIGS.items()
+            if not args.config or name in args.config
+        ]
+        rows = compare_paths(plugins, device, rounds=args.rounds or 5, configs=configs)
         table = []
         for row in rows:
             generic, fast, bf16 = row["generic_median_s"], row["fast_median_s"], row.get("bf16_median_s")
-            peers = PEERS_LEARN2LEARN.get((row["config"], row["phase"]))
+            # learn2learn was measured on the paper's Conv4 only
+            peers = None if args.backbone else PEERS_LEARN2LEARN.get((row["config"], row["phase"]))
             peer = peers[("maml", "fomaml", "anil").index(row["algorithm"])] if peers and device == "cpu" else None
             table.append(
                 [
-                    row["config"],
+                    f"{row['config']} ({row['backbone']})" if args.backbone else row["config"],
                     row["phase"],
                     row["algorithm"],
                     f"{generic:.4f}",
