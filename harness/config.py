@@ -10,7 +10,9 @@ directory and stored in every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
@@ -24,8 +26,33 @@ INNER_LOOPS = ("auto", "fast", "generic")  # harness.meta_learning.Engine; auto 
 HEAD_INITS = ("zero", "normal", "default")
 
 
+class RecordedConfig:
+    """What image and meta-RL run configs share: ``config.json`` round trips and the default run directory."""
+
+    algo: str
+    seed: int
+
+    @property
+    def task(self) -> str:
+        """The task spec (image runs) or environment (meta-RL runs) the run trains on."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """The config a ``config.json`` records; keys this version does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def default_run_dir(self) -> Path:
+        """``results/runs/<algo>-<task>-seed<s>-<YYYYmmdd-HHMMSS>``, where ``harness run`` writes without ``--out``."""
+        return Path("results") / "runs" / f"{self.algo}-{self.task}-seed{self.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 @dataclass
-class RunConfig:
+class RunConfig(RecordedConfig):
     algo: str
     data: str  # task spec, e.g. "omniglot-20w1s"
     backbone: str | None = None  # None: the task sampler's default_backbone
@@ -58,13 +85,9 @@ class RunConfig:
     def tunable_fields(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if f.name not in ("algo", "data", "sources")]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    @property
+    def task(self) -> str:
+        return self.data
 
     def validate(self) -> None:
         for spec in dataclasses.fields(self):

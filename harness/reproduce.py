@@ -109,13 +109,12 @@ class PlannedRun:
 def resolved_config(plugins, algo: str, task: str, kind: str, overrides: dict) -> dict:
     """The config ``harness run`` would write, as a dict (what the run key hashes)."""
     if kind == "rl":
-        from harness.commands.run_rl import RL_FLAGS
         from harness.rl.training import RLConfig, resolve_rl_algorithm
 
         env = plugins.environments.get(task)
         config = RLConfig(algo=resolve_rl_algorithm(plugins, algo).name, env=task, **env.paper_defaults)
         for name, value in overrides.items():
-            setattr(config, RL_FLAGS.get(name, name), value)  # the flag's RLConfig field, as harness run maps it
+            setattr(config, RLConfig.FLAGS.get(name, name), value)  # the flag's RLConfig field, as harness run maps it
         return config.to_dict()
     from harness.config import resolve_config
     from harness.taskspec import parse_task_spec

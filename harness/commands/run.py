@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import harness
@@ -151,13 +150,7 @@ class RunCommand:
                 raise HarnessError(
                     "a run across processes (torchrun) needs --out, so that every rank uses one run directory"
                 )
-            run_dir = (
-                Path(args.out)
-                if args.out
-                else Path("results")
-                / "runs"
-                / (f"{config.algo}-{config.data}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-            )
+            run_dir = Path(args.out) if args.out else config.default_run_dir()
             state = run_state(run_dir)
             if state:
                 raise HarnessError(

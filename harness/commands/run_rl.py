@@ -11,7 +11,6 @@ final evaluation), ``--out``, ``--resume``).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -19,14 +18,6 @@ from harness.rl.training import RLConfig, RLTrainer, resolve_rl_algorithm
 from harness.rundir import read_json, removed_if_start_fails, run_state
 
 #: ``harness run`` flags an RL run takes; the image-only ones are refused rather than ignored.
-RL_FLAGS = {
-    "seed": "seed",
-    "iterations": "iterations",
-    "meta_batch_size": "meta_batch_size",
-    "inner_lr": "inner_lr",
-    "checkpoint_every": "checkpoint_every",
-    "test_tasks": "eval_tasks",
-}  # flag -> RLConfig field
 IMAGE_ONLY_FLAGS = (
     "backbone",
     "inner_steps",
@@ -47,7 +38,7 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
     if given:
         raise HarnessError(f"{', '.join(given)} do not apply to a reinforcement-learning run")
     overrides = {
-        field: getattr(args, flag) for flag, field in RL_FLAGS.items() if getattr(args, flag, None) is not None
+        field: getattr(args, flag) for flag, field in RLConfig.FLAGS.items() if getattr(args, flag, None) is not None
     }
     if args.resume:
         run_dir = Path(args.resume)
@@ -66,18 +57,12 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
         for name, value in overrides.items():
             minimum = 0 if name in ("seed", "checkpoint_every") else 1  # 0 = no periodic checkpoints
             if value < minimum:
-                flag = next(f for f, field in RL_FLAGS.items() if field == name)
+                flag = next(f for f, field in RLConfig.FLAGS.items() if field == name)
                 raise HarnessError(
                     f"--{flag.replace('_', '-')} must be {'positive' if minimum else 'non-negative'}, got {value}"
                 )
             setattr(config, name, value)
-        run_dir = (
-            Path(args.out)
-            if args.out
-            else Path("results")
-            / "runs"
-            / (f"{config.algo}-{config.env}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-        )
+        run_dir = Path(args.out) if args.out else config.default_run_dir()
         state = run_state(run_dir)
         if state:
             raise HarnessError(

@@ -11,14 +11,15 @@ RL runs on the CPU: the policy is a 100-unit MLP and the simulators are CPU code
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from harness.config import RecordedConfig
 from harness.devices import describe_device
 from harness.errors import HarnessError
 from harness.evaluation import mean_and_ci95
@@ -35,7 +36,7 @@ EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training
 
 
 @dataclass
-class RLConfig:
+class RLConfig(RecordedConfig):
     algo: str  # "maml-rl" or "anil-rl"
     env: str  # e.g. "2d-navigation"
     kind: str = "rl"
@@ -48,13 +49,19 @@ class RLConfig:
     eval_tasks: int = 400  # new tasks for the final evaluation (10 batches of 40; our choice, CI over tasks)
     checkpoint_every: int = 0  # also keep checkpoints/step-XXXXXXX.pt every N iterations (0: off)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    #: ``harness run`` flag -> field, for the flags a meta-RL run takes (``harness.commands.run_rl``, ``reproduce``).
+    FLAGS: ClassVar[dict[str, str]] = {
+        "seed": "seed",
+        "iterations": "iterations",
+        "meta_batch_size": "meta_batch_size",
+        "inner_lr": "inner_lr",
+        "checkpoint_every": "checkpoint_every",
+        "test_tasks": "eval_tasks",
+    }
 
-    @classmethod
-    def from_dict(cls, values: dict) -> RLConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    @property
+    def task(self) -> str:
+        return self.env
 
 
 def resolve_rl_algorithm(plugins, name: str):
