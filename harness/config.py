@@ -82,10 +82,6 @@ class RunConfig(RecordedConfig):
     sources: dict[str, str] = field(default_factory=dict)  # where each non-default value came from
 
     @property
-    def tunable_fields(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self) if f.name not in ("algo", "data", "sources")]
-
-    @property
     def task(self) -> str:
         return self.data
 

@@ -80,7 +80,3 @@ def context_from_environment(device: torch.device) -> DistributedContext | None:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistributedContext(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0

@@ -40,7 +40,7 @@ every call: no module state decides how a step runs.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -355,7 +355,3 @@ class GradientMetaLearner:
     def predict(self, model: nn.Module, episodes: Episodes, hp) -> torch.Tensor:
         # Second-order terms are irrelevant without an outer backward pass.
         return self.adapt(model, episodes, hp.test_inner_steps, hp, first_order=True)
-
-
-def trainable_names(model: nn.Module) -> Iterable[str]:
-    return (name for name, p in model.named_parameters() if p.requires_grad)

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import run_cli
+from finite_differences import assert_gradients_match
 from tiny_model import tiny_setup
 from torch.func import functional_call
 
@@ -93,19 +94,9 @@ def test_meta_gradient_of_the_vector_and_the_body_matches_finite_differences():
     vector, bias = algorithm.head_vector.detach().clone(), algorithm.head_bias.detach().clone()
     checks = [(params["body.0.weight"], model.body[0].weight.grad), (params["body.2.bias"], model.body[2].bias.grad)]
     checks += [(vector, algorithm.head_vector.grad), (bias.view(1), algorithm.head_bias.grad.view(1))]
-    eps, checked = 1e-6, 0
-    for values, analytic in checks:
-        flat = values.view(-1)
-        for index in range(0, flat.numel(), max(1, flat.numel() // 3)):
-            original = flat[index].item()
-            flat[index] = original + eps
-            plus = meta_loss(model, episodes, params, vector, bias, HP.inner_steps, HP.inner_lr).item()
-            flat[index] = original - eps
-            minus = meta_loss(model, episodes, params, vector, bias, HP.inner_steps, HP.inner_lr).item()
-            flat[index] = original
-            numeric = (plus - minus) / (2 * eps)
-            assert analytic.reshape(-1)[index].item() == pytest.approx(numeric, rel=1e-5, abs=1e-9)
-            checked += 1
+    checked = assert_gradients_match(
+        checks, lambda: meta_loss(model, episodes, params, vector, bias, HP.inner_steps, HP.inner_lr).item()
+    )
     assert checked >= 10
 
 

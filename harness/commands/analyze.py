@@ -11,10 +11,8 @@ command picks it, prints its table and writes JSON and PNG into RUN_DIR.
 from __future__ import annotations
 
 import harness
-from harness.commands.eval import format_rows, open_run, require_writable
+from harness.commands.eval import evaluate_and_write
 from harness.devices import DEVICE_CHOICES
-from harness.evaluator_options import resolve_options
-from harness.rundir import write_json
 from harness.similarity import MEASURES
 
 ANALYSES = {"similarity": "similarity", "weights": "weight-distance", "seeds": "seed-similarity"}
@@ -52,8 +50,6 @@ class AnalyzeCommand:
         if args.analysis == "similarity" and args.against:
             name = "run-similarity"
         evaluator = plugins.evaluators.get(name)
-        run = open_run(plugins, args.run_dir, args)
-        require_writable(run)
         given = {
             "measure": args.measure,
             "num_tasks": args.tasks,
@@ -70,14 +66,12 @@ class AnalyzeCommand:
             "adapt_as": "--adapt-as",
             "against": "--against",
         }
-        options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
-        result = evaluator.evaluate(run, options)
-        result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
-        suffix = f"-{result['measure']}" if "measure" in result else ""
-        suffix += f"-adapt-as-{args.adapt_as}" if args.adapt_as else ""
-        out = run.path / f"analysis-{evaluator.name}{suffix}.json"
-        write_json(out, result)
-        print(format_rows(result["rows"], percent=False))
+
+        def file_stem(result: dict) -> str:
+            measure = f"-{result['measure']}" if "measure" in result else ""
+            return f"analysis-{evaluator.name}{measure}{f'-adapt-as-{args.adapt_as}' if args.adapt_as else ''}"
+
+        result, out = evaluate_and_write(plugins, evaluator, args, given, flags, file_stem, percent=False)
         print(f"written to {out} and {result['figure']}")
         return 0
 

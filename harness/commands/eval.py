@@ -109,16 +109,23 @@ class EvalCommand:
                 if key in given:
                     raise HarnessError(f"{flag} and -o {key}= say the same thing; give one")
                 given[key], flags[key] = value, flag
-        run = open_run(plugins, args.run_dir, args)
-        require_writable(run)
-        options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
-        result = evaluator.evaluate(run, options)  # the run's config carries its precision and inner-loop path
-        result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
-        out = run.path / f"eval-{evaluator.name}.json"
-        write_json(out, result)
-        print(format_rows(result["rows"]))
+        _, out = evaluate_and_write(plugins, evaluator, args, given, flags, lambda result: f"eval-{evaluator.name}")
         print(f"written to {out}")
         return 0
+
+
+def evaluate_and_write(plugins, evaluator, args, given: dict, flags: dict, file_stem, percent: bool = True):
+    """The one path of ``harness eval`` and ``harness analyze``: open the run, type the options, evaluate,
+    write ``RUN_DIR/<file_stem(result)>.json`` and print the rows. Returns the result and the file."""
+    run = open_run(plugins, args.run_dir, args)
+    require_writable(run)
+    options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
+    result = evaluator.evaluate(run, options)  # the run's config carries its precision and inner-loop path
+    result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
+    out = run.path / f"{file_stem(result)}.json"
+    write_json(out, result)
+    print(format_rows(result["rows"], percent=percent))
+    return result, out
 
 
 @harness.hookimpl
