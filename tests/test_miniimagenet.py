@@ -1,12 +1,14 @@
 """MiniImageNet sampler on the real data in ../shared/data/miniimagenet, and its error messages."""
 
 import csv
+import json
 import pickle
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 import harness_plugins.datasets.miniimagenet as mini
 from harness.errors import HarnessError
@@ -145,8 +147,6 @@ def test_paper_defaults_for_the_specs():
 def test_short_anil_run_learns(mini_root, tmp_path):
     import json
 
-    from conftest import run_cli
-
     out = tmp_path / "anil"
     # A CPU-sized budget: 5 query images per class and 2 tasks per meta-batch (measured: 38.3 +- 1.9 %, ~1 min).
     result = run_cli(
@@ -213,3 +213,23 @@ def test_classes_of_unequal_size_are_kept_whole_and_memory_mapped(mini_root, tmp
     assert episodes.query_x.shape == (4, 25, 3, 84, 84) and episodes.query_x.std() > 0.1
     dense = open_split(root, "test", queries=5)  # equal classes: the dense in-memory pool, as before
     assert not dense.ragged and dense.images.shape == (6, 20, 3, 84, 84)
+
+
+@pytest.mark.parametrize("algo", ["boil", "maml++", "unicorn-maml", "meta-sgd", "protonet"])
+def test_the_algorithms_beyond_the_paper_train_and_evaluate_on_miniimagenet(algo, mini_root, tmp_path):
+    out = tmp_path / algo
+    flags = ["--data", "miniimagenet-5w1s", "--meta-batch-size", "1", "--inner-steps", "2"]
+    flags += ["--test-inner-steps", "2", "--val-every", "2", "--val-tasks", "2", "--test-tasks", "6"]
+    flags += ["--no-progress", "--no-download", "--data-root", mini_root, "--out", out]
+    result = run_cli("run", "--algo", algo, "--iterations", "2", *flags)
+    assert result.returncode == 0, result.stderr
+    test = json.loads((out / "summary.json").read_text())["test"]
+    assert test["tasks"] == 6 and 0 <= test["accuracy"] <= 1
+    if algo == "protonet":  # no inner loop: its body under NIL instead
+        evaluated = run_cli("eval", out, "--evaluator", "nil", "--data-root", mini_root, "--no-download")
+        assert evaluated.returncode == 0, evaluated.stderr
+        return
+    evaluated = run_cli("eval", out, "--evaluator", "freeze", "-o", "layers=none", "--data-root", mini_root)
+    assert evaluated.returncode == 0, evaluated.stderr
+    rows = json.loads((out / "eval-freeze.json").read_text())["rows"]
+    assert rows[0]["mean"] == pytest.approx(test["accuracy"], abs=1e-12)  # the algorithm's own inner loop
