@@ -70,11 +70,14 @@ def _damage(path: Path, checksum: Path) -> str | None:
 
 
 def load_or_build_array(name: str, key: str, build) -> np.ndarray:
-    """``build()`` once per fingerprint ``key``; later calls memory-map the ``.npy``.
+    """``build(allocate)`` once per fingerprint ``key``; later calls memory-map the ``.npy``.
 
-    Each cache file has a SHA-256 of its contents beside it (``.npy.sha256``), checked on every
-    open: a damaged, truncated or half-written cache (disk error, a killed writer, a copy gone
-    wrong) is decoded again with a one-line notice, never trained on.
+    ``allocate(shape, dtype)`` gives ``build`` its output array: a ``.npy`` memory map in the cache
+    directory, so a split larger than RAM is decoded straight to disk (``decode_all`` takes it);
+    an array ``build`` makes itself is saved instead. Each cache file has a SHA-256 of its contents
+    beside it (``.npy.sha256``), checked on every open: a damaged, truncated or half-written cache
+    (disk error, a killed writer, a copy gone wrong) is decoded again with a one-line notice, never
+    trained on.
     """
     path = cache_dir() / f"{name}-{key}.npy"
     checksum = path.with_name(path.name + ".sha256")
@@ -88,12 +91,23 @@ def load_or_build_array(name: str, key: str, build) -> np.ndarray:
         print(f"harness: decoded-image cache {path} cannot be trusted ({reason}); decoding again", file=sys.stderr)
         path.unlink(missing_ok=True)
         checksum.unlink(missing_ok=True)
-    array = build()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+    def allocate(shape: tuple[int, ...], dtype) -> np.ndarray:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        except OSError:
+            return np.empty(shape, dtype)  # caching is an optimisation: an unwritable cache dir decodes in memory
+
+    array = build(allocate)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
+        if isinstance(array, np.memmap) and Path(array.filename) == tmp.resolve():
+            array.flush()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                np.save(handle, array)
         digest = _digest(tmp)
         os.replace(tmp, path)
         tmp_checksum = checksum.with_name(f".{checksum.name}.{os.getpid()}.tmp")
@@ -105,8 +119,13 @@ def load_or_build_array(name: str, key: str, build) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def decode_all(files: list[Path], decode, what: str) -> np.ndarray:
-    """``[decode(f) for f in files]`` as one array, with a progress bar: what is decoded, how far, how long is left."""
+def decode_all(files: list[Path], decode, what: str, allocate=None, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``[decode(f) for f in files]`` as one array, with a progress bar: what is decoded, how far, how long is left.
+
+    ``allocate(shape, dtype)`` (``load_or_build_array``'s) makes the output, shaped ``shape`` (default
+    ``[files, *image]``; any shape with as many elements, e.g. ``[classes, images per class, H, W]``):
+    with a memory map only one image is in memory at a time.
+    """
     from tqdm import tqdm
 
     print(
@@ -114,9 +133,10 @@ def decode_all(files: list[Path], decode, what: str) -> np.ndarray:
         file=sys.stderr,
     )
     first = decode(files[0])
-    pixels = np.empty((len(files), *first.shape), dtype=first.dtype)  # one copy in memory, no list to stack
-    pixels[0] = first
+    pixels = (allocate or np.empty)(shape or (len(files), *first.shape), first.dtype)
+    flat = pixels.reshape(len(files), *first.shape)  # a view of the same memory, image by image
+    flat[0] = first
     progress = tqdm(files[1:], desc=f"decoding {what}", unit="img", file=sys.stderr, mininterval=1.0, disable=None)
     for index, path in enumerate(progress, start=1):
-        pixels[index] = decode(path)
+        flat[index] = decode(path)
     return pixels

@@ -222,3 +222,28 @@ def test_a_ragged_pool_of_equal_classes_samples_what_the_dense_pool_samples(tmp_
         a.sample(5, np.random.default_rng(3)).__dict__.values(), b.sample(5, np.random.default_rng(3)).__dict__.values()
     ):
         assert torch.equal(first, second) if isinstance(first, torch.Tensor) else first == second
+
+
+def test_a_decoded_split_goes_straight_to_a_memory_map_on_disk(tmp_path, monkeypatch):
+    """No in-memory copy of the whole split: build writes into the cache's memory map, image by image."""
+    from pathlib import Path
+
+    from harness.data_root import decode_all, load_or_build_array
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    files = [Path(f"image{i}") for i in range(6)]
+    seen = {}
+
+    def build(allocate):
+        pixels = decode_all(
+            files, lambda path: np.full((2, 3), int(path.name[-1]), np.uint8), "test", allocate, (3, 2, 2, 3)
+        )
+        seen["memory map"] = isinstance(pixels, np.memmap)
+        return pixels
+
+    pool = load_or_build_array("synthetic", "k1", build)
+    assert seen["memory map"] and isinstance(pool, np.memmap)
+    assert pool.shape == (3, 2, 2, 3) and [int(pool[c, i, 0, 0]) for c in range(3) for i in range(2)] == list(range(6))
+    again = load_or_build_array("synthetic", "k1", lambda allocate: pytest.fail("decoded twice"))
+    np.testing.assert_array_equal(again, pool)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-k1.npy", "synthetic-k1.npy.sha256"]

@@ -117,8 +117,8 @@ def load_csv_split(root: Path, split: str, needed: int) -> tuple:
             raise HarnessError(f"MiniImageNet image listed in {csv_path} is missing: {path}")
     key = fingerprint(files, extra=hashlib.sha256(csv_path.read_bytes()).hexdigest() + "/all/v2")
 
-    def build() -> np.ndarray:
-        return decode_all(files, _decode, f"MiniImageNet {split}")
+    def build(allocate) -> np.ndarray:
+        return decode_all(files, _decode, f"MiniImageNet {split}", allocate)
 
     array = load_or_build_array(f"miniimagenet-{split}-84", key, build)  # [images, 3, 84, 84], class after class
     return (*_pool(array, counts), list(classes))

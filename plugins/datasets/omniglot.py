@@ -127,9 +127,9 @@ def load_pool(images_root: Path) -> tuple[np.ndarray, list[str]]:
             raise HarnessError(f"Omniglot character {folder} has {len(pngs)} images; expected {IMAGES_PER_CHARACTER}")
         files.extend(pngs[:IMAGES_PER_CHARACTER])
 
-    def build() -> np.ndarray:
-        pixels = decode_all(files, _decode, "Omniglot")
-        return pixels.reshape(len(characters), IMAGES_PER_CHARACTER, IMAGE_SIZE, IMAGE_SIZE)
+    def build(allocate) -> np.ndarray:
+        shape = (len(characters), IMAGES_PER_CHARACTER, IMAGE_SIZE, IMAGE_SIZE)
+        return decode_all(files, _decode, "Omniglot", allocate, shape)
 
     pool = load_or_build_array("omniglot-28x28-lanczos", fingerprint(files, extra="v1"), build)
     _pool_cache[key] = (np.array(pool), [name for name, _ in characters])  # a writable in-memory copy of the memory map
