@@ -100,7 +100,11 @@ def load_or_build_array(name: str, key: str, build) -> np.ndarray:
         except OSError:
             return np.empty(shape, dtype)  # caching is an optimisation: an unwritable cache dir decodes in memory
 
-    array = build(allocate)
+    try:
+        array = build(allocate)
+    except BaseException:  # Ctrl-C or a bad image halfway: no half-written cache left behind
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         if isinstance(array, np.memmap) and Path(array.filename) == tmp.resolve():
             array.flush()

@@ -429,20 +429,27 @@ def test_a_damaged_decoded_cache_is_decoded_again_never_trained_on(damage, finis
     "signum, status, how", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
 )
 def test_a_signal_before_training_is_one_line_and_leaves_nothing(signum, status, how, data_root, tmp_path):
-    out = tmp_path / "run"
+    """The signal lands while the images are decoded (an empty cache: seconds of work before training, on
+    any machine), so neither a fast machine nor a slow one moves it into training."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
     process = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", *FLAGS, "--data-root", str(data_root), "--out", str(out)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "HARNESS_CACHE_DIR": str(cache)},
     )
-    time.sleep(1.0)  # python is up (harness.cli imports in a tenth of a second); torch and the plugins are loading
+    first = process.stderr.readline()
+    assert first.startswith("harness: decoding 32460 Omniglot images"), first
+    time.sleep(0.5)  # into the decode (about 10 s on 2 cores), its memory map on disk
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == status, stderr
-    assert stderr == f"harness: {how} before training started; nothing was written\n"
+    _, rest = process.communicate(timeout=120)
+    stderr = rest.splitlines()[-1] if rest.strip() else ""
+    assert process.returncode == status, first + rest
+    assert stderr == f"harness: {how} before training started; nothing was written"
     assert not out.exists()
+    assert list(cache.iterdir()) == []  # the half-decoded cache removed with it
 
 
 def test_a_terminal_hears_from_harness_before_torch_loads(monkeypatch, capsys):

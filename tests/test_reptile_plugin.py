@@ -94,5 +94,5 @@ def test_blocking_the_entry_point_removes_reptile(reptile_site):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "harness: error: unknown algorithm 'reptile'; valid algorithms: "
-        "anil, anil-rl, boil, fomaml, maml, maml-rl, meta-sgd, multiclass, multitask, nil-train, protonet, random-features, unicorn-maml"
+        "anil, anil-rl, boil, fomaml, maml, maml++, maml-rl, meta-sgd, multiclass, multitask, nil-train, protonet, random-features, unicorn-maml"
     )

@@ -197,7 +197,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
     [
         (
             ["--algo", "nope", "--data", "omniglot-5w1s"],
-            "harness: error: unknown algorithm 'nope'; valid algorithms: anil, anil-rl, boil, fomaml, maml, maml-rl, meta-sgd, multiclass, multitask, nil-train, protonet, random-features, unicorn-maml",
+            "harness: error: unknown algorithm 'nope'; valid algorithms: anil, anil-rl, boil, fomaml, maml, maml++, maml-rl, meta-sgd, multiclass, multitask, nil-train, protonet, random-features, unicorn-maml",
         ),
         (
             ["--algo", "anil", "--data", "omniglot-5x1s"],
@@ -209,7 +209,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
         ),
         (
             ["--algo", "anil", "--data", "omniglot-5w1s", "--backbone", "resnet"],
-            "harness: error: unknown backbone 'resnet'; valid backbones: conv4, conv4-pool",
+            "harness: error: unknown backbone 'resnet'; valid backbones: conv4, conv4-pool, resnet12",
         ),
         (
             ["--algo", "anil", "--data", "omniglot-5w1s", "--iterations", "0"],
