@@ -439,6 +439,9 @@ def test_a_signal_before_training_is_one_line_and_leaves_nothing(signum, status,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "HARNESS_CACHE_DIR": str(cache)},
+        # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored:
+        # give the run the disposition a terminal's Ctrl-C meets, whatever started this test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     first = process.stderr.readline()
     assert first.startswith("harness: decoding 32460 Omniglot images"), first

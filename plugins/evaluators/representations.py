@@ -166,7 +166,7 @@ class WeightDistance:
             squared: dict[str, float] = {layer: 0.0 for layer in per_layer}
             for name, value in adapted.items():
                 if layer_of(name) in squared:
-                    squared[layer_of(name)] += float(((value - base[name]) ** 2).sum())
+                    squared[layer_of(name)] += float(((value.detach() - base[name]) ** 2).sum())
             for layer, total in squared.items():
                 per_layer[layer].append(total**0.5)
             body.append(sum(total for layer, total in squared.items() if layer != "head") ** 0.5)
