@@ -130,3 +130,12 @@ def test_a_short_run_learns(algo, extra, data_root, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test"]["accuracy"] > 0.35, summary["test"]  # chance is 20 %
     assert json.loads((out / "config.json").read_text())["head_init"] == (extra[1] if extra else "zero")
+    timed = run_cli("eval", out, "--evaluator", "step-time", "-o", "steps=2", "--data-root", data_root)
+    assert timed.returncode == 0, timed.stderr
+    result = json.loads((out / "eval-step-time.json").read_text())
+    assert (
+        len(result["seconds"]) == 2
+        and result["rows"][0]["mean"]
+        == sorted(result["seconds"])[0] + (sorted(result["seconds"])[1] - sorted(result["seconds"])[0]) / 2
+    )  # the median of the two timed steps
+    assert result["meta_batch_size"] == 8 and 0 < result["rows"][0]["mean"] < 60
