@@ -3,8 +3,7 @@
 A definition is a small TOML file in ``experiments/`` (``table2.toml``, ``table4.toml``):
 a title, the paper source, budgets (``paper`` and ``cpu``: ``harness run`` overrides
 for image and RL rows, each with a note) and rows (``label``, ``algo``, ``data`` or
-``env``, optional ``evaluator`` (or ``"summary"``: a number of the run's ``summary.json``, named by
-``result``), its ``options`` and ``result`` (which row of its
+``env``, optional ``evaluator``, its ``options`` and ``result`` (which row of its
 output, by key: ``"body.2"``, ``"frozen 1-4"``, ``"body mean pre"``; see ``row_keys``), ``unit`` (``%`` by default for few-shot rows; e.g. ``CCA`` for similarities,
 reported as measured), and the published ``paper = [mean, ±]`` where the paper has the
 value). An option value ``"@LABEL"`` names the run of row LABEL with the same seed
@@ -208,10 +207,6 @@ def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) ->
     if run.evaluator == "fewshot":
         test = summary["test"]
         return {"mean": scale * test["accuracy"], "ci95": scale * test["ci95"], "tasks": test["tasks"]}
-    if run.evaluator == "summary":  # a number the run recorded, e.g. result = "seconds_per_iteration"
-        if not isinstance(summary.get(run.result), (int, float)):
-            raise HarnessError(f"row {run.label!r}: {run.run_dir}/summary.json has no number {run.result!r}")
-        return {"mean": float(summary[run.result]), "ci95": 0.0, "tasks": f"{summary['iterations']} iterations"}
     written = run.run_dir / f"eval-{run.evaluator}.json"
     suffix = "".join(f"-{k}={str(v).lstrip('@')}" for k, v in sorted(run.options.items()))
     out = written.with_name(f"eval-{run.evaluator}{suffix}.json")  # one file per evaluator and options

@@ -518,7 +518,6 @@ def test_every_result_key_in_the_definitions_is_one_the_evaluators_give():
         | {f"checkpoint {c}: frozen {s}" for c in (1, 2, 3) for s in settings},
         "similarity": {*layers, "body mean"},
         "weight-distance": {*layers, "body"},
-        "summary": {"seconds_per_iteration"},
         "run-similarity": {f"{layer} {w}" for layer in layers for w in ("pre", "post")}
         | {"body mean pre", "body 1-3 mean pre"},
         "seed-similarity": {"pre,post", "post,pre", "post,post"},
