@@ -227,32 +227,3 @@ def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORIT
                     }
                 )
     return rows
-
-
-def step_flops(plugins, algorithm_name: str, config: BenchConfig, phase: str) -> int:
-    """Floating-point operations of one step, counted by ``torch.utils.flop_counter`` (matmul/conv only).
-
-    Counted on one task and multiplied by the number of tasks: with several
-    tasks, vmap turns per-task weights into grouped convolutions, which the
-    counter's formula counts as dense (a factor ``tasks`` too high).
-    """
-    from dataclasses import replace
-
-    from torch.utils.flop_counter import FlopCounterMode
-
-    step = make_step(plugins, algorithm_name, replace(config, tasks=1), phase, "cpu")
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return counter.get_total_flops() * config.tasks
-
-
-def matmul_rate(size: int = 1024, repeats: int = 10) -> float:
-    """Measured float32 matrix-multiply rate of this machine in FLOP/s."""
-    import time
-
-    a, b = torch.rand(size, size), torch.rand(size, size)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started)

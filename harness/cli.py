@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 
+from harness.allocator import keep_freed_memory
 from harness.errors import HarnessError
 from harness.plugin_manager import get_plugins, report_load_errors
 from harness.stopping import EXIT_STOPPED, RunStopped, Terminated, interrupted_message, terminate_outside_training
@@ -69,6 +70,7 @@ SLOW_COMMANDS = ("run", "eval", "analyze", "reproduce")
 
 
 def _main(argv: list[str] | None) -> int:
+    keep_freed_memory()
     words = sys.argv[1:] if argv is None else argv
     if words and words[0] in SLOW_COMMANDS and not {"-h", "--help"} & set(words) and sys.stderr.isatty():
         print(

@@ -33,10 +33,46 @@ def test_the_floor_covers_the_papers_training_iterations():
     """ANIL's body sees 4 tasks x 80 images at the paper's MiniImageNet 5w1s settings, 32x the Table 6 shape's 10."""
     result = run_cli("bench", "--floor")
     assert result.returncode == 0, result.stderr
-    gflop = {}
-    for line in result.stdout.splitlines():
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if len(cells) == 5 and cells[1] == "train":
-            gflop[(cells[0], cells[2])] = float(cells[3])
-    assert {("paper mini-5w1s", "anil"), ("paper mini-5w5s", "maml"), ("mini-5w1s", "anil")} <= set(gflop)
-    assert 30 < gflop[("paper mini-5w1s", "anil")] / gflop[("mini-5w1s", "anil")] < 34
+    lines = [line for line in result.stdout.splitlines() if line.startswith("|") and "---" not in line]
+    split = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]
+    headers = split(lines[0])
+    rows = {
+        (row["config"], row["phase"], row["algorithm"]): row
+        for row in (dict(zip(headers, split(l))) for l in lines[1:])
+    }
+    paper, table6 = rows[("paper mini-5w1s", "train", "anil")], rows[("mini-5w1s", "train", "anil")]
+    assert ("paper mini-5w5s", "train", "maml") in rows and ("omniglot-20w1s", "inference", "maml") in rows
+    assert 30 < float(paper["GFLOP"]) / float(table6["GFLOP"]) < 34
+    # The first block's BatchNorm alone reads and writes the [320, 32, 84, 84] float32 map (289 MB) once each.
+    assert float(paper["GB batch norm"]) > 2 * 320 * 32 * 84 * 84 * 4 / 1e9
+    for row in (paper, table6):
+        compute, memory, floor = (float(row[k]) for k in ("compute floor s", "memory floor s", "floor s"))
+        assert compute > 0 and memory > 0 and abs(compute + memory - floor) < 2e-4
+
+
+def test_memory_traffic_counts_kernels_not_views_or_arithmetic():
+    import torch
+
+    from harness.floors import MemoryTraffic
+
+    x = torch.randn(10, 4, 5, 5)
+    weight = torch.randn(3, 4, 3, 3)
+    with MemoryTraffic() as traffic:
+        y = torch.relu(x)  # reads 4,000 bytes, writes 4,000
+        y.view(10, -1).transpose(0, 1)  # views: nothing moves
+        torch.nn.functional.conv2d(y, weight)  # arithmetic: the FLOP counter's
+        torch.nn.functional.batch_norm(x, None, None, training=True)
+    assert traffic.bytes["relu"] == 8000
+    assert traffic.bytes["batch norm"] >= 8000  # the map in and out, plus its statistics
+    assert traffic.bytes["other"] == 0  # allocations (empty) move nothing
+
+
+def test_the_allocator_switch_is_applied_and_can_be_declined(monkeypatch):
+    import sys
+
+    from harness.allocator import keep_freed_memory
+
+    monkeypatch.setenv("HARNESS_MALLOC", "default")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("HARNESS_MALLOC")
+    assert keep_freed_memory() is sys.platform.startswith("linux")  # this project's CI runs glibc Linux

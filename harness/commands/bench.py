@@ -115,7 +115,13 @@ class BenchCommand:
         parser.add_argument(
             "--floor",
             action="store_true",
-            help="only print each step's FLOPs and the time floor at this machine's measured matmul rate",
+            help="only print each step's FLOPs, bytes moved by the other kernels, and its floor at this "
+            "machine's measured matmul rate and memory bandwidth (Table 6 steps and the paper's training iterations)",
+        )
+        parser.add_argument(
+            "--measure",
+            action="store_true",
+            help="with --floor: also time each step (median of --rounds, default 3) and print its distance to the floor",
         )
         parser.add_argument(
             "--paths",
@@ -140,7 +146,7 @@ class BenchCommand:
         import torch
 
         if args.floor:
-            return self.print_floor()
+            return self.print_floor(args)
         if args.paths:
             return self.print_paths(args)
         if not SUITE.is_dir():
@@ -291,35 +297,32 @@ class BenchCommand:
         return 0
 
     @staticmethod
-    def print_floor() -> int:
+    def print_floor(args) -> int:
         import torch
 
-        from harness.benchmarks import (
-            ALGORITHMS,
-            CONFIGS,
-            PAPER_TRAINING,
-            PHASES,
-            matmul_rate,
-            step_flops,
-        )
+        from harness.floors import FAMILIES, floor_rows, matmul_rate, memory_bandwidth
         from harness.plugin_manager import get_plugins
 
-        rate = matmul_rate()
-        rows = []
-        steps = [(config, phase) for config in CONFIGS.values() for phase in PHASES]
-        steps += [(config, "train") for config in PAPER_TRAINING.values() if config.name.startswith("paper")]
-        for config, phase in steps:
-            for algorithm in ALGORITHMS:
-                flops = step_flops(get_plugins(), algorithm, config, phase)
-                rows.append([config.name, phase, algorithm, f"{flops / 1e9:.3f}", f"{flops / rate:.4f}"])
-        print(f"float32 matmul rate (1024x1024, torch.mm, {torch.get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s")
+        rate, bandwidth = matmul_rate(), memory_bandwidth()
+        rows = floor_rows(get_plugins(), rate, bandwidth, rounds=(args.rounds or 3) if args.measure else 0)
         print(
-            tabulate(
-                rows,
-                headers=["config", "phase", "algorithm", "GFLOP (conv+matmul)", "floor s at that rate"],
-                tablefmt="github",
-            )
+            f"float32 matmul rate (1024x1024, torch.mm, {torch.get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s; "
+            f"memory bandwidth (torch.add of 128 MiB tensors): {bandwidth / 1e9:.1f} GB/s"
         )
+        families = (*FAMILIES, "other")
+        headers = ["config", "phase", "algorithm", "GFLOP", "GB moved", *(f"GB {f}" for f in families)]
+        headers += ["compute floor s", "memory floor s", "floor s"]
+        if args.measure:
+            headers += ["measured s", "measured / floor"]
+        table = []
+        for row in rows:
+            line = [row["config"], row["phase"], row["algorithm"], f"{row['gflop']:.2f}", f"{row['gbyte']:.2f}"]
+            line += [f"{row[f'gbyte {f}']:.2f}" for f in families]
+            line += [f"{row['compute_floor_s']:.4f}", f"{row['memory_floor_s']:.4f}", f"{row['floor_s']:.4f}"]
+            if args.measure:
+                line += [f"{row['measured_s']:.4f}", f"{row['distance']:.1f}x"]
+            table.append(line)
+        print(tabulate(table, headers=headers, tablefmt="github"))
         return 0
 
 

@@ -38,15 +38,21 @@ BN_MODES = ("batch", "none")
 
 
 class ConvBlock(nn.Sequential):
-    """conv -> BatchNorm -> ReLU [-> 2x2 max-pool]; layers addressed as ``body.<i>``."""
+    """conv -> BatchNorm -> ReLU [-> 2x2 max-pool]; layers addressed as ``body.<i>``.
+
+    With pooling the block runs the max-pool before the ReLU: ReLU is monotone, so
+    ``relu(max(x)) == max(relu(x))`` and the gradients are identical too (the max is
+    taken at the same element), but ReLU and its backward touch a quarter of the map.
+    At the paper's MiniImageNet settings one 32x84x84 map of 320 images is 289 MB.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, pool: bool, bn_mode: str):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)]
         if bn_mode == "batch":
             layers.append(nn.BatchNorm2d(out_channels, track_running_stats=False))
-        layers.append(nn.ReLU())
         if pool:
             layers.append(nn.MaxPool2d(2))
+        layers.append(nn.ReLU())
         super().__init__(*layers)
 
 

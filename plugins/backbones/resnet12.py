@@ -50,7 +50,7 @@ class ResidualBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.pool(self.relu(out + self.shortcut(x)))
+        return self.relu(self.pool(out + self.shortcut(x)))  # = pool(relu(.)): LeakyReLU is monotone
 
 
 class SpatialMean(nn.Module):

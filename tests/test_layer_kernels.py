@@ -1,0 +1,69 @@
+"""The side-by-side path's own kernels equal PyTorch's, values and first and second derivatives, in float64.
+
+``harness.grouped_conv.grouped_conv2d`` replaces PyTorch's double backward of a grouped convolution
+(a loop over groups) with three whole-tensor calls; ``harness.max_pool.max_pool2d`` pools NCHW maps
+through the channels-last kernel. Both feed MAML's second-order meta-gradient, so both derivatives
+are checked numerically (gradcheck/gradgradcheck) and against PyTorch's own.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck, gradgradcheck
+
+from harness.grouped_conv import grouped_conv2d
+from harness.max_pool import max_pool2d
+
+
+def second_order(fn, *inputs):
+    """d/d(inputs) of a loss of the first derivatives, as MAML's meta-gradient is formed."""
+    out = fn(*inputs)
+    firsts = torch.autograd.grad((out**2).sum(), inputs, create_graph=True)
+    return torch.autograd.grad(sum((g**3).sum() for g in firsts), inputs)
+
+
+CONVS = [  # stride, padding, groups, image size
+    (1, 1, 3, 7),
+    (2, 1, 3, 8),
+    (2, 1, 2, 7),  # odd size with stride 2: the input gradient's shape comes from the input
+    (1, 0, 1, 5),
+]
+
+
+@pytest.mark.parametrize("stride, padding, groups, size", CONVS)
+def test_grouped_conv_equals_pytorch_to_second_order(stride, padding, groups, size):
+    torch.manual_seed(0)
+    x = torch.randn(2, 2 * groups, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3 * groups, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
+    ours = lambda x, w, b: grouped_conv2d(x, w, b, stride, padding, 1, groups)
+    theirs = lambda x, w, b: F.conv2d(x, w, b, stride, padding, 1, groups)
+    torch.testing.assert_close(ours(x, w, b), theirs(x, w, b))
+    assert gradcheck(ours, (x, w, b)) and gradgradcheck(ours, (x, w, b))
+    for got, want in zip(second_order(ours, x, w, b), second_order(theirs, x, w, b)):
+        torch.testing.assert_close(got, want)
+
+
+def test_grouped_conv_second_order_with_a_constant_input():
+    """The first layer's input (the images) needs no gradient; the weight's second derivative still flows."""
+    torch.manual_seed(1)
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    ours = lambda w: grouped_conv2d(x, w, None, 2, 1, 1, 2)
+    theirs = lambda w: F.conv2d(x, w, None, 2, 1, 1, 2)
+    torch.testing.assert_close(second_order(ours, w), second_order(theirs, w))
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride", [((2, 3, 8, 8), 2, None), ((2, 3, 7, 9), 2, None), ((1, 2, 6, 6), 3, 2)]
+)
+def test_max_pool_equals_pytorch_to_second_order(shape, kernel, stride):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ours = lambda x: max_pool2d(x, kernel, stride)
+    theirs = lambda x: F.max_pool2d(x, kernel, stride)
+    out = ours(x)
+    assert out.is_contiguous()  # the next layer gets the layout it was given
+    torch.testing.assert_close(out, theirs(x))
+    assert gradcheck(ours, (x,)) and gradgradcheck(ours, (x,))
+    torch.testing.assert_close(second_order(ours, x), second_order(theirs, x))
