@@ -156,6 +156,10 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
     """
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
+    if torch.device(device).type == "cuda":
+        from harness.devices import full_float32_on_cuda
+
+        full_float32_on_cuda()
     torch.manual_seed(0)
     model = plugins.backbones.get(config.backbone).build(config.channels, config.image_size, config.ways).to(device)
     torch.nn.init.normal_(model.head.weight, std=0.01)  # a zero head would make the first inner step trivially cheap
@@ -182,7 +186,9 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
             algorithm.predict(model, episodes, hp).argmax(-1)
         sync()
 
-    return train_step if phase == "train" else inference_step
+    step = train_step if phase == "train" else inference_step
+    step.model = model  # for the tests: the gradients a step leaves
+    return step
 
 
 #: Code paths ``compare_paths`` times against each other (see ``make_step``).

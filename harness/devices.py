@@ -15,12 +15,28 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name.startswith("cuda") and not torch.cuda.is_available():
         raise HarnessError(f"--device {name} requested but CUDA is not available on this machine (use cpu or auto)")
-    if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
+    elif name not in DEVICE_CHOICES and not name.startswith("cuda:"):
         raise HarnessError(f"unknown device {name!r}; valid devices: {', '.join(DEVICE_CHOICES)}, cuda:N")
-    return torch.device(name)
+    else:
+        device = torch.device(name)
+    if device.type == "cuda":
+        full_float32_on_cuda()
+    return device
+
+
+def full_float32_on_cuda() -> None:
+    """float32 means float32 on a GPU too: no TF32 in convolutions or matrix products.
+
+    PyTorch lets cuDNN convolutions use TF32 by default (10-bit mantissa, ~1e-3 relative error),
+    which would make a GPU run a different computation from the CPU one and from the paper's
+    float32. Speed on a GPU comes from the fast paths and ``--precision bf16`` (body features),
+    both explicit choices recorded in the run's config.
+    """
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def _cpu_model() -> str:

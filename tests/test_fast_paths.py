@@ -1,6 +1,9 @@
 """Backbone fast paths (``harness.side_by_side``: the body once per meta-batch, tasks side by side) and
-``--precision bf16`` against the generic vmap path and plain per-task autograd, on every bundled backbone."""
+``--precision bf16`` against the generic vmap path and plain per-task autograd, on every bundled backbone.
 
+``HARNESS_TEST_DEVICE=cuda`` runs the equivalence tests on a GPU (``scripts/gpu-check.sh``)."""
+
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -17,14 +20,15 @@ from harness_plugins.backbones.resnet12 import ResNet12
 #: Every bundled backbone with an input small enough for float64 second-order checks; a new backbone
 #: joins here and gets every equivalence test of this file (and tests/test_side_by_side.py).
 BACKBONES = [("conv4", 1, 28), ("conv4-pool", 3, 84), ("resnet12", 3, 16)]
+DEVICE = torch.device(os.environ.get("HARNESS_TEST_DEVICE", "cpu"))
 
 
 def build(backbone, channels, size, ways=5, bn_mode="batch", dtype=torch.float64):
     torch.manual_seed(0)
     if backbone == "resnet12":  # the same blocks at a fraction of the width: float64 second order in seconds
-        model = ResNet12(channels, ways, bn_mode, widths=(6, 8, 10, 12)).to(dtype)
+        model = ResNet12(channels, ways, bn_mode, widths=(6, 8, 10, 12)).to(DEVICE, dtype)
     else:
-        model = get_plugins().backbones.get(backbone).build(channels, size, ways, bn_mode=bn_mode).to(dtype)
+        model = get_plugins().backbones.get(backbone).build(channels, size, ways, bn_mode=bn_mode).to(DEVICE, dtype)
     torch.nn.init.normal_(model.head.weight, std=0.1)  # a zero head would hide errors in the features' gradient
     return model
 
@@ -33,7 +37,7 @@ def image_sets(channels, size, dtype=torch.float64):
     generator = torch.Generator().manual_seed(1)
     support = torch.rand(3, 5, channels, size, size, generator=generator, dtype=dtype)  # [tasks, ways*shots, C, H, W]
     query = torch.rand(3, 7, channels, size, size, generator=generator, dtype=dtype)  # another set size on purpose
-    return support, query
+    return support.to(DEVICE), query.to(DEVICE)
 
 
 @pytest.mark.parametrize("bn_mode", ["batch", "none"])
@@ -58,9 +62,9 @@ def test_meta_gradient_through_the_fast_path_equals_the_generic_path(algo, monke
     support, query = image_sets(1, 28)
     episodes = SimpleNamespace(
         support_x=support,
-        support_y=torch.arange(5).repeat(3, 1),
+        support_y=torch.arange(5, device=DEVICE).repeat(3, 1),
         query_x=query,
-        query_y=torch.arange(7).remainder(5).repeat(3, 1),
+        query_y=torch.arange(7, device=DEVICE).remainder(5).repeat(3, 1),
         ways=5,
         num_tasks=3,
     )
@@ -133,9 +137,9 @@ def tiny_episodes(channels, size, dtype=torch.float64):
     support, query = image_sets(channels, size, dtype)
     return SimpleNamespace(
         support_x=support,
-        support_y=torch.arange(5).repeat(3, 1),
+        support_y=torch.arange(5, device=DEVICE).repeat(3, 1),
         query_x=query,
-        query_y=torch.arange(7).remainder(5).repeat(3, 1),
+        query_y=torch.arange(7, device=DEVICE).remainder(5).repeat(3, 1),
         ways=5,
         num_tasks=3,
     )
@@ -173,7 +177,7 @@ def test_vmap_second_order_through_batchnorm_is_not_used_on_the_default_path(mon
         torch.nn.PReLU(),
         torch.nn.Flatten(),
         torch.nn.Linear(4 * 13 * 13, 5),
-    ).double()
+    ).to(DEVICE, torch.float64)
     episodes = tiny_episodes(1, 28)
     model.zero_grad()
     logits = ml.adapt_and_predict(model, episodes, 2, 0.3, lambda name: True, first_order=False)

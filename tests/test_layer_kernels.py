@@ -4,7 +4,10 @@
 (a loop over groups) with three whole-tensor calls; ``harness.max_pool.max_pool2d`` pools NCHW maps
 through the channels-last kernel. Both feed MAML's second-order meta-gradient, so both derivatives
 are checked numerically (gradcheck/gradgradcheck) and against PyTorch's own.
+``HARNESS_TEST_DEVICE=cuda`` runs them on a GPU (``scripts/gpu-check.sh``).
 """
+
+import os
 
 import pytest
 import torch
@@ -13,6 +16,8 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from harness.grouped_conv import grouped_conv2d
 from harness.max_pool import max_pool2d
+
+DEVICE = torch.device(os.environ.get("HARNESS_TEST_DEVICE", "cpu"))
 
 
 def second_order(fn, *inputs):
@@ -33,9 +38,9 @@ CONVS = [  # stride, padding, groups, image size
 @pytest.mark.parametrize("stride, padding, groups, size", CONVS)
 def test_grouped_conv_equals_pytorch_to_second_order(stride, padding, groups, size):
     torch.manual_seed(0)
-    x = torch.randn(2, 2 * groups, size, size, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3 * groups, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 2 * groups, size, size, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    w = torch.randn(3 * groups, 2, 3, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    b = torch.randn(3 * groups, dtype=torch.float64, device=DEVICE, requires_grad=True)
     ours = lambda x, w, b: grouped_conv2d(x, w, b, stride, padding, 1, groups)
     theirs = lambda x, w, b: F.conv2d(x, w, b, stride, padding, 1, groups)
     torch.testing.assert_close(ours(x, w, b), theirs(x, w, b))
@@ -47,8 +52,8 @@ def test_grouped_conv_equals_pytorch_to_second_order(stride, padding, groups, si
 def test_grouped_conv_second_order_with_a_constant_input():
     """The first layer's input (the images) needs no gradient; the weight's second derivative still flows."""
     torch.manual_seed(1)
-    x = torch.randn(3, 4, 6, 6, dtype=torch.float64)
-    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64, device=DEVICE)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
     ours = lambda w: grouped_conv2d(x, w, None, 2, 1, 1, 2)
     theirs = lambda w: F.conv2d(x, w, None, 2, 1, 1, 2)
     torch.testing.assert_close(second_order(ours, w), second_order(theirs, w))
@@ -59,7 +64,7 @@ def test_grouped_conv_second_order_with_a_constant_input():
 )
 def test_max_pool_equals_pytorch_to_second_order(shape, kernel, stride):
     torch.manual_seed(0)
-    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(*shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
     ours = lambda x: max_pool2d(x, kernel, stride)
     theirs = lambda x: F.max_pool2d(x, kernel, stride)
     out = ours(x)

@@ -5,6 +5,8 @@
     harness bench --compare baseline --max-regression 10%   # exit 1 if any step's median regressed > 10 %
     harness bench --record                     # also write the speedups the CI gate compares against
     harness bench --paths                      # generic vs fast path (vs bf16) per step, interleaved in one run
+    harness bench --floor [--measure]          # FLOPs, bytes moved and the floor of every step (and its distance)
+    harness bench --peers                      # the peer libraries' steps beside the harness's, interleaved
 
 The suite itself is ``tests/benchmarks`` of a source checkout (pytest-benchmark);
 ``--save``/``--compare`` map to ``--benchmark-save``/``--benchmark-compare`` and
@@ -13,7 +15,6 @@ The suite itself is ``tests/benchmarks`` of a source checkout (pytest-benchmark)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -130,6 +131,14 @@ class BenchCommand:
             "where it applies, bf16, rounds interleaved in one run; writes <device>-paths.json",
         )
         parser.add_argument(
+            "--peers",
+            action="store_true",
+            help="time each Table 6 step as every installed peer library writes it (learn2learn, higher, torchopt, "
+            "torch.func) beside the harness's, rounds interleaved; prints the lead over the fastest; "
+            "writes <device>-peers.json",
+        )
+        parser.add_argument("--peer", action="append", default=None, help="with --peers: only this peer (repeatable)")
+        parser.add_argument(
             "--backbone",
             default=None,
             help="with --paths: the same step shapes on this backbone (e.g. resnet12); writes <device>-paths-BACKBONE.json",
@@ -145,10 +154,14 @@ class BenchCommand:
         import pytest
         import torch
 
+        from harness.commands.bench_reports import print_floor, print_paths, print_peers
+
         if args.floor:
-            return self.print_floor(args)
+            return print_floor(args)
         if args.paths:
-            return self.print_paths(args)
+            return print_paths(args)
+        if args.peers:
+            return print_peers(args)
         if not SUITE.is_dir():
             raise HarnessError(f"harness bench runs the suite of a source checkout; {SUITE} does not exist")
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -220,110 +233,6 @@ class BenchCommand:
                 )
                 print(f"recorded speedups (appended to the runs there): {ratio_file}")
         return int(status)
-
-    @staticmethod
-    def print_paths(args) -> int:
-        import torch
-
-        from harness.benchmarks import CONFIGS, compare_paths
-        from harness.plugin_manager import get_plugins
-        from harness.rundir import write_json
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        plugins = get_plugins()
-        suffix = f"-{args.backbone}" if args.backbone else ""
-        out = (
-            Path(args.out)
-            if args.out
-            else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}-paths{suffix}.json"
-        )
-        for name in args.config or []:
-            if name not in CONFIGS:
-                raise HarnessError(f"unknown step shape {name!r}; shapes: {', '.join(CONFIGS)}")
-        if args.backbone:
-            plugins.backbones.get(args.backbone)  # an unknown name lists the valid ones
-        configs = [
-            dataclasses.replace(config, backbone=args.backbone or config.backbone)
-            for name, config in CONFIGS.items()
-            if not args.config or name in args.config
-        ]
-        rows = compare_paths(plugins, device, rounds=args.rounds or 5, configs=configs)
-        table = []
-        for row in rows:
-            generic, fast, bf16 = row["generic_median_s"], row["fast_median_s"], row.get("bf16_median_s")
-            # learn2learn was measured on the paper's Conv4 only
-            peers = None if args.backbone else PEERS_LEARN2LEARN.get((row["config"], row["phase"]))
-            peer = peers[("maml", "fomaml", "anil").index(row["algorithm"])] if peers and device == "cpu" else None
-            table.append(
-                [
-                    f"{row['config']} ({row['backbone']})" if args.backbone else row["config"],
-                    row["phase"],
-                    row["algorithm"],
-                    f"{generic:.4f}",
-                    f"{fast:.4f}",
-                    f"{generic / fast:.2f}x",
-                    f"{bf16:.4f}" if bf16 else "",
-                    f"{generic / bf16:.2f}x" if bf16 else "",
-                    peer or "",
-                ]
-            )
-        print(
-            tabulate(
-                table,
-                headers=[
-                    "config",
-                    "phase",
-                    "algorithm",
-                    "generic s",
-                    "fast s",
-                    "fast speedup",
-                    "bf16 s",
-                    "bf16 speedup",
-                    "learn2learn s",
-                ],
-                tablefmt="github",
-            )
-        )
-        write_json(
-            out,
-            {
-                "machine": machine_description(device),
-                "torch": torch.__version__,
-                "date": time.strftime("%Y-%m-%d"),
-                "rows": rows,
-            },
-        )
-        print(f"written to {out}")
-        return 0
-
-    @staticmethod
-    def print_floor(args) -> int:
-        import torch
-
-        from harness.floors import FAMILIES, floor_rows, matmul_rate, memory_bandwidth
-        from harness.plugin_manager import get_plugins
-
-        rate, bandwidth = matmul_rate(), memory_bandwidth()
-        rows = floor_rows(get_plugins(), rate, bandwidth, rounds=(args.rounds or 3) if args.measure else 0)
-        print(
-            f"float32 matmul rate (1024x1024, torch.mm, {torch.get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s; "
-            f"memory bandwidth (torch.add of 128 MiB tensors): {bandwidth / 1e9:.1f} GB/s"
-        )
-        families = (*FAMILIES, "other")
-        headers = ["config", "phase", "algorithm", "GFLOP", "GB moved", *(f"GB {f}" for f in families)]
-        headers += ["compute floor s", "memory floor s", "floor s"]
-        if args.measure:
-            headers += ["measured s", "measured / floor"]
-        table = []
-        for row in rows:
-            line = [row["config"], row["phase"], row["algorithm"], f"{row['gflop']:.2f}", f"{row['gbyte']:.2f}"]
-            line += [f"{row[f'gbyte {f}']:.2f}" for f in families]
-            line += [f"{row['compute_floor_s']:.4f}", f"{row['memory_floor_s']:.4f}", f"{row['floor_s']:.4f}"]
-            if args.measure:
-                line += [f"{row['measured_s']:.4f}", f"{row['distance']:.1f}x"]
-            table.append(line)
-        print(tabulate(table, headers=headers, tablefmt="github"))
-        return 0
 
 
 @harness.hookimpl
