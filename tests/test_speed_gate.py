@@ -78,13 +78,17 @@ def test_the_allocator_switch_is_applied_and_can_be_declined(monkeypatch):
     assert keep_freed_memory() is sys.platform.startswith("linux")  # this project's CI runs glibc Linux
 
 
-def test_float32_on_a_gpu_is_float32(monkeypatch):
+def test_float32_on_a_gpu_is_float32():
     """TF32 (PyTorch's default for cuDNN convolutions) would make a GPU run a different computation."""
     import torch
 
     from harness.devices import full_float32_on_cuda
 
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    full_float32_on_cuda()
-    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    # torch.backends' flag objects are not plain attributes (monkeypatch cannot undo them): restore by hand.
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        full_float32_on_cuda()
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
