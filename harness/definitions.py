@@ -82,7 +82,9 @@ def expand_grid(grid: dict, path: Path) -> list[dict]:
     """Rows of a scoreboard: every (data set, algorithm, column) of a ``[grid]`` table as one row.
 
     ``grid.data``: ``[{ data, skip }]``; ``grid.algorithms``: ``[{ group, algo, overrides, inner_loop }]``;
-    ``grid.columns``: ``[{ column, evaluator, options, result, unit, needs_inner_loop }]``. A row's
+    ``grid.columns``: ``[{ column, evaluator, options, result, unit, needs_inner_loop }]``;
+    ``grid.published`` (optional): ``[{ data, group, column, paper }]``, a published value for one cell
+    (each must name a cell of the grid, so a typo cannot leave a value silently unattached). A row's
     label is ``"DATA, GROUP: COLUMN"``; it carries ``group`` and ``column`` so the report lays the rows
     out as one line per algorithm. A column with ``needs_inner_loop = true`` (freezing, similarity
     before vs after adaptation, weight distance) has no cell for an algorithm with
@@ -115,4 +117,12 @@ def expand_grid(grid: dict, path: Path) -> list[dict]:
                 if "skip" in data:
                     row["skip"] = data["skip"]
                 rows.append(row)
+    by_cell = {(row["data"], row["group"].split(", ", 1)[1], row["column"]): row for row in rows}
+    for entry in grid.get("published", []):
+        cell = (entry.get("data"), entry.get("group"), entry.get("column")) if isinstance(entry, dict) else None
+        if cell not in by_cell or "paper" not in entry:
+            raise HarnessError(
+                f"{path}: grid.published entry {entry!r} must name a cell of the grid (data, group, column) and its paper value"
+            )
+        by_cell[cell]["paper"] = entry["paper"]
     return rows

@@ -624,3 +624,24 @@ def test_report_lays_a_scoreboard_out_one_line_per_algorithm_and_places_each_on_
     assert "| m, MAML" not in markdown  # nothing of it was run: named once under "Not run"
     assert markdown.count("- m, MAML: too slow here") == 1
     assert (tmp_path / "reproduced" / "board-axis.png").exists()  # only MAML has all three cells
+
+
+def test_published_values_attach_to_their_grid_cells_and_a_wrong_cell_is_refused(tmp_path):
+    definition = load_definition("feature-reuse")
+    papers = {row["label"]: row.get("paper") for row in definition["rows"] if row.get("paper")}
+    assert papers == {
+        "miniimagenet-5w1s, MAML: accuracy": [48.47, 0.26],
+        "miniimagenet-5w1s, BOIL (PyTorch default head): accuracy": [49.65, 0.19],
+    }
+    path = tmp_path / "typo.toml"
+    path.write_text(
+        'title = "t"\n[budgets.cpu]\nimage = {}\n[grid]\ndata = [{ data = "omniglot-20w1s" }]\n'
+        'algorithms = [{ group = "MAML", algo = "maml" }]\ncolumns = [{ column = "accuracy" }]\n'
+        'published = [{ data = "omniglot-20w1s", group = "MAML", column = "acuracy", paper = [1.0] }]\n'
+    )
+    result = run_cli("reproduce", str(path), "--plan")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"harness: error: {path}: grid.published entry {{'data': 'omniglot-20w1s', 'group': 'MAML', "
+        "'column': 'acuracy', 'paper': [1.0]} must name a cell of the grid (data, group, column) and its paper value"
+    )
