@@ -195,13 +195,28 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
 PATHS = ("generic", "fast", "bf16")
 
 
+def interleaved_medians(steps: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each named step: one warm-up each, then ``rounds`` rounds of all steps in turn,
+    so that machine drift hits every step alike."""
+    import statistics
+    import time
+
+    times = {name: [] for name in steps}
+    for step in steps.values():
+        step()  # warm-up, not timed
+    for _ in range(rounds):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORITHMS) -> list[dict]:
     """Median seconds of every step on each code path, rounds interleaved so machine drift hits all alike.
 
     bf16 is timed only for algorithms whose body features go through ``body_features``.
     """
-    import statistics
-    import time
 
     rows = []
     for config in configs or CONFIGS.values():
@@ -213,14 +228,7 @@ def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORIT
             ]
             for phase in PHASES:
                 steps = {p: make_step(plugins, algorithm, config, phase, device, p) for p in paths}
-                times = {p: [] for p in paths}
-                for step in steps.values():
-                    step()  # warm-up, not timed
-                for _ in range(rounds):
-                    for p, step in steps.items():
-                        started = time.perf_counter()
-                        step()
-                        times[p].append(time.perf_counter() - started)
+                medians = interleaved_medians(steps, rounds)
                 rows.append(
                     {
                         "config": config.name,
@@ -229,7 +237,7 @@ def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORIT
                         "phase": phase,
                         "device": str(device),
                         "rounds": rounds,
-                        **{f"{p}_median_s": statistics.median(t) for p, t in times.items()},
+                        **{f"{p}_median_s": seconds for p, seconds in medians.items()},
                     }
                 )
     return rows

@@ -31,13 +31,19 @@ without an outer graph. The lead of a step is the fastest peer's median over the
 from __future__ import annotations
 
 import importlib.util
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-from harness.benchmarks import ALGORITHMS, PHASES, TEST_INNER_STEPS, BenchConfig, make_step, random_episodes
+from harness.benchmarks import (
+    ALGORITHMS,
+    PHASES,
+    TEST_INNER_STEPS,
+    BenchConfig,
+    interleaved_medians,
+    make_step,
+    random_episodes,
+)
 
 PEERS = ("learn2learn", "higher", "torchopt", "torch.func")
 
@@ -153,15 +159,7 @@ def compare(plugins, rounds: int, configs, peers=None, device="cpu") -> list[dic
                 for peer in peers:
                     if supports(peer, algorithm, phase):
                         steps[peer] = make_peer_step(plugins, peer, algorithm, config, phase, device)
-                times = {name: [] for name in steps}
-                for step in steps.values():
-                    step()  # warm-up, not timed
-                for _ in range(rounds):
-                    for name, step in steps.items():
-                        started = time.perf_counter()
-                        step()
-                        times[name].append(time.perf_counter() - started)
-                medians = {name: statistics.median(t) for name, t in times.items()}
+                medians = interleaved_medians(steps, rounds)
                 fastest = min((p for p in medians if p != "harness"), key=medians.get)
                 rows.append(
                     {
