@@ -69,7 +69,7 @@ class RunConfig(RecordedConfig):
     bn_mode: str = "batch"  # see harness_plugins.backbones.conv4
     precision: str = "fp32"  # body features' compute dtype; the paper's code trains in float32
     head_init: str = "zero"  # see HEAD_INITS; zero: the backbones' own (conv4.py measures why)
-    inner_loop: str = "auto"  # fast paths or generic vmap; auto: the faster, measured at the run's start (speed only)
+    inner_loop: str = "auto"  # fast paths or generic vmap; auto: fast wherever the model has them (a rule, no timing)
     split: str = "default"  # dataset-specific class split (omniglot: "maml" or "vinyals")
     val_every: int = 500  # iterations between validations (0: never)
     val_tasks: int = 100  # validation tasks (fixed seed, same tasks every time)

@@ -141,7 +141,7 @@ def register_backbones(registry) -> None:
     any backbone can reuse; ``tests/test_side_by_side.py`` runs it, and the
     meta-gradients against the generic path (``harness.meta_learning.Engine(fast=False)``,
     a run's ``--inner-loop generic``), on every registered backbone. A run
-    with ``--inner-loop auto`` (the default) times both at its start and keeps the faster.
+    with ``--inner-loop auto`` (the default) takes the fast path wherever the rules cover the model.
     """
 
 

@@ -23,8 +23,8 @@ Implementation notes (why, not what):
   every backbone of standard layers gets (``harness.side_by_side``). ``Engine(fast=False)``
   (a run's ``--inner-loop generic``) selects vmap everywhere: the
   implementation before the fast paths, which ``harness bench --paths`` times
-  against them, and which a run with ``--inner-loop auto`` measures against
-  the fast paths at its start (``harness.training``).
+  against them, and which a run with ``--inner-loop auto`` takes for a model
+  the rules do not cover (``harness.training``).
 - Second-order inner loops through normalisation layers do not use vmap on
   the default path: its meta-gradient through batch-statistics BatchNorm is
   off by ~0.5 % (``_adapt_task_by_task``, for backbones the side-by-side

@@ -65,6 +65,13 @@ def unsupported(model: nn.Module) -> str | None:
     return None
 
 
+def fast_path_unavailable(model: nn.Module) -> str | None:
+    """Why ``model`` has no fast path (neither its own ``forward_tasks`` nor rules for every layer), or None."""
+    if getattr(model, "forward_tasks", None) is not None:
+        return None
+    return unsupported(model)
+
+
 @contextmanager
 def _forwards(rules: dict[nn.Module, Callable]) -> Iterator[None]:
     """Give each module a temporary ``forward`` (an instance attribute shadows the class's)."""

@@ -12,11 +12,9 @@ and raises ``RunStopped``; resuming it gives the same numbers too.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -34,14 +32,9 @@ from harness.rundir import (
     load_torch,
     load_weights,
 )
+from harness.side_by_side import fast_path_unavailable
 from harness.stopping import StopConditions
 from harness.taskspec import parse_task_spec
-
-#: ``--inner-loop auto`` measures only runs with at least this many iterations left: a measurement
-#: costs about 8 training steps, and on a short run it could not save more than it costs.
-MEASURE_AT_LEAST = 500
-MEASURED_STEPS = 3  # timed steps per path, after one warm-up step
-MEASURE_SEED = 12345  # the measurement's own batch: the run's episode generator is not touched
 
 
 def initialise_head(model: torch.nn.Module, how: str) -> None:
@@ -297,45 +290,26 @@ class Trainer:
     # -- the inner loop's implementation, decided once per run -----------------
 
     def choose_inner_loop(self) -> dict:
-        """Fast paths or generic vmap (``--inner-loop``); ``auto`` times both and keeps the faster. Once per run."""
+        """Fast paths or generic vmap (``--inner-loop``), decided once per run by a rule, never by a clock.
+
+        ``auto`` takes the fast paths wherever the model has them (its own, or side-by-side rules for
+        every parametrised layer) and the generic path otherwise. The two paths agree to rounding, not
+        bit for bit, so a choice that depended on a timing would make the same command give different
+        numbers under different load (docs/usage.md, "Reproducibility").
+        """
         config = self.config
         if self.inner_loop is None:
-            left = config.iterations - self.step
             if config.inner_loop != "auto":
                 self.inner_loop = {"path": config.inner_loop, "how": f"--inner-loop {config.inner_loop}"}
-            elif self.distributed or not getattr(self.algorithm, "trains", True) or left < MEASURE_AT_LEAST:
-                why = "distributed run" if self.distributed else f"{left} iterations, fewer than {MEASURE_AT_LEAST}"
-                self.inner_loop = {"path": "fast", "how": f"auto, not measured: {why}"}
             else:
-                timings = self._time_inner_loops()
-                self.inner_loop = {
-                    "path": min(timings, key=timings.get),
-                    "how": "auto, measured",
-                    "seconds_per_step": timings,
-                }
+                missing = fast_path_unavailable(self.model)
+                self.inner_loop = (
+                    {"path": "fast", "how": "auto: the model has fast paths"}
+                    if missing is None
+                    else {"path": "generic", "how": f"auto: no fast path ({missing})"}
+                )
         self.hp = dataclasses.replace(config, inner_loop=self.inner_loop["path"])
         return self.inner_loop
-
-    def _time_inner_loops(self) -> dict[str, float]:
-        """Median seconds of a training step on each path, on copies and a batch of its own (the run is untouched)."""
-        model = copy.deepcopy(self.model)
-        algorithm = copy.deepcopy(self.algorithm) if isinstance(self.algorithm, torch.nn.Module) else self.algorithm
-        batch = self._training_batch(np.random.default_rng(MEASURE_SEED))
-        torch_rng = torch.get_rng_state()
-        timings = {}
-        for path in ("fast", "generic"):
-            hp, seconds = dataclasses.replace(self.config, inner_loop=path), []
-            for repeat in range(1 + MEASURED_STEPS):  # the first one warms up
-                model.zero_grad(set_to_none=True)
-                started = time.perf_counter()
-                algorithm.train_step(model, batch, hp)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                if repeat:
-                    seconds.append(time.perf_counter() - started)
-            timings[path] = round(statistics.median(seconds), 4)
-        torch.set_rng_state(torch_rng)
-        return timings
 
     def test(self) -> dict:
         best_path = self.run_dir / "best.pt"

@@ -1,104 +1,131 @@
-"""The inner loop's implementation is chosen once per run, from its config, recorded, and kept on --resume."""
+"""The inner loop's implementation is chosen once per run by a rule (never a clock), recorded, and kept on --resume."""
 
 from __future__ import annotations
 
-import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 from conftest import run_cli
 from test_runs import small_config
+from torch import nn
 
 import harness.training as training
 from harness.meta_learning import Engine
 from harness.plugin_manager import load_plugins
+from harness.side_by_side import fast_path_unavailable
 from harness.training import Trainer
+
+TIMING_KEYS = {"train_seconds", "seconds_per_iteration", "test_seconds"}
+
+
+class SkewedClock:
+    """``time.perf_counter`` whose steps grow (``growth > 1``) or shrink (``< 1``) with every reading.
+
+    Of any two things timed one after the other, the later looks slower on a growing clock and
+    faster on a shrinking one: a choice made by timing would come out opposite under the two.
+    """
+
+    def __init__(self, growth: float):
+        self.now, self.step, self.growth = 0.0, 1.0, growth
+
+    def perf_counter(self) -> float:
+        self.now += self.step
+        self.step *= self.growth
+        return self.now
+
+    def __getattr__(self, name):  # every other member of the time module, unchanged
+        import time
+
+        return getattr(time, name)
+
+
+def _train_under(clock: SkewedClock, plugins, data_root, run_dir, monkeypatch) -> Trainer:
+    monkeypatch.setattr(training, "time", clock)
+    config = small_config(plugins, data_root, algo="maml", iterations=6, log_every=2, val_every=3)
+    trainer = Trainer(config, plugins, run_dir, download=False, progress=False)
+    trainer.choose_inner_loop()
+    trainer.train()
+    return trainer
+
+
+def _numbers(run_dir) -> tuple[list[dict], dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    strip = lambda row: {k: v for k, v in row.items() if k not in TIMING_KEYS}  # noqa: E731
+    return [strip(row) for row in rows], strip(summary)
 
 
 @pytest.mark.realdata
-def test_auto_measures_both_paths_without_touching_the_run_and_resume_keeps_the_choice(
-    data_root, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(training, "MEASURE_AT_LEAST", 1)
+def test_runs_are_bit_identical_whatever_the_clock_says(data_root, tmp_path, monkeypatch):
     plugins = load_plugins()
-    config = small_config(plugins, data_root, algo="maml", iterations=4, log_every=2, val_every=2)
+    growing = _train_under(SkewedClock(1.01), plugins, data_root, tmp_path / "growing", monkeypatch)
+    shrinking = _train_under(SkewedClock(0.99), plugins, data_root, tmp_path / "shrinking", monkeypatch)
+    assert growing.inner_loop == shrinking.inner_loop == {"path": "fast", "how": "auto: the model has fast paths"}
+    assert _numbers(tmp_path / "growing") == _numbers(tmp_path / "shrinking")  # every metrics row, the test result
+    for name in ("checkpoint.pt", "best.pt"):
+        a = torch.load(tmp_path / "growing" / name, weights_only=False)["model"]
+        b = torch.load(tmp_path / "shrinking" / name, weights_only=False)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.realdata
+def test_auto_takes_the_generic_path_where_the_model_has_no_fast_path(data_root, tmp_path):
+    plugins = load_plugins()
+    config = small_config(plugins, data_root, algo="maml", iterations=2, log_every=1, val_every=2)
     trainer = Trainer(config, plugins, tmp_path / "run", download=False, progress=False)
-    weights = copy.deepcopy(trainer.model.state_dict())
-    episodes_rng, torch_rng = copy.deepcopy(trainer.rng.bit_generator.state), torch.get_rng_state()
-    timings = trainer._time_inner_loops()
-    assert set(timings) == {"fast", "generic"} and all(seconds > 0 for seconds in timings.values())
-    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())  # measured on copies
-    assert trainer.rng.bit_generator.state == episodes_rng and torch.equal(torch.get_rng_state(), torch_rng)
+    trainer.model.body.insert(0, nn.GroupNorm(1, 1))  # a parametrised layer without a side-by-side rule
+    chosen = trainer.choose_inner_loop()
+    assert chosen["path"] == "generic" and chosen["how"].startswith("auto: no fast path (body.0 (GroupNorm)")
+    assert trainer.hp.inner_loop == "generic"
 
-    summary = trainer.train()
-    chosen = summary["inner_loop"]
-    assert chosen["how"] == "auto, measured" and chosen["path"] == min(
-        chosen["seconds_per_step"], key=chosen["seconds_per_step"].get
+
+def test_fast_path_availability_is_a_property_of_the_model():
+    assert (
+        fast_path_unavailable(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False))) is None
     )
+    tracked = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    assert fast_path_unavailable(tracked) == "1 keeps running statistics (per-task updates would mix tasks)"
 
+    class OwnForward(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.GroupNorm(1, 2)
+
+        def forward_tasks(self, params, images, channels_last):  # its own side-by-side forward
+            return images
+
+    assert fast_path_unavailable(OwnForward()) is None
+
+
+@pytest.mark.realdata
+def test_resume_keeps_the_recorded_choice(data_root, tmp_path):
+    plugins = load_plugins()
+    config = small_config(plugins, data_root, algo="maml", iterations=4, log_every=2, val_every=2, inner_loop="generic")
+    first = Trainer(config, plugins, tmp_path / "run", download=False, progress=False)
+    first.choose_inner_loop()
+    chosen = first.train()["inner_loop"]
     extended = small_config(plugins, data_root, algo="maml", iterations=6, log_every=2, val_every=2)
     resumed = Trainer(extended, plugins, tmp_path / "run", download=False, progress=False)
     resumed.restore()
-    assert resumed.inner_loop == chosen  # not measured again: the paths agree to rounding, not bit for bit
+    assert resumed.inner_loop == chosen == {"path": "generic", "how": "--inner-loop generic"}
     assert resumed.train()["inner_loop"] == chosen
 
 
 @pytest.mark.realdata
 def test_an_explicit_inner_loop_is_used_and_recorded(data_root, tmp_path):
+    common = ["run", "--algo", "anil", "--data", "omniglot-5w1s", "--iterations", "2", "--val-every", "2"]
+    common += ["--val-tasks", "4", "--test-tasks", "8", "--no-progress", "--data-root", data_root]
     out = tmp_path / "generic"
-    result = run_cli(
-        "run",
-        "--algo",
-        "anil",
-        "--data",
-        "omniglot-5w1s",
-        "--iterations",
-        "2",
-        "--val-every",
-        "2",
-        "--val-tasks",
-        "4",
-        "--test-tasks",
-        "8",
-        "--inner-loop",
-        "generic",
-        "--no-progress",
-        "--data-root",
-        data_root,
-        "--out",
-        out,
-    )
+    result = run_cli(*common, "--inner-loop", "generic", "--out", out)
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "summary.json").read_text())["inner_loop"] == {
         "path": "generic",
         "how": "--inner-loop generic",
     }
     assert "(device cpu; inner loop generic: --inner-loop generic); run directory" in result.stderr
-    short = run_cli(
-        "run",
-        "--algo",
-        "anil",
-        "--data",
-        "omniglot-5w1s",
-        "--iterations",
-        "2",
-        "--val-every",
-        "2",
-        "--val-tasks",
-        "4",
-        "--test-tasks",
-        "8",
-        "--no-progress",
-        "--data-root",
-        data_root,
-        "--out",
-        tmp_path / "short",
-    )
-    assert (
-        "(device cpu; inner loop fast: auto, not measured: 2 iterations, fewer than 500); run directory" in short.stderr
-    )
+    short = run_cli(*common, "--out", tmp_path / "auto")
+    assert "(device cpu; inner loop fast: auto: the model has fast paths); run directory" in short.stderr
     bad = run_cli(
         "run", "--algo", "anil", "--data", "omniglot-5w1s", "--inner-loop", "fastest", "--out", tmp_path / "x"
     )
@@ -113,4 +140,3 @@ def test_the_engine_comes_from_the_config_not_from_module_state():
     )
     assert Engine.of(type("Hp", (), {"inner_loop": "fast"})()) == Engine(fast=True, precision="fp32")
     assert Engine(precision="bf16").body_dtype == torch.bfloat16 and Engine().body_dtype is None
-    assert np.isscalar(training.MEASURE_AT_LEAST)

@@ -82,8 +82,8 @@ class RunCommand:
             if field == "inner_loop":
                 extra = {"choices": INNER_LOOPS}
                 help_text = (
-                    "auto (default): time the backbone's fast paths and the generic vmap inner loop on a few steps "
-                    "at the start of a run of 500+ iterations and keep the faster; fast or generic: that one"
+                    "auto (default): the backbone's fast paths wherever the model has them, else the generic vmap "
+                    "inner loop (a rule, so the same command gives the same numbers); fast or generic: that one"
                 )
             parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
 
