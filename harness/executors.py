@@ -68,7 +68,10 @@ def run_all(
     def launch(run: PlannedRun) -> int:
         if stop.should_stop(1.0):
             return EXIT_STOPPED  # not started: nothing to checkpoint
-        return execute(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log", threads, children)
+        code = execute(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log", threads, children)
+        if code == EXIT_STOPPED:
+            stop.time_is_up()  # it stopped because one more iteration would not fit: nor would another run
+        return code
 
     with stop:
         if executor == "ray":

@@ -17,6 +17,7 @@ A second SIGINT (Ctrl-C twice) interrupts at once, keeping the last checkpoint.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -27,6 +28,11 @@ from harness.errors import HarnessError
 #: Exit status of a run that stopped cleanly and can be resumed (sysexits.h EX_TEMPFAIL: "try again later").
 EXIT_STOPPED = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+#: Tests only: a simulated machine on which every iteration takes this many seconds. The stop's clock then
+#: advances by that much per iteration boundary instead of reading the wall clock, so a ``--time-limit``
+#: fires at an iteration fixed by the limit, however fast or slow the machine really is.
+SIMULATED_SECONDS = "HARNESS_SIMULATED_SECONDS_PER_ITERATION"
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
@@ -111,11 +117,16 @@ class StopConditions:
 
     def __init__(self, time_limit: float | None = None, signals: bool = True):
         self.time_limit, self.signals = time_limit, signals
-        self.started = time.monotonic()
+        self.simulated = _simulated_seconds()
+        self._boundaries = 0  # iteration boundaries seen (the simulated clock's only input)
+        self.started = self._now()
         self.deadline = self.started + time_limit if time_limit else None
         self.reason: str | None = None
         self.listeners: list = []  # called with the signal number (harness reproduce forwards it to its runs)
         self._previous: dict = {}
+
+    def _now(self) -> float:
+        return time.monotonic() if self.simulated is None else self._boundaries * self.simulated
 
     def __enter__(self) -> StopConditions:
         if self.signals and threading.current_thread() is threading.main_thread():
@@ -136,10 +147,34 @@ class StopConditions:
             listener(signum)
 
     def should_stop(self, next_seconds: float = 0.0) -> str | None:
-        """Why to stop now, or None: a signal arrived, or ``next_seconds`` more would pass the deadline."""
-        if self.reason is None and self.deadline is not None and time.monotonic() + next_seconds >= self.deadline:
-            self.reason = f"time limit {format_duration(self.time_limit)} reached"
+        """Why to stop now, or None: a signal arrived, or ``next_seconds`` more would pass the deadline.
+
+        Called at every iteration boundary (on a simulated machine each call is one iteration).
+        """
+        if self.simulated is not None:
+            next_seconds = self.simulated
+        if self.reason is None and self.deadline is not None and self._now() + next_seconds >= self.deadline:
+            self.time_is_up()
+        self._boundaries += 1
         return self.reason
 
+    def time_is_up(self) -> None:
+        """Stop for the time limit from now on (also when a run this process started stopped for it)."""
+        if self.reason is None and self.time_limit is not None:
+            self.reason = f"time limit {format_duration(self.time_limit)} reached"
+
     def remaining(self) -> float | None:
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        return None if self.deadline is None else max(0.0, self.deadline - self._now())
+
+
+def _simulated_seconds() -> float | None:
+    text = os.environ.get(SIMULATED_SECONDS)
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise HarnessError(f"{SIMULATED_SECONDS}: expected seconds > 0, got {text!r}")
+    return seconds

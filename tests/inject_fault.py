@@ -7,7 +7,11 @@ Faults (``N`` counts writes of that file from 1):
   (its temporary file is left half-written, as a real kill leaves it);
 - ``kill-writing-periodic:N``: the same for the N-th ``checkpoints/step-*.pt``;
 - ``kill-in-test``: SIGKILL when the final test starts;
-- ``enospc-writing-checkpoint:N``: the N-th write of ``checkpoint.pt`` fails with ENOSPC (a full disk).
+- ``enospc-writing-checkpoint:N``: the N-th write of ``checkpoint.pt`` fails with ENOSPC (a full disk);
+- ``kill-in-iteration:N``: SIGKILL in the middle of training iteration N (its batch drawn, its step not taken);
+- ``pause-after-step:N``: after the ``metrics.jsonl`` row of step N, create ``RUN_DIR.paused`` beside the run
+  directory and wait there (at most 10 minutes) until a stop signal arrives, so that a test's signal lands
+  at a known iteration however fast or slow the machine is.
 
 Used by ``tests/test_reliability.py``; a subprocess, so that a kill ends only the run.
 """
@@ -19,8 +23,11 @@ import os
 import signal
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import harness.rundir as rundir
+import harness.stopping as stopping
 import harness.training as training
 from harness.cli import main
 from harness.evaluation import TEST_TASK_SEED
@@ -81,8 +88,41 @@ def install(fault: str) -> None:
             return real_evaluate(algorithm, model, sampler, config, num_tasks, set_seed, device)
 
         training.evaluate = evaluate_or_die
+    elif name == "kill-in-iteration":
+        real_batch = training.Trainer._training_batch
+
+        def batch_then_die(self, rng=None):
+            batch = real_batch(self, rng)
+            if self.step + 1 == target:
+                _kill()
+            return batch
+
+        training.Trainer._training_batch = batch_then_die
+    elif name == "pause-after-step":
+        _pause_after_step(target)
     else:
         raise SystemExit(f"unknown fault {fault!r}")
+
+
+def _pause_after_step(target: int) -> None:
+    real_append, real_on_signal = rundir.MetricsLog.append, stopping.StopConditions._on_signal
+    heard = []
+
+    def on_signal(self, signum, frame):
+        heard.append(signum)
+        real_on_signal(self, signum, frame)
+
+    def append_then_wait(self, row):
+        real_append(self, row)
+        if row["step"] == target and row.get("split") == "train":
+            run_dir = Path(self.path).parent
+            run_dir.with_name(run_dir.name + ".paused").touch()
+            deadline = time.monotonic() + 600
+            while not heard and time.monotonic() < deadline:
+                time.sleep(0.01)  # a signal interrupts the sleep and its handler runs
+
+    stopping.StopConditions._on_signal = on_signal
+    rundir.MetricsLog.append = append_then_wait
 
 
 if __name__ == "__main__":

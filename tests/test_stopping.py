@@ -8,10 +8,11 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import REPO, run_cli
 
 from harness.errors import HarnessError
-from harness.stopping import EXIT_STOPPED, StopConditions, format_duration, parse_duration
+from harness.stopping import EXIT_STOPPED, SIMULATED_SECONDS, StopConditions, format_duration, parse_duration
 
 # ANIL, Omniglot 5-way 1-shot, small enough to take a few seconds, long enough to be stopped mid-way.
 SHORT = [
@@ -116,62 +117,120 @@ def _resume(out, data_root):
 @pytest.mark.realdata
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_signal_mid_training_stops_cleanly_and_resumes_identically(signum, uninterrupted, data_root, tmp_path):
+    """The run waits after its step-50 row until the signal arrives (tests/inject_fault.py): the signal lands
+    at iteration 50 on any machine, and the run stops at the next iteration boundary."""
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "run",
-            *SHORT,
-            "--iterations",
-            "400",
-            "--data-root",
-            str(data_root),
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(REPO / "tests" / "inject_fault.py"), "pause-after-step:50", "run", *SHORT]
+        + ["--iterations", "400", "--data-root", str(data_root), "--out", str(out)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while not (metrics.exists() and any(json.loads(line)["step"] >= 50 for line in metrics.read_text().splitlines())):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    paused = tmp_path / "run.paused"
+    while not paused.exists():
+        assert process.poll() is None, process.communicate()  # ended without reaching step 50
+        time.sleep(0.01)
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=300)
+    _, stderr = process.communicate(timeout=600)
     assert process.returncode == EXIT_STOPPED, stderr
     name = signal.Signals(signum).name
     started, stderr = stderr.split("\n", 1)  # the one line that names the run directory, then the stop
     assert started == (
-        "harness: training anil on omniglot-5w1s to 400 iterations (device cpu; inner loop fast: auto, not measured: "
-        f"400 iterations, fewer than 500); run directory {out}"
+        "harness: training anil on omniglot-5w1s to 400 iterations (device cpu; inner loop fast: auto: the model "
+        f"has fast paths); run directory {out}"
     )
-    assert stderr.startswith("harness: stopped at step ") and stderr.count("\n") == 1, stderr
-    assert stderr.endswith(
-        f" of 400 (received {name}); checkpoint written; continue with: harness run --resume {out}\n"
+    assert stderr == (
+        f"harness: stopped at step 50 of 400 (received {name}); checkpoint written; "
+        f"continue with: harness run --resume {out}\n"
     )
-    step = int(stderr.split()[4])
-    assert 50 <= step < 400
     assert not (out / "summary.json").exists()
     assert _resume(out, data_root) == uninterrupted
 
 
 @pytest.mark.realdata
-def test_time_limit_stops_cleanly_and_resumes_identically(uninterrupted, data_root, tmp_path):
-    out = tmp_path / "run"
+def test_time_limit_stops_at_the_same_iteration_on_any_machine_and_resumes_identically(
+    uninterrupted, data_root, tmp_path
+):
+    """On a simulated machine where every iteration takes 0.25 s (HARNESS_SIMULATED_SECONDS_PER_ITERATION),
+    a 25 s limit leaves room for 99 iterations and a 10 s one for 39 more, whatever the real speed."""
+    out, simulated = tmp_path / "run", {SIMULATED_SECONDS: "0.25"}
     stopped = run_cli(
-        "run", *SHORT, "--iterations", "400", "--time-limit", "4s", "--data-root", data_root, "--out", out
+        "run",
+        *SHORT,
+        "--iterations",
+        "400",
+        "--time-limit",
+        "25s",
+        "--data-root",
+        data_root,
+        "--out",
+        out,
+        env_extra=simulated,
     )
     assert stopped.returncode == EXIT_STOPPED, stopped.stderr
-    assert "(time limit 4s reached); checkpoint written; continue with: harness run --resume" in stopped.stderr
+    assert stopped.stderr.endswith(
+        f"harness: stopped at step 99 of 400 (time limit 25s reached); checkpoint written; "
+        f"continue with: harness run --resume {out}\n"
+    )
     assert not (out / "summary.json").exists()
     again = run_cli(
-        "run", "--resume", out, "--time-limit", "1s", "--no-progress", "--no-download", "--data-root", data_root
+        "run",
+        "--resume",
+        out,
+        "--time-limit",
+        "10s",
+        "--no-progress",
+        "--no-download",
+        "--data-root",
+        data_root,
+        env_extra=simulated,
     )
     assert again.returncode == EXIT_STOPPED, again.stderr  # a resumed run honours a new limit too
+    assert "harness: stopped at step 138 of 400 (time limit 10s reached)" in again.stderr
     assert _resume(out, data_root) == uninterrupted
+
+
+@pytest.mark.realdata
+def test_a_real_time_limit_stops_a_run_no_machine_can_finish_in_time(data_root, tmp_path):
+    """The wall clock itself: a million iterations (about 3 h on this project's 2-core machine at 0.01 s
+    each, and longer than the limit on a machine a thousand times faster) cannot finish within 3 s."""
+    out = tmp_path / "run"
+    stopped = run_cli(
+        "run",
+        *SHORT,
+        "--iterations",
+        "1000000",
+        "--val-every",
+        "0",
+        "--time-limit",
+        "3s",
+        "--data-root",
+        data_root,
+        "--out",
+        out,
+    )
+    assert stopped.returncode == EXIT_STOPPED, stopped.stderr
+    last = stopped.stderr.splitlines()[-1]
+    assert last.startswith("harness: stopped at step ") and last.endswith(
+        f" of 1000000 (time limit 3s reached); checkpoint written; continue with: harness run --resume {out}"
+    )
+    step = int(last.split()[4])
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == step
+    assert not (out / "summary.json").exists()
+
+
+def test_a_simulated_machine_speed_must_be_positive(monkeypatch):
+    monkeypatch.setenv(SIMULATED_SECONDS, "fast")
+    with pytest.raises(HarnessError) as error:
+        StopConditions(time_limit=1.0, signals=False)
+    assert str(error.value) == f"{SIMULATED_SECONDS}: expected seconds > 0, got 'fast'"
+
+
+def test_a_simulated_deadline_counts_iteration_boundaries(monkeypatch):
+    monkeypatch.setenv(SIMULATED_SECONDS, "2")
+    stop = StopConditions(time_limit=7.0, signals=False)
+    assert [stop.should_stop(1000.0) for _ in range(3)] == [None, None, None]  # the estimate given is ignored
+    assert stop.remaining() == 1.0  # 3 boundaries of 2 s each: one more would end at 8 s
+    assert stop.should_stop() == "time limit 7s reached"
