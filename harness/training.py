@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from harness.distributed import context_from_environment
 from harness.errors import HarnessError
 from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
 from harness.lifecycle import RunLifecycle
+from harness.resuming import newest_checkpoint
 from harness.rundir import (
     load_torch,
     load_weights,
@@ -155,12 +157,15 @@ class Trainer:
         if self.is_main:
             self.life.checkpoint(self.step, self._state())
 
-    def restore(self) -> None:
-        path = self.run_dir / "checkpoint.pt"
-        if not path.exists():  # stopped or killed before its first checkpoint: start over, with its config
+    def restore(self, found: tuple[Path, dict] | None = None) -> None:
+        """Continue from ``found`` (``harness.resuming.newest_checkpoint``), by default the newest that loads."""
+        found = found or newest_checkpoint(self.run_dir)
+        if found is None:  # stopped or killed before its first checkpoint: start over, with its config
             self.life.truncate_metrics(-1)
             return
-        state = load_torch(path, needs=("model", "optimizer", "step", "rng", "best", "train_seconds"))
+        path, state = found
+        if path.name != "checkpoint.pt" and self.is_main:
+            print(f"harness: continuing from {path} (step {state['step']}), the newest checkpoint", file=sys.stderr)
         load_weights(self.model, state["model"], path)
         self._restore_owned(state, path)
         load_weights(self.optimizer, state["optimizer"], path)

@@ -76,3 +76,25 @@ def test_released_anil_initialisation_evaluates_from_a_clean_checkout(data_root,
     assert all(row["mean"] > 0 for row in rows)  # adapted as MAML, every layer moves
     # The whole body's distance is at least each body layer's, task by task, so on average too.
     assert rows[-1]["mean"] >= max(row["mean"] for row in rows[:4])
+
+
+@pytest.mark.realdata
+def test_resume_on_a_copy_of_the_released_run_refuses_and_changes_no_file(data_root, tmp_path):
+    """The released folder has summary.json and best.pt but no checkpoint.pt: nothing to continue, nothing to redo."""
+    best = next(path for _, path in released() if "anil-omniglot-20w1s" in path)
+    run = tmp_path / "released-anil"
+    shutil.copytree((REPO / best).parent, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    plain = run_cli("run", "--resume", run, "--data-root", data_root, "--no-progress")
+    assert (plain.returncode, plain.stderr) == (
+        2,
+        f"harness: error: {run} is finished (30000 iterations, tested; summary.json); --resume continues an "
+        f"unfinished run, or extends a finished one with --iterations above 30000\n",
+    )
+    extended = run_cli("run", "--resume", run, "--iterations", "40000", "--data-root", data_root, "--no-progress")
+    assert (extended.returncode, extended.stderr) == (
+        2,
+        f"harness: error: {run} is finished and keeps no checkpoint to continue from (checkpoint.pt or "
+        f"checkpoints/step-N.pt), so it cannot be extended; start a new run with --iterations 40000\n",
+    )
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 
 import pytest
 from conftest import run_cli
 
 from harness.rundir import prepare_run_dir
+from harness.stopping import SIMULATED_SECONDS
 
 FLAGS = [
     "--algo",
@@ -118,3 +120,50 @@ def test_a_start_that_never_checkpointed_starts_over_without_duplicate_rows(data
     assert not any(leftover.exists() for leftover in leftovers)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(row["step"], row["split"]) for row in rows] == [(5, "train"), (5, "val")]
+
+
+def _numbers(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows], summary["test"]
+
+
+@pytest.mark.realdata
+def test_resume_continues_from_the_newest_periodic_checkpoint_when_checkpoint_pt_is_gone(data_root, tmp_path):
+    periodic = [*FLAGS, "--iterations", "15", "--checkpoint-every", "5", "--data-root", data_root]
+    straight = tmp_path / "straight"
+    assert run_cli("run", *periodic, "--out", straight).returncode == 0
+    out = tmp_path / "run"  # stopped at step 12 on a simulated machine (1 s per iteration, a 13 s limit)
+    stopped = run_cli("run", *periodic, "--out", out, "--time-limit", "13s", env_extra={SIMULATED_SECONDS: "1"})
+    assert stopped.returncode == 75 and "stopped at step 12 of 15" in stopped.stderr, stopped.stderr
+    (out / "checkpoint.pt").unlink()
+    resumed = run_cli("run", "--resume", out, "--data-root", data_root, "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.startswith(
+        f"harness: continuing from {out / 'checkpoints' / 'step-0000010.pt'} (step 10), the newest checkpoint\n"
+    )
+    assert _numbers(out) == _numbers(straight)  # steps 11-15 recomputed, no row lost or repeated
+
+
+@pytest.mark.realdata
+def test_resume_refuses_a_finished_run_and_one_whose_checkpoints_are_gone(finished, data_root, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(finished, run)
+    before = _files(run)
+    again = run_cli("run", "--resume", run, "--data-root", data_root, "--no-progress")
+    assert (again.returncode, again.stderr) == (
+        2,
+        f"harness: error: {run} is finished (10 iterations, tested; summary.json); --resume continues an "
+        f"unfinished run, or extends a finished one with --iterations above 10\n",
+    )
+    (run / "summary.json").unlink()
+    (run / "checkpoint.pt").unlink()
+    before = _files(run)
+    lost = run_cli("run", "--resume", run, "--data-root", data_root, "--no-progress")
+    assert (lost.returncode, lost.stderr) == (
+        2,
+        f"harness: error: {run} logged 10 iterations but keeps no checkpoint to continue from (checkpoint.pt "
+        f"or checkpoints/step-N.pt); resuming would start it over and replace its metrics.jsonl and best.pt: "
+        f"move them away first, or start a new run\n",
+    )
+    assert _files(run) == before

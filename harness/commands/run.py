@@ -10,6 +10,7 @@ import harness
 from harness.config import HEAD_INITS, INNER_LOOPS, RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
+from harness.resuming import newest_checkpoint, refuse_unresumable
 from harness.rundir import read_json, removed_if_start_fails, run_state
 from harness.stopping import StopConditions, parse_duration
 from harness.taskspec import parse_task_spec
@@ -133,10 +134,12 @@ class RunCommand:
                 config.device = args.device
             if args.data_root is not None:
                 config.data_root = args.data_root
+            found = newest_checkpoint(run_dir)
+            refuse_unresumable(run_dir, args.iterations, found[0] if found else None)
             trainer = Trainer(
                 config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop
             )
-            trainer.restore()
+            trainer.restore(found)
         else:
             if not args.algo or not args.data:
                 raise HarnessError("harness run needs --algo and --data (or --resume RUN_DIR)")
