@@ -43,6 +43,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.executors import execute
+from harness.provenance import file_sha256, given_suffix, option_text, same_source
 from harness.rundir import read_json, read_metrics
 
 #: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
@@ -197,6 +198,22 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
     return runs
 
 
+def _evaluated_here(out: Path, run: PlannedRun) -> bool:
+    """Whether ``out`` is this row's evaluation of the run's tested checkpoint: same evaluator, same options
+    given, same checkpoint sha256 (an evaluation written while the run was still training is not)."""
+    if not out.exists():
+        return False
+    checkpoint = run.run_dir / "best.pt"
+    checkpoint = checkpoint if checkpoint.exists() else run.run_dir / "checkpoint.pt"
+    recorded = read_json(out).get("provenance")
+    expected = {
+        "evaluator": run.evaluator,
+        "given": {k: option_text(v) for k, v in sorted(run.resolved_options.items())},
+        "checkpoint": {"sha256": file_sha256(checkpoint)},
+    }
+    return same_source(recorded, expected)
+
+
 def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) -> dict:
     """``{"mean", "ci95", "tasks"}`` of one finished run for its row's evaluator (percent for accuracies)."""
     summary = read_json(run.run_dir / "summary.json")
@@ -207,18 +224,14 @@ def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) ->
     if run.evaluator == "fewshot":
         test = summary["test"]
         return {"mean": scale * test["accuracy"], "ci95": scale * test["ci95"], "tasks": test["tasks"]}
-    written = run.run_dir / f"eval-{run.evaluator}.json"
-    suffix = "".join(f"-{k}={str(v).lstrip('@')}" for k, v in sorted(run.options.items()))
-    out = written.with_name(f"eval-{run.evaluator}{suffix}.json")  # one file per evaluator and options
-    if not out.exists() or not cached:
+    out = run.run_dir / f"eval-{run.evaluator}{given_suffix(run.resolved_options)}.json"  # as harness eval names it
+    if not cached or not _evaluated_here(out, run):
         command = [sys.executable, "-m", "harness", "eval", str(run.run_dir), "--evaluator", run.evaluator]
         command += [f"-o{k}={v}" for k, v in run.resolved_options.items()]
         if data_root:
             command += ["--data-root", data_root]
         if execute(command, str(run.run_dir) + ".log", os.cpu_count() or 1):
             raise HarnessError(f"evaluator {run.evaluator!r} failed on {run.run_dir}; log: {run.run_dir}.log")
-        if suffix:
-            written.replace(out)
     output = read_json(out)
     keys = row_keys(output["rows"])
     if run.result is None:

@@ -211,7 +211,7 @@ class MetricsLog:
 _LOCKS: dict[Path, Any] = {}
 
 
-def prepare_run_dir(path: Path, lock: bool = False) -> Path:
+def prepare_run_dir(path: Path, lock: bool = False, busy: str = "wait for it to end or choose another --out") -> Path:
     """Create ``path`` and check it is writable; with ``lock``, hold ``path/.lock`` for this process.
 
     The lock is an OS-level ``flock``: the kernel releases it when the process ends, however it
@@ -236,10 +236,7 @@ def prepare_run_dir(path: Path, lock: bool = False) -> Path:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             handle.close()
-            raise HarnessError(
-                f"{path} is in use by another harness process (pid {holder}); wait for it to end "
-                f"or choose another --out"
-            ) from None
+            raise HarnessError(f"{path} is in use by another harness process (pid {holder}); {busy}") from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

@@ -51,6 +51,13 @@ def decoded_cache(tmp_path_factory):
         os.environ["HARNESS_CACHE_DIR"] = previous
 
 
+def written_file(result: subprocess.CompletedProcess) -> Path:
+    """The file ``harness eval`` / ``analyze`` wrote, from its last line (``written to FILE[ and FIGURE]``)."""
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("written to "), result.stdout
+    return Path(last.removeprefix("written to ").split(" and ")[0])
+
+
 def run_cli(*args, env_extra=None, cwd=None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(env_extra or {})

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, written_file
 
 from harness.episodes import ClassPoolSampler, Episodes
 from harness.errors import HarnessError
@@ -187,7 +187,7 @@ def evaluate(run_dir, data_root, evaluator, *extra):
         *extra,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads((run_dir / f"eval-{evaluator}.json").read_text())
+    return json.loads(written_file(result).read_text())
 
 
 def test_trained_body_beats_random_features_with_nil(data_root, tmp_path):

@@ -180,7 +180,7 @@ def test_trains_resumes_exactly_and_every_evaluator_uses_its_inner_loop(data_roo
     summary = json.loads((straight / "summary.json").read_text())
     freeze = run_cli("eval", straight, "--evaluator", "freeze", "-o", "layers=none", "--data-root", data_root)
     assert freeze.returncode == 0, freeze.stderr
-    rows = json.loads((straight / "eval-freeze.json").read_text())["rows"]
+    rows = json.loads((straight / "eval-freeze-layers=none.json").read_text())["rows"]
     assert rows[0]["mean"] == pytest.approx(summary["test"]["accuracy"], abs=1e-12)
     similarity = run_cli("analyze", "similarity", straight, "--tasks", "2", "--data-root", data_root)
     assert similarity.returncode == 0, similarity.stderr

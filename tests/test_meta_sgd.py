@@ -112,7 +112,7 @@ def test_rates_are_learned_checkpointed_resumed_and_used_by_every_evaluator(data
     summary = json.loads((straight / "summary.json").read_text())
     freeze = run_cli("eval", straight, "--evaluator", "freeze", "-o", "layers=none", "--data-root", data_root)
     assert freeze.returncode == 0, freeze.stderr
-    rows = json.loads((straight / "eval-freeze.json").read_text())["rows"]
+    rows = json.loads((straight / "eval-freeze-layers=none.json").read_text())["rows"]
     assert rows[0]["mean"] == pytest.approx(summary["test"]["accuracy"], abs=1e-12)  # the run's own inner loop
     similarity = run_cli("analyze", "weights", straight, "--tasks", "2", "--data-root", data_root)
     assert similarity.returncode == 0, similarity.stderr
@@ -149,4 +149,6 @@ def test_freezing_nothing_at_test_time_gives_the_runs_own_test_accuracy(algo, da
     freeze = run_cli("eval", out, "--evaluator", "freeze", "-o", "layers=none", "--data-root", data_root)
     assert freeze.returncode == 0, freeze.stderr
     own = json.loads((out / "summary.json").read_text())["test"]["accuracy"]
-    assert json.loads((out / "eval-freeze.json").read_text())["rows"][0]["mean"] == pytest.approx(own, abs=1e-12)
+    assert json.loads((out / "eval-freeze-layers=none.json").read_text())["rows"][0]["mean"] == pytest.approx(
+        own, abs=1e-12
+    )

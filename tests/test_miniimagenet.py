@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, written_file
 
 import harness_plugins.datasets.miniimagenet as mini
 from harness.errors import HarnessError
@@ -190,10 +190,10 @@ def test_short_anil_run_learns(mini_root, tmp_path):
             *extra,
         )
         assert result.returncode == 0, result.stderr
-        assert json.loads((out / f"eval-{evaluator}.json").read_text())["rows"][0]["tasks"] == 10
+        assert json.loads(written_file(result).read_text())["rows"][0]["tasks"] == 10
     result = run_cli("analyze", "similarity", out, "--tasks", "3", "--data-root", mini_root, "--no-download")
     assert result.returncode == 0, result.stderr
-    rows = json.loads((out / "analysis-similarity-cca.json").read_text())["rows"]
+    rows = json.loads((out / "analysis-similarity-cca-num_tasks=3.json").read_text())["rows"]
     assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head", "body mean"]
     assert rows[-1]["mean"] == pytest.approx(sum(row["mean"] for row in rows[:4]) / 4)  # mean of per-task means
 
@@ -231,5 +231,5 @@ def test_the_algorithms_beyond_the_paper_train_and_evaluate_on_miniimagenet(algo
         return
     evaluated = run_cli("eval", out, "--evaluator", "freeze", "-o", "layers=none", "--data-root", mini_root)
     assert evaluated.returncode == 0, evaluated.stderr
-    rows = json.loads((out / "eval-freeze.json").read_text())["rows"]
+    rows = json.loads((out / "eval-freeze-layers=none.json").read_text())["rows"]
     assert rows[0]["mean"] == pytest.approx(test["accuracy"], abs=1e-12)  # the algorithm's own inner loop

@@ -132,7 +132,7 @@ def test_a_short_run_learns(algo, extra, data_root, tmp_path):
     assert json.loads((out / "config.json").read_text())["head_init"] == (extra[1] if extra else "zero")
     timed = run_cli("eval", out, "--evaluator", "step-time", "-o", "steps=2", "--data-root", data_root)
     assert timed.returncode == 0, timed.stderr
-    result = json.loads((out / "eval-step-time.json").read_text())
+    result = json.loads((out / "eval-step-time-steps=2.json").read_text())
     assert (
         len(result["seconds"]) == 2
         and result["rows"][0]["mean"]

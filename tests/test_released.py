@@ -65,13 +65,13 @@ def test_released_anil_initialisation_evaluates_from_a_clean_checkout(data_root,
         shutil.copy(REPO / best.replace("best.pt", name), run / name)
     result = run_cli("eval", run, "--test-tasks", "40", "--data-root", data_root, "--no-download")
     assert result.returncode == 0, result.stderr
-    accuracy = json.loads((run / "eval-fewshot.json").read_text())["rows"][0]["mean"]
+    accuracy = json.loads((run / "eval-fewshot-num_tasks=40.json").read_text())["rows"][0]["mean"]
     assert accuracy > 0.85, accuracy  # 30,000 iterations: far above the 300-iteration runs' ~49 %
     analysis = run_cli(
         "analyze", "weights", run, "--tasks", "4", "--adapt-as", "maml", "--data-root", data_root, "--no-download"
     )
     assert analysis.returncode == 0, analysis.stderr
-    rows = json.loads((run / "analysis-weight-distance-adapt-as-maml.json").read_text())["rows"]
+    rows = json.loads((run / "analysis-weight-distance-adapt-as-maml-num_tasks=4.json").read_text())["rows"]
     assert [row["layer"] for row in rows] == ["body.0", "body.1", "body.2", "body.3", "head", "body"]
     assert all(row["mean"] > 0 for row in rows)  # adapted as MAML, every layer moves
     # The whole body's distance is at least each body layer's, task by task, so on average too.

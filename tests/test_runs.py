@@ -293,7 +293,7 @@ def test_eval_on_a_finished_run_and_bad_run_dir(data_root, tmp_path):
     assert first.returncode == 0, first.stderr
     result = run_cli("eval", out, "--test-tasks", "12", "--data-root", data_root, "--no-download")
     assert result.returncode == 0, result.stderr
-    saved = json.loads((out / "eval-fewshot.json").read_text())
+    saved = json.loads((out / "eval-fewshot-num_tasks=12.json").read_text())
     assert saved["rows"][0]["tasks"] == 12 and saved["evaluator"] == "fewshot"
     assert "accuracy %" in result.stdout
     missing = run_cli("eval", tmp_path / "nothing-here")

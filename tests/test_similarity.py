@@ -209,7 +209,7 @@ def test_analyze_cli_writes_table_json_and_figure(data_root, tmp_path):
     common = ["--tasks", "4", "--data-root", data_root, "--no-download"]
     result = run_cli("analyze", "similarity", runs[0], "--measure", "cka", *common)
     assert result.returncode == 0, result.stderr
-    saved = json.loads((runs[0] / "analysis-similarity-cka.json").read_text())
+    saved = json.loads((runs[0] / "analysis-similarity-cka-num_tasks=4.json").read_text())
     assert [row["layer"] for row in saved["rows"]] == ["body.0", "body.1", "body.2", "body.3", "head", "body mean"]
     body = [row for row in saved["rows"] if row["layer"] != "head"]
     assert all(row["mean"] == pytest.approx(1.0, abs=1e-9) for row in body)  # ANIL: body untouched

@@ -116,7 +116,7 @@ def test_the_vector_is_learned_checkpointed_resumed_and_used_by_every_evaluator(
     summary = json.loads((straight / "summary.json").read_text())
     freeze = run_cli("eval", straight, "--evaluator", "freeze", "-o", "layers=none", "--data-root", data_root)
     assert freeze.returncode == 0, freeze.stderr
-    rows = json.loads((straight / "eval-freeze.json").read_text())["rows"]
+    rows = json.loads((straight / "eval-freeze-layers=none.json").read_text())["rows"]
     assert rows[0]["mean"] == pytest.approx(summary["test"]["accuracy"], abs=1e-12)  # its own inner loop
     weights = run_cli("analyze", "weights", straight, "--tasks", "2", "--data-root", data_root)
     assert weights.returncode == 0, weights.stderr

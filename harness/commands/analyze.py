@@ -13,6 +13,7 @@ from __future__ import annotations
 import harness
 from harness.commands.eval import evaluate_and_write
 from harness.devices import DEVICE_CHOICES
+from harness.provenance import given_suffix
 from harness.similarity import MEASURES
 
 ANALYSES = {"similarity": "similarity", "weights": "weight-distance", "seeds": "seed-similarity"}
@@ -67,9 +68,10 @@ class AnalyzeCommand:
             "against": "--against",
         }
 
-        def file_stem(result: dict) -> str:
-            measure = f"-{result['measure']}" if "measure" in result else ""
-            return f"analysis-{evaluator.name}{measure}{f'-adapt-as-{args.adapt_as}' if args.adapt_as else ''}"
+        def file_stem(options: dict, given: dict) -> str:
+            measure = f"-{options['measure']}" if "measure" in options else ""
+            adapt_as = f"-adapt-as-{args.adapt_as}" if args.adapt_as else ""
+            return f"analysis-{evaluator.name}{measure}{adapt_as}{given_suffix(given, skip=('measure', 'adapt_as'))}"
 
         result, out = evaluate_and_write(plugins, evaluator, args, given, flags, file_stem, percent=False)
         print(f"written to {out} and {result['figure']}")

@@ -13,7 +13,8 @@ from harness.data_root import resolve_data_root
 from harness.devices import DEVICE_CHOICES, resolve_device
 from harness.errors import HarnessError
 from harness.evaluator_options import resolve_options
-from harness.rundir import load_run, read_json, write_json
+from harness.provenance import evaluation_provenance, given_suffix, keep_earlier
+from harness.rundir import load_run, prepare_run_dir, read_json, write_json
 
 
 def format_rows(rows: list[dict], percent: bool = True) -> str:
@@ -109,23 +110,37 @@ class EvalCommand:
                 if key in given:
                     raise HarnessError(f"{flag} and -o {key}= say the same thing; give one")
                 given[key], flags[key] = value, flag
-        _, out = evaluate_and_write(plugins, evaluator, args, given, flags, lambda result: f"eval-{evaluator.name}")
+        _, out = evaluate_and_write(
+            plugins, evaluator, args, given, flags, lambda options, given: eval_file_stem(evaluator.name, given, args)
+        )
         print(f"written to {out}")
         return 0
 
 
 def evaluate_and_write(plugins, evaluator, args, given: dict, flags: dict, file_stem, percent: bool = True):
     """The one path of ``harness eval`` and ``harness analyze``: open the run, type the options, evaluate,
-    write ``RUN_DIR/<file_stem(result)>.json`` and print the rows. Returns the result and the file."""
+    write ``RUN_DIR/<file_stem(options)>.json`` with its provenance (``harness.provenance``) and print the
+    rows. The run directory is held for the evaluation: a run still training there is refused, and no
+    training starts there meanwhile. Returns the result and the file."""
     run = open_run(plugins, args.run_dir, args)
     require_writable(run)
+    prepare_run_dir(run.path, lock=True, busy="evaluate it when that has ended, or evaluate a copy")
+    given = {key: value for key, value in given.items() if value is not None}
     options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
+    provenance = evaluation_provenance(evaluator.name, given, options, run.checkpoint_path)
+    out = run.path / f"{file_stem(options, given)}.json"
     result = evaluator.evaluate(run, options)  # the run's config carries its precision and inner-loop path
-    result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path)})
-    out = run.path / f"{file_stem(result)}.json"
+    result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path), "provenance": provenance})
+    keep_earlier(out, provenance)
     write_json(out, result)
     print(format_rows(result["rows"], percent=percent))
     return result, out
+
+
+def eval_file_stem(evaluator: str, given: dict, args=None) -> str:
+    """``eval-NAME`` and the options given, e.g. ``eval-nil-num_tasks=20`` (``harness.provenance``)."""
+    checkpoint = f"-checkpoint={Path(args.checkpoint).stem}" if args is not None and args.checkpoint else ""
+    return f"eval-{evaluator}{given_suffix(given)}{checkpoint}"
 
 
 @harness.hookimpl

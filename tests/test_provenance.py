@@ -1,0 +1,116 @@
+"""Every evaluation records where it came from; evaluations of another source never overwrite each other."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+
+from harness.rundir import prepare_run_dir
+
+FLAGS = ["--algo", "anil", "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--iterations", "4"]
+FLAGS += ["--val-every", "2", "--val-tasks", "4", "--test-tasks", "8", "--no-progress", "--no-download"]
+
+
+@pytest.fixture(scope="module")
+def finished(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("provenance") / "run"
+    result = run_cli("run", *FLAGS, "--data-root", data_root, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _eval(run, data_root, *extra):
+    return run_cli("eval", run, "--evaluator", "nil", "--data-root", data_root, "--no-download", *extra)
+
+
+@pytest.mark.realdata
+def test_an_evaluation_with_other_options_sits_beside_the_first_and_records_its_provenance(finished, data_root):
+    assert _eval(finished, data_root).returncode == 0
+    first = (finished / "eval-nil.json").read_bytes()
+    fewer = _eval(finished, data_root, "--test-tasks", "4")
+    assert fewer.returncode == 0, fewer.stderr
+    assert fewer.stdout.endswith(f"written to {finished / 'eval-nil-num_tasks=4.json'}\n")
+    assert (finished / "eval-nil.json").read_bytes() == first  # the default-task evaluation untouched
+    provenance = json.loads((finished / "eval-nil-num_tasks=4.json").read_text())["provenance"]
+    best = finished / "best.pt"
+    assert provenance["evaluator"] == "nil" and provenance["given"] == {"num_tasks": "4"}
+    assert provenance["options"]["num_tasks"] == 4
+    assert provenance["checkpoint"] == {
+        "file": "best.pt",
+        "step": torch.load(best, weights_only=True)["step"],
+        "sha256": hashlib.sha256(best.read_bytes()).hexdigest(),
+    }
+    assert json.loads(first)["provenance"]["given"] == {} and json.loads(first)["rows"][0]["tasks"] == 8
+
+
+@pytest.mark.realdata
+def test_an_earlier_evaluation_of_another_checkpoint_is_kept_under_its_own_name(finished, data_root, tmp_path):
+    stale = {
+        "rows": [],
+        "provenance": {"evaluator": "nil", "given": {}, "checkpoint": {"step": 2, "sha256": "ab" * 32}},
+    }
+    (finished / "eval-nil.json").write_text(json.dumps(stale))
+    result = _eval(finished, data_root)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "harness: kept the earlier eval-nil.json (checkpoint step 2) as eval-nil@abababab.json\n"
+    assert json.loads((finished / "eval-nil@abababab.json").read_text()) == stale
+    (finished / "eval-nil.json").write_text('{"rows": []}')  # written before evaluations recorded provenance
+    again = _eval(finished, data_root)
+    assert "kept the earlier eval-nil.json (no recorded provenance) as eval-nil@unrecorded.json" in again.stderr
+    assert json.loads((finished / "eval-nil@unrecorded.json").read_text()) == {"rows": []}
+
+
+@pytest.mark.realdata
+def test_a_run_another_process_holds_is_not_evaluated(data_root, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("run", *FLAGS, "--data-root", data_root, "--out", out).returncode == 0
+    prepare_run_dir(out, lock=True)  # this process holds it, as a training `harness run` would
+    before = sorted(p.name for p in out.iterdir())
+    result = _eval(out, data_root)
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        2,
+        f"harness: error: {out} is in use by another harness process (pid {__import__('os').getpid()}); "
+        f"evaluate it when that has ended, or evaluate a copy",
+    )
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+DEFINITION = """
+title = "NIL row"
+[budgets.cpu]
+note = "4 iterations"
+image = { iterations = 4, val_every = 2, val_tasks = 4, test_tasks = 8, meta_batch_size = 2 }
+[[rows]]
+label = "Omniglot 5w1s, NIL"
+algo = "anil"
+data = "omniglot-5w1s"
+evaluator = "nil"
+paper = [96.7, 0.3]
+"""
+
+
+@pytest.mark.realdata
+def test_reproduce_uses_an_evaluation_only_when_its_provenance_matches(data_root, tmp_path):
+    definition = tmp_path / "nil.toml"
+    definition.write_text(DEFINITION)
+    args = ["reproduce", definition, "--root", tmp_path / "root", "--results", tmp_path / "results"]
+    args += ["--data-root", data_root]
+    assert run_cli(*args).returncode == 0
+    table = tmp_path / "results" / "reproduced" / "nil-cpu.json"
+    measured = json.loads(table.read_text())["rows"][0]["mean"]
+    (run,) = [p for p in (tmp_path / "root" / "runs").iterdir() if p.is_dir()]
+    evaluation = json.loads((run / "eval-nil.json").read_text())
+    planted = dict(evaluation, rows=[dict(evaluation["rows"][0], mean=0.0123)])
+    planted["provenance"] = dict(evaluation["provenance"], checkpoint={"step": 2, "sha256": "cd" * 32})
+    (run / "eval-nil.json").write_text(json.dumps(planted))  # as if written while the run was at step 2
+    rebuilt = run_cli(*args, "--no-train")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(table.read_text())["rows"][0]["mean"] == measured  # evaluated again, same numbers
+    assert json.loads((run / "eval-nil@cdcdcdcd.json").read_text()) == planted  # kept, not overwritten
+    unchanged = (run / "eval-nil.json").read_bytes()
+    assert run_cli(*args, "--no-train").returncode == 0
+    assert (run / "eval-nil.json").read_bytes() == unchanged  # a matching evaluation is reused as it is
