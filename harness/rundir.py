@@ -24,13 +24,11 @@ import pickle
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.config import RunConfig
 from harness.errors import HarnessError
 
 
@@ -284,54 +282,3 @@ def run_state(path: Path) -> str | None:
         except HarnessError:
             return "started"
     return None
-
-
-@dataclass
-class LoadedRun:
-    """A run directory opened for evaluation: config, model (best weights), plugins."""
-
-    path: Path
-    config: RunConfig
-    model: torch.nn.Module
-    algorithm: Any
-    task_sampler: Any
-    spec: Any
-    checkpoint_path: Path
-    data_root: Path | None = None
-    download: bool = True
-    device: Any = "cpu"
-
-    def open_split(self, split: str, queries: int | None = None):
-        """The task sampler of ``split`` with this run's task spec (optionally more query images)."""
-        options = {"split": self.config.split, "queries": queries or self.config.queries, "download": self.download}
-        return self.task_sampler.open(self.spec, split, self.data_root, options)
-
-
-def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
-    """Open ``path`` and build its model from ``best.pt`` (or the given checkpoint)."""
-    from harness.taskspec import parse_task_spec
-
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise HarnessError(f"{path} is not a run directory (no config.json)")
-    config = RunConfig.from_dict(read_json(path / "config.json"))
-    spec = parse_task_spec(config.data)
-    algorithm = plugins.algorithms.get(config.algo)
-    task_sampler = plugins.task_samplers.get(spec.dataset)
-    backbone = plugins.backbones.get(config.backbone)
-    checkpoint_path = Path(checkpoint) if checkpoint else path / "best.pt"
-    if not checkpoint_path.exists() and checkpoint is None:
-        checkpoint_path = path / "checkpoint.pt"
-    state = load_torch(checkpoint_path, needs=("model", "geometry"))
-    geometry = state["geometry"]
-    head_outputs = geometry.get("head_outputs", spec.ways)
-    model = backbone.build(geometry["in_channels"], geometry["image_size"], head_outputs, bn_mode=config.bn_mode)
-    load_weights(model, state["model"], checkpoint_path)
-    if hasattr(algorithm, "for_run"):  # the algorithm's own learned parameters (Meta-SGD's step sizes)
-        algorithm = algorithm.for_run(model, config)
-        if "algorithm" not in state:
-            raise HarnessError(
-                f"{checkpoint_path} has no 'algorithm' entry: {config.algo!r} keeps parameters of its own"
-            )
-        load_weights(algorithm, state["algorithm"], checkpoint_path)
-    return LoadedRun(path, config, model, algorithm, task_sampler, spec, checkpoint_path)

@@ -29,6 +29,7 @@ from harness.distributed import context_from_environment
 from harness.errors import HarnessError
 from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
 from harness.lifecycle import RunLifecycle
+from harness.provenance import file_sha256
 from harness.resuming import newest_checkpoint
 from harness.rundir import (
     load_torch,
@@ -341,7 +342,9 @@ class Trainer:
             "precision": self.config.precision,
             "inner_loop": self.inner_loop,
             "test": result,
-            "tested_checkpoint": {"file": best_path.name if best_path.exists() else "final model", "step": tested_step},
+            "tested_checkpoint": {"file": best_path.name, "step": tested_step, "sha256": file_sha256(best_path)}
+            if best_path.exists()
+            else {"file": "final model", "step": tested_step},
             "best_val": self.best,
             "iterations": self.step,
             "train_seconds": round(self.train_seconds, 3),

@@ -16,8 +16,9 @@ from test_runs import small_config
 
 import harness
 from harness.evaluator_options import resolve_options
+from harness.loaded_run import load_run
 from harness.plugin_manager import load_plugins
-from harness.rundir import load_run, load_torch
+from harness.rundir import load_torch
 from harness.training import Trainer
 
 

@@ -13,8 +13,9 @@ from harness.data_root import resolve_data_root
 from harness.devices import DEVICE_CHOICES, resolve_device
 from harness.errors import HarnessError
 from harness.evaluator_options import resolve_options
+from harness.loaded_run import load_run
 from harness.provenance import evaluation_provenance, given_suffix, keep_earlier
-from harness.rundir import load_run, prepare_run_dir, read_json, write_json
+from harness.rundir import prepare_run_dir, read_json, write_json
 
 
 def format_rows(rows: list[dict], percent: bool = True) -> str:

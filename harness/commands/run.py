@@ -10,6 +10,7 @@ import harness
 from harness.config import HEAD_INITS, INNER_LOOPS, RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
+from harness.integrity import refuse_changed_config
 from harness.resuming import newest_checkpoint, refuse_unresumable
 from harness.rundir import read_json, removed_if_start_fails, run_state
 from harness.stopping import StopConditions, parse_duration
@@ -136,6 +137,8 @@ class RunCommand:
                 config.data_root = args.data_root
             found = newest_checkpoint(run_dir)
             refuse_unresumable(run_dir, args.iterations, found[0] if found else None)
+            if found:
+                refuse_changed_config(found[0], found[1], read_json(run_dir / "config.json"))
             trainer = Trainer(
                 config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop
             )
