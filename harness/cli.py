@@ -21,6 +21,10 @@ from harness.stopping import EXIT_STOPPED, RunStopped, Terminated, interrupted_m
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --data must never be read as --data-root
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line instead of usage + message
         raise HarnessError(f"{self.prog}: {message} (see {self.prog} --help)")
 
@@ -56,13 +60,16 @@ class _Unusable:
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
-    # SIGTERM while data loads or a run is tested ends with one line; the training loop
+    # SIGTERM or SIGUSR1 while data loads or a run is tested ends with one line; the training loop
     # installs its own handler (a clean stop at the next iteration boundary).
-    previous = signal.signal(signal.SIGTERM, terminate_outside_training)
+    previous = {
+        signum: signal.signal(signum, terminate_outside_training) for signum in (signal.SIGTERM, signal.SIGUSR1)
+    }
     try:
         return _main(argv)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 #: Commands that go on to load data or train: at a terminal they say so before the plugins (and torch) load.
@@ -101,7 +108,7 @@ def _main(argv: list[str] | None) -> int:
         return 130
     except Terminated as terminated:
         print(f"harness: {interrupted_message(f'terminated ({terminated})')}", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return 128 + signal.Signals[str(terminated)]
     except OSError as exc:  # a write or read the commands did not expect to fail (full disk, read-only mount)
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"harness: error: {where}{exc.strerror or exc}", file=sys.stderr)

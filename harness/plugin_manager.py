@@ -53,6 +53,10 @@ BUILTIN_PACKAGES = (
     "harness_plugins.evaluators",
 )
 
+#: What a plugin's import or hook may raise and still be contained to that plugin: any exception, and
+#: SystemExit (a plugin calling sys.exit must not silence every command); Ctrl-C still interrupts.
+PLUGIN_FAILURES = (Exception, SystemExit)
+
 
 def builtin_plugins() -> tuple[str, ...]:
     """The bundled plugin modules, package by package, each package's modules in name order."""
@@ -119,7 +123,7 @@ class Plugins:
         for impl in getattr(self.manager.hook, hook_name).get_hookimpls():  # registration order
             try:
                 impl.function(**{name: kwargs[name] for name in impl.argnames})
-            except Exception as exc:
+            except PLUGIN_FAILURES as exc:
                 name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
                 error = f"{hook_name} raised {type(exc).__name__}: {exc}"
                 print(
@@ -186,7 +190,7 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
             else:
                 plugins.missing_extras[module_name] = f"pip install 'feature-reuse-harness[{extra}]' (needs {exc.name})"
             continue
-        except Exception as exc:  # a broken bundled plugin must not hide the others
+        except PLUGIN_FAILURES as exc:  # a broken bundled plugin must not hide the others
             plugins.load_errors.append(LoadError(module_name, "builtin", f"{type(exc).__name__}: {exc}"))
             continue
         manager.register(module, name=module_name)
@@ -202,7 +206,7 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
         try:
             plugin = entry_point.load()
             manager.register(plugin, name=entry_point.name)
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             plugins.load_errors.append(LoadError(entry_point.name, source, f"{type(exc).__name__}: {exc}"))
             continue
         plugins.sources[entry_point.name] = source
@@ -233,7 +237,7 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
             registry.current_plugin = name
             try:
                 impl.function(registry=registry)
-            except Exception as exc:
+            except PLUGIN_FAILURES as exc:
                 failed[name] = f"{hook_name} raised {type(exc).__name__}: {exc}"
         registry.current_plugin = "<unknown>"
     for name, error in failed.items():

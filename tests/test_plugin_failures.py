@@ -132,6 +132,23 @@ def test_an_entry_point_plugin_with_a_raising_hook_is_reported_by_its_entry_poin
     assert "fewshot" in plugins.evaluators
 
 
+@pytest.mark.parametrize("at", ["import", "registration"])
+def test_a_plugin_that_calls_sys_exit_is_contained_like_any_failure(monkeypatch, tmp_path, at):
+    body = (
+        "import sys\nsys.exit(3)\n"
+        if at == "import"
+        else "import sys, harness\n\n@harness.hookimpl\ndef register_evaluators(registry):\n    sys.exit(3)\n"
+    )
+    (tmp_path / f"exiting_plugin_{at}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [importlib.metadata.EntryPoint(name="exiting", value=f"exiting_plugin_{at}", group="harness")]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points if group == "harness" else [])
+    plugins = load_plugins()
+    (error,) = plugins.load_errors
+    assert error.plugin == "exiting" and error.error.endswith("SystemExit: 3")
+    assert {"run", "plugins", "list"} <= set(plugins.commands.names()) and "fewshot" in plugins.evaluators
+
+
 class Recorder:
     """A lifecycle plugin that keeps every call."""
 

@@ -418,7 +418,12 @@ def test_a_damaged_decoded_cache_is_decoded_again_never_trained_on(damage, finis
 
 @pytest.mark.realdata
 @pytest.mark.parametrize(
-    "signum, status, how", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
+    "signum, status, how",
+    [
+        (signal.SIGINT, 130, "interrupted"),
+        (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+        (signal.SIGUSR1, 138, "terminated (SIGUSR1)"),
+    ],
 )
 def test_a_signal_before_training_is_one_line_and_leaves_nothing(signum, status, how, data_root, tmp_path):
     """The signal lands while the images are decoded (an empty cache: seconds of work before training, on
@@ -487,3 +492,19 @@ def test_the_progress_bar_shows_no_placeholder_before_the_first_validation(data_
     result = run_cli("run", *flags, "--data-root", data_root, "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert "best_val=-1" not in result.stderr and "best_val=0." in result.stderr
+
+
+@pytest.mark.parametrize(
+    "words, unknown",
+    [
+        (["eval", "RUN", "--data", "omniglot-5w1s"], "--data omniglot-5w1s"),  # not a prefix of --data-root
+        (["run", "--algo", "anil", "--dat", "omniglot-5w1s"], "--dat omniglot-5w1s"),
+        (["reproduce", "table2", "--plan", "--budg", "paper"], "--budg paper"),
+    ],
+)
+def test_an_abbreviated_or_misspelt_flag_is_refused_never_read_as_another(words, unknown, tmp_path):
+    result = run_cli(*[str(tmp_path / "run") if w == "RUN" else w for w in words])
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"harness: error: harness: unrecognized arguments: {unknown} (see harness --help)\n",
+    )
