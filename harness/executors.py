@@ -9,7 +9,9 @@ forwarded signal exits with ``EXIT_STOPPED`` and is resumed by the next call.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -28,7 +30,14 @@ def execute(command: list[str], log: str, threads: int, children: set | None = N
     """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     with open(log, "a") as handle:
-        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        child = subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_stop_when_dies(os.getpid()),
+        )
         if children is not None:
             children.add(child)
         try:
@@ -36,6 +45,25 @@ def execute(command: list[str], log: str, threads: int, children: set | None = N
         finally:
             if children is not None:
                 children.discard(child)
+
+
+def _stop_when_dies(parent: int):
+    """For the child, before it runs: SIGTERM when ``parent`` (``harness reproduce``) dies, however it dies
+    (even SIGKILL), so that its runs checkpoint and stop instead of training on as orphans (Linux
+    ``PR_SET_PDEATHSIG``; a parent that died before the call is caught by its pid)."""
+
+    def arm() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def run_all(

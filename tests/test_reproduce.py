@@ -2,11 +2,14 @@
 
 import json
 import re
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 from harness.definitions import load_definition
 from harness.plugin_manager import get_plugins
@@ -394,7 +397,8 @@ def test_reproduce_time_limit_stops_runs_and_the_next_call_resumes_them(tmp_path
     assert stopped.stderr.startswith("harness: stopped (time limit 3s reached): ") and stopped.stderr.count("\n") == 1
     assert stopped.stderr.rstrip().endswith(
         f"run(s) unfinished, their checkpoints kept; continue with: "
-        f"harness reproduce {definition} --budget cpu --root {tmp_path / 'root'}"
+        f"harness reproduce {definition} --budget cpu --root {tmp_path / 'root'} "
+        f"--results {tmp_path / 'results'} --time-limit 3s"  # every flag given, so the same call continues
     )
     assert not (tmp_path / "results" / "reproduced" / "longer-cpu.json").exists()
     started = [p for p in (tmp_path / "root" / "runs").iterdir() if p.is_dir()]
@@ -647,3 +651,52 @@ def test_published_values_attach_to_their_grid_cells_and_a_wrong_cell_is_refused
         f"harness: error: {path}: grid.published entry {{'data': 'omniglot-20w1s', 'group': 'MAML', "
         "'column': 'acuracy', 'paper': [1.0]} must name a cell of the grid (data, group, column) and its paper value"
     )
+
+
+def test_the_continue_line_repeats_every_flag_given_shell_quoted():
+    from argparse import Namespace
+
+    from harness.commands.reproduce import continue_command
+
+    args = Namespace(table="my table.toml", budget="paper", seeds=3, executor="local", workers=2, address=None)
+    args.__dict__.update(root="runs here", results="results", data_root="/data/it's", time_limit="2h")
+    assert continue_command(args) == (
+        "harness reproduce 'my table.toml' --budget paper --seeds 3 --workers 2 --root 'runs here' "
+        """--data-root '/data/it'"'"'s' --time-limit 2h"""
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_runs_stop_cleanly_when_reproduce_is_killed(tmp_path):
+    """SIGKILL gives reproduce no chance to forward anything: its runs must notice on their own."""
+    definition = tmp_path / "long.toml"
+    definition.write_text(LONGER.replace("iterations = 40", "iterations = 400"))
+    root = tmp_path / "root"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "harness", "reproduce", str(definition), "--root", str(root)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rows = []
+    while not rows:  # wait for the first run's first iteration
+        assert parent.poll() is None
+        rows = [p for p in root.glob("runs/*/metrics.jsonl") if p.stat().st_size]
+        time.sleep(0.05)
+    run_dir = rows[0].parent
+    child = int((run_dir / ".lock").read_text())
+    parent.kill()
+    parent.wait()
+    while _alive(child):
+        time.sleep(0.05)
+    log = Path(f"{run_dir}.log").read_text()
+    assert "(received SIGTERM); checkpoint written; continue with: harness run --resume" in log, log
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "summary.json").exists()

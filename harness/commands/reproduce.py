@@ -20,6 +20,7 @@ to continue and exits with status 75, and the same command resumes them.
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -100,12 +101,7 @@ class ReproduceCommand:
             if failures:
                 raise HarnessError(f"{len(failures)} run(s) failed, the others are kept: " + "; ".join(failures))
             if stopped:
-                again = " ".join(
-                    ["harness reproduce", args.table, "--budget", args.budget]
-                    + (["--seeds", str(args.seeds)] if args.seeds != 1 else [])
-                    + (["--root", args.root] if args.root != str(RESULTS / "reproduce") else [])
-                    + (["--data-root", args.data_root] if args.data_root else [])
-                )
+                again = continue_command(args)
                 raise RunStopped(args.root, 0, 0, stop.reason or "time limit reached", resume=again).with_message(
                     f"stopped ({stop.reason or 'time limit reached'}): {stopped} run(s) unfinished, their "
                     f"checkpoints kept; continue with: {again}"
@@ -125,6 +121,32 @@ class ReproduceCommand:
         print(markdown)
         print(f"written to {out} and {out.with_suffix('.md')}")
         return 0
+
+
+#: The flags of ``harness reproduce`` that a continuing call must repeat, with their defaults.
+_REPEATED = (
+    ("--budget", "budget"),
+    ("--seeds", "seeds"),
+    ("--executor", "executor"),
+    ("--workers", "workers"),
+    ("--address", "address"),
+    ("--root", "root"),
+    ("--results", "results"),
+    ("--data-root", "data_root"),
+    ("--time-limit", "time_limit"),
+)
+
+
+def continue_command(args) -> str:
+    """The call that continues a stopped ``harness reproduce``: every flag given, shell-quoted."""
+    words = ["harness", "reproduce", str(args.table), "--budget", args.budget]
+    defaults = {"seeds": 1, "executor": "local", "workers": 1, "root": str(RESULTS / "reproduce")}
+    defaults["results"] = str(RESULTS)
+    for flag, name in _REPEATED[1:]:
+        value = getattr(args, name)
+        if value is not None and value != defaults.get(name):
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 @harness.hookimpl
