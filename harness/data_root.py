@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import HarnessError
+
 APP = "feature-reuse-harness"
 
 
@@ -34,8 +36,15 @@ def resolve_data_root(explicit: str | None) -> Path:
 
 
 def cache_dir() -> Path:
+    """Where decoded images are cached; ``HARNESS_CACHE_DIR`` naming something that is no directory is refused."""
     if os.environ.get("HARNESS_CACHE_DIR"):
-        return Path(os.environ["HARNESS_CACHE_DIR"]).expanduser()
+        path = Path(os.environ["HARNESS_CACHE_DIR"]).expanduser()
+        if path.exists() and not path.is_dir():
+            raise HarnessError(
+                f"HARNESS_CACHE_DIR={os.environ['HARNESS_CACHE_DIR']} is not a directory; point it at a "
+                f"directory (created if missing) or unset it"
+            )
+        return path
     return _xdg_cache() / APP / "decoded"
 
 

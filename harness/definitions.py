@@ -47,6 +47,10 @@ def check_definition(definition: dict, path: Path) -> None:
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise HarnessError(f"{path}: 'rows' must be a non-empty array of tables ([[rows]]), got {rows!r}")
     speed = definition.get("kind") == "speed"
+    labels = [row.get("label") for row in rows]
+    repeated = sorted({label for label in labels if isinstance(label, str) and labels.count(label) > 1})
+    if repeated:  # rows are pooled by label: two rows of one label would be reported as seeds of one
+        raise HarnessError(f"{path}: two rows are labelled {repeated[0]!r}; every row needs a label of its own")
     for number, row in enumerate(rows, start=1):
         where = f"{path}: row {number}" + (f" ({row['label']!r})" if isinstance(row.get("label"), str) else "")
         for key in ("label",) if speed else ("label", "algo"):

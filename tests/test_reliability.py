@@ -508,3 +508,48 @@ def test_an_abbreviated_or_misspelt_flag_is_refused_never_read_as_another(words,
         2,
         f"harness: error: harness: unrecognized arguments: {unknown} (see harness --help)\n",
     )
+
+
+def test_bench_without_the_test_extra_names_it_before_any_work(monkeypatch, capsys):
+    import importlib.util
+
+    from harness.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pytest_benchmark" else real(name)
+    )
+    assert main(["bench"]) == 2
+    assert capsys.readouterr().err == (
+        "harness: error: harness bench runs the pytest-benchmark suite, and pytest_benchmark is not installed: "
+        "pip install 'feature-reuse-harness[test]' (--floor, --paths and --peers do without it)\n"
+    )
+    assert main(["bench", "--max-regression", "ten"]) == 2  # flags are checked first, extra or not
+    assert "--max-regression must look like 10%, got 'ten'" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_a_cache_location_that_is_a_file_is_refused_and_leaves_no_run(data_root, tmp_path):
+    not_a_directory = tmp_path / "cache"
+    not_a_directory.write_text("")
+    out = tmp_path / "run"
+    result = run_cli(
+        "run", *FLAGS, "--data-root", data_root, "--out", out, env_extra={"HARNESS_CACHE_DIR": str(not_a_directory)}
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"harness: error: HARNESS_CACHE_DIR={not_a_directory} is not a directory; point it at a directory "
+        f"(created if missing) or unset it\n",
+    )
+    assert not out.exists()
+
+
+def test_two_rows_with_one_label_are_refused(tmp_path):
+    definition = tmp_path / "twice.toml"
+    row = '[[rows]]\nlabel = "Omniglot 20w1s"\nalgo = "{algo}"\ndata = "omniglot-20w1s"\n'
+    definition.write_text('title = "t"\n[budgets.cpu]\n' + row.format(algo="anil") + row.format(algo="maml"))
+    result = run_cli("reproduce", definition, "--plan")
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"harness: error: {definition}: two rows are labelled 'Omniglot 20w1s'; every row needs a label of its own\n",
+    )

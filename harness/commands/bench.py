@@ -15,6 +15,7 @@ The suite itself is ``tests/benchmarks`` of a source checkout (pytest-benchmark)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -151,7 +152,14 @@ class BenchCommand:
         )
 
     def run(self, args) -> int:
-        import pytest
+        if not re.fullmatch(r"\d+(\.\d+)?%", args.max_regression):
+            raise HarnessError(f"--max-regression must look like 10%, got {args.max_regression!r}")
+        missing = [name for name in ("pytest", "pytest_benchmark") if importlib.util.find_spec(name) is None]
+        if missing and not (args.floor or args.paths or args.peers):
+            raise HarnessError(
+                f"harness bench runs the pytest-benchmark suite, and {', '.join(missing)} is not installed: "
+                f"pip install 'feature-reuse-harness[test]' (--floor, --paths and --peers do without it)"
+            )
         import torch
 
         from harness.commands.bench_reports import print_floor, print_paths, print_peers
@@ -174,8 +182,6 @@ class BenchCommand:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise HarnessError(f"cannot write benchmark results to {out.parent}: {exc.strerror or exc}") from None
-        if not re.fullmatch(r"\d+(\.\d+)?%", args.max_regression):
-            raise HarnessError(f"--max-regression must look like 10%, got {args.max_regression!r}")
         pytest_args = [str(SUITE), "-q", f"--benchmark-json={out}", "--benchmark-columns=mean,median,stddev,rounds"]
         if args.save:
             pytest_args.append(f"--benchmark-save={args.save}")
@@ -197,6 +203,8 @@ class BenchCommand:
             pytest_args += ["-k", args.keyword]
         if args.rounds:
             os.environ["HARNESS_BENCH_ROUNDS"] = str(args.rounds)
+        import pytest
+
         status = pytest.main(pytest_args)
         if out.exists():
             rows, ratios_by_device = summarise(json.loads(out.read_text()))
