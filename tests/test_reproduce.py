@@ -700,3 +700,20 @@ def test_runs_stop_cleanly_when_reproduce_is_killed(tmp_path):
     log = Path(f"{run_dir}.log").read_text()
     assert "(received SIGTERM); checkpoint written; continue with: harness run --resume" in log, log
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "summary.json").exists()
+
+
+def test_no_train_never_turns_a_measured_table_into_not_run(tmp_path):
+    definition = tiny_definition(tmp_path)
+    out = tmp_path / "results" / "reproduced" / "tiny-cpu.json"
+    out.parent.mkdir(parents=True)
+    measured = {"name": "tiny", "rows": [{"label": "2D-Navigation, MAML", "mean": -17.0, "ci95": 0.9}]}
+    out.write_text(json.dumps(measured))
+    result = run_cli(
+        "reproduce", definition, "--no-train", "--root", tmp_path / "empty", "--results", tmp_path / "results"
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"harness: error: {out} has 1 measured row(s) for which --root {tmp_path / 'empty'} holds no finished run "
+        f"(first: '2D-Navigation, MAML'); not rewritten: point --root at the runs, or move tiny-cpu.json away\n",
+    )
+    assert json.loads(out.read_text()) == measured

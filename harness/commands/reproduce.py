@@ -113,6 +113,8 @@ class ReproduceCommand:
             {"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"), "machine": describe_device(torch.device("cpu"))}
         )
         out = Path(args.results) / "reproduced" / f"{definition['name']}-{args.budget}.json"  # one file per budget
+        if args.no_train:
+            refuse_unmeasuring(out, result, args.root)
         write_json(out, result)
         from harness.commands.report import render_table
 
@@ -121,6 +123,21 @@ class ReproduceCommand:
         print(markdown)
         print(f"written to {out} and {out.with_suffix('.md')}")
         return 0
+
+
+def refuse_unmeasuring(out: Path, result: dict, root: str) -> None:
+    """``--no-train`` rebuilds a table from the runs it finds; it never turns a measured row into "not run"."""
+    if not out.exists():
+        return
+    from harness.rundir import read_json
+
+    measured = {row["label"] for row in read_json(out).get("rows", []) if row.get("mean") is not None}
+    lost = [row["label"] for row in result["rows"] if row["label"] in measured and row.get("mean") is None]
+    if lost:
+        raise HarnessError(
+            f"{out} has {len(lost)} measured row(s) for which --root {root} holds no finished run "
+            f"(first: {lost[0]!r}); not rewritten: point --root at the runs, or move {out.name} away"
+        )
 
 
 #: The flags of ``harness reproduce`` that a continuing call must repeat, with their defaults.
