@@ -51,6 +51,11 @@ def decoded_cache(tmp_path_factory):
         os.environ["HARNESS_CACHE_DIR"] = previous
 
 
+#: Catches a hung subprocess only: far above what any test's command takes on a slow machine (the longest
+#: take a few minutes on this project's 2-core CPU), so no test depends on how fast the machine is.
+HANG_SECONDS = 3600
+
+
 def written_file(result: subprocess.CompletedProcess) -> Path:
     """The file ``harness eval`` / ``analyze`` wrote, from its last line (``written to FILE[ and FIGURE]``)."""
     last = result.stdout.strip().splitlines()[-1]
@@ -67,5 +72,5 @@ def run_cli(*args, env_extra=None, cwd=None) -> subprocess.CompletedProcess:
         text=True,
         cwd=cwd or REPO,
         env=env,
-        timeout=900,
+        timeout=HANG_SECONDS,
     )

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import HANG_SECONDS, REPO, run_cli
 
 COMMON = [
     "--data",
@@ -45,7 +45,7 @@ def torchrun(*args, processes=2):
         text=True,
         cwd=REPO,
         env=env,
-        timeout=600,
+        timeout=HANG_SECONDS,
     )
 
 

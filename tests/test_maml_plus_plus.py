@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli
+from conftest import HANG_SECONDS, run_cli
 from finite_differences import assert_gradients_match
 from tiny_model import tiny_setup
 from torch import nn
@@ -164,7 +164,7 @@ def test_trains_resumes_exactly_and_every_evaluator_uses_its_inner_loop(data_roo
         capture_output=True,
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
-        timeout=600,
+        timeout=HANG_SECONDS,
     )
     assert killed.returncode == -signal.SIGKILL
     result = run_cli("run", "--resume", resumed, "--no-progress", "--data-root", data_root)

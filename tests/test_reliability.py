@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import HANG_SECONDS, REPO, run_cli
 
 FLAGS = [
     "--algo",
@@ -274,7 +274,7 @@ def _inject(fault: str, run_dir: Path, data_root, *args) -> subprocess.Completed
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=600,
+        timeout=HANG_SECONDS,
         env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
     )
 
@@ -344,7 +344,7 @@ def test_sigkill_in_random_iterations_then_resume_equals_the_uninterrupted_run(f
             cwd=REPO,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=HANG_SECONDS,
         )
         assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (out / "checkpoint.pt").exists() == (iterations[-1] > 5)
@@ -446,7 +446,7 @@ def test_a_signal_before_training_is_one_line_and_leaves_nothing(signum, status,
         assert process.poll() is None, process.communicate()
         time.sleep(0.01)
     process.send_signal(signum)
-    _, rest = process.communicate(timeout=600)
+    _, rest = process.communicate(timeout=HANG_SECONDS)
     stderr = rest.splitlines()[-1] if rest.strip() else ""
     assert process.returncode == status, first + rest
     assert stderr == f"harness: {how} before training started; nothing was written"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import HANG_SECONDS, REPO, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def reptile_site(tmp_path_factory):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_SECONDS,
         env={**os.environ, "TMPDIR": str(build)},
     )
     assert result.returncode == 0, result.stderr

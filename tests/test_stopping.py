@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import HANG_SECONDS, REPO, run_cli
 
 from harness.errors import HarnessError
 from harness.stopping import EXIT_STOPPED, SIMULATED_SECONDS, StopConditions, format_duration, parse_duration
@@ -133,7 +133,7 @@ def test_signal_mid_training_stops_cleanly_and_resumes_identically(signum, unint
         assert process.poll() is None, process.communicate()  # ended without reaching step 50
         time.sleep(0.01)
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=600)
+    _, stderr = process.communicate(timeout=HANG_SECONDS)
     assert process.returncode == EXIT_STOPPED, stderr
     name = signal.Signals(signum).name
     started, stderr = stderr.split("\n", 1)  # the one line that names the run directory, then the stop
