@@ -42,7 +42,7 @@ _LAZY = {
     "mean_and_ci95": "harness.evaluation",
     "per_task_accuracies": "harness.evaluation",
     "RunConfig": "harness.config",
-    "LoadedRun": "harness.rundir",
+    "LoadedRun": "harness.loaded_run",
     "Registry": "harness.registry",
 }
 

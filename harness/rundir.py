@@ -79,6 +79,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def copy_file(source: Path, target: Path) -> None:
+    """``source``'s bytes into ``target``, atomically (a checkpoint copied as it is)."""
+    _atomic_write(Path(target), Path(source).read_bytes())
+
+
 def write_json(path: Path, value: Any) -> None:
     _atomic_write(Path(path), (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 

@@ -32,6 +32,7 @@ from harness.lifecycle import RunLifecycle
 from harness.provenance import file_sha256
 from harness.resuming import newest_checkpoint
 from harness.rundir import (
+    copy_file,
     load_torch,
     load_weights,
 )
@@ -167,6 +168,7 @@ class Trainer:
         path, state = found
         if path.name != "checkpoint.pt" and self.is_main:
             print(f"harness: continuing from {path} (step {state['step']}), the newest checkpoint", file=sys.stderr)
+            copy_file(path, self.run_dir / "checkpoint.pt")  # checkpoint.pt is always the newest state
         load_weights(self.model, state["model"], path)
         self._restore_owned(state, path)
         load_weights(self.optimizer, state["optimizer"], path)

@@ -145,9 +145,15 @@ def test_resume_through_the_cli(data_root, tmp_path):
         out,
     )
     assert first.returncode == 0, first.stderr
+    summary = (out / "summary.json").read_bytes()
     again = run_cli("run", "--resume", out, "--no-progress", "--no-download", "--data-root", data_root)
-    assert again.returncode == 0, again.stderr
-    assert json.loads((out / "summary.json").read_text())["iterations"] == 10
+    assert again.returncode == 2 and "is finished (10 iterations, tested; summary.json)" in again.stderr
+    extended = run_cli(
+        "run", "--resume", out, "--iterations", "15", "--no-progress", "--no-download", "--data-root", data_root
+    )
+    assert extended.returncode == 0, extended.stderr
+    assert (out / "summary.json").read_bytes() != summary
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 15
 
 
 def nan_plugin():

@@ -174,7 +174,7 @@ def test_unbiased_cka_matches_gram_matrix_formula():
 def test_analyze_cli_writes_table_json_and_figure(data_root, tmp_path):
     import json
 
-    from conftest import run_cli
+    from conftest import run_cli, written_file
 
     runs = []
     for seed in (1, 2):
@@ -218,7 +218,7 @@ def test_analyze_cli_writes_table_json_and_figure(data_root, tmp_path):
 
     seeds = run_cli("analyze", "seeds", runs[0], "--against", runs[1], *common)
     assert seeds.returncode == 0, seeds.stderr
-    fits = json.loads((runs[0] / "analysis-seed-similarity-cca.json").read_text())["fits"]
+    fits = json.loads(written_file(seeds).read_text())["fits"]
     assert set(fits) == {"pre,post", "post,pre", "post,post"}
     assert fits["post,post"]["r2"] == pytest.approx(1.0)  # ANIL bodies do not change: post = pre
 
