@@ -80,6 +80,29 @@ def check_definition(definition: dict, path: Path) -> None:
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in paper)
         ):
             raise HarnessError(f"{where}: 'paper' must be [mean, interval] or [value] (numbers), got {paper!r}")
+    if not speed:
+        refuse_cycles(rows, path)
+
+
+def refuse_cycles(rows: list[dict], path: Path) -> None:
+    """Rows name other rows with ``"@LABEL"`` options (a comparison against that row's run); a row that
+    names itself, or a chain of rows that comes back to where it started, compares a run with itself."""
+    named = {
+        row["label"]: [v[1:] for v in row.get("options", {}).values() if isinstance(v, str) and v.startswith("@")]
+        for row in rows
+    }
+
+    def follow(chain: list[str]) -> None:
+        for other in named.get(chain[-1], []):
+            if other in chain:
+                loop = " -> ".join(repr(label) for label in [*chain[chain.index(other) :], other])
+                raise HarnessError(
+                    f"{path}: rows name each other in a cycle ({loop}); a row cannot compare with itself"
+                )
+            follow([*chain, other])
+
+    for label in named:
+        follow([label])
 
 
 def expand_grid(grid: dict, path: Path) -> list[dict]:

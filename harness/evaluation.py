@@ -11,6 +11,10 @@ standard deviation), the convention of Finn et al. (2017) and Raghu et al.
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -21,6 +25,18 @@ from harness.meta_learning import Engine, adapt_and_predict, query_accuracy
 
 VAL_TASK_SEED = 1
 TEST_TASK_SEED = 2
+#: Whether task-set evaluations draw a progress bar with the time left (on a terminal).
+_SHOW_PROGRESS: ContextVar[bool] = ContextVar("harness_evaluation_progress", default=False)
+
+
+@contextmanager
+def progress_shown(enabled: bool = True) -> Iterator[None]:
+    """Evaluations inside show tasks done and time left on stderr (``harness eval``, a run's test)."""
+    token = _SHOW_PROGRESS.set(enabled)
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(token)
 
 
 def fixed_tasks(sampler, start: int, stop: int, set_seed: int) -> Episodes:
@@ -45,12 +61,16 @@ def mean_and_ci95(accuracies: np.ndarray) -> tuple[float, float]:
 
 def per_task_accuracies(predict, sampler, num_tasks: int, set_seed: int, chunk: int, device) -> np.ndarray:
     """``predict(episodes) -> logits`` on ``num_tasks`` fixed tasks, chunked for memory."""
+    from tqdm import tqdm
+
     results = []
-    with torch.no_grad():
+    shown = None if _SHOW_PROGRESS.get() else True  # None: drawn on a terminal only
+    with torch.no_grad(), tqdm(total=num_tasks, desc="evaluating", unit="task", file=sys.stderr, disable=shown) as bar:
         for start in range(0, num_tasks, chunk):
             episodes = fixed_tasks(sampler, start, min(start + chunk, num_tasks), set_seed).to(device)
             logits = predict(episodes)  # [tasks, ways*queries, ways]
             results.append(query_accuracy(logits, episodes.query_y).cpu())
+            bar.update(episodes.query_y.shape[0])
     return torch.cat(results).numpy()
 
 

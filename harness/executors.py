@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
@@ -116,12 +117,18 @@ def run_all(
                 codes = list(pool.map(launch, todo))
         else:
             raise HarnessError(f"unknown executor {executor!r}; executors: local, ray")
-    failures = [
-        f"{run.run_dir} failed (exit {code}); log: {run.run_dir}.log"
-        for run, code in zip(todo, codes)
-        if code not in (0, EXIT_STOPPED)
-    ]
+    failures = [failure(run, code) for run, code in zip(todo, codes) if code not in (0, EXIT_STOPPED)]
     return failures, sum(code == EXIT_STOPPED for code in codes)
+
+
+def failure(run: PlannedRun, code: int) -> str:
+    """One line for a run that failed: its error line (e.g. who holds its directory) and its log."""
+    log = Path(f"{run.run_dir}.log")
+    errors = (
+        [line for line in log.read_text().splitlines() if line.startswith("harness: error: ")] if log.exists() else []
+    )
+    said = f": {errors[-1].removeprefix('harness: error: ')}" if errors else ""
+    return f"{run.run_dir} failed (exit {code}){said}; log: {log}"
 
 
 def run_on_ray(jobs, address: str | None, threads: int) -> list[int]:

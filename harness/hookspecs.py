@@ -98,10 +98,16 @@ def register_algorithms(registry) -> None:
     - ``uses_body_features = True``: the inner loop never adapts the body, so
       body features are computed once per meta-batch
       (``harness.meta_learning.body_features``) and ``--precision bf16`` may
-      lower their precision (refused for other algorithms).
+      lower their precision (refused for other algorithms);
+    - ``ignored_options = {"inner_lr": "it has no inner loop", ...}``: run
+      options (``RunConfig`` fields) that training and testing never read;
+      ``harness run`` refuses them on the command line in one line, and
+      ``config.json`` records them as not used (Prototypical Networks).
 
-    Subclassing :class:`harness.meta_learning.GradientMetaLearner` gives a
-    vmapped inner loop; see ``plugins/algorithms/anil.py`` for a short example.
+    :class:`harness.algorithm.ImageAlgorithm` gives every optional member its
+    default; subclassing :class:`harness.meta_learning.GradientMetaLearner`
+    (an ``ImageAlgorithm``) gives a vmapped inner loop; see
+    ``plugins/algorithms/anil.py`` for a short example.
 
     Meta-RL algorithms set ``domain = "rl"`` and subclass
     :class:`harness.rl.meta_rl.MetaRLAlgorithm` (``adapt``, ``outer_step``);

@@ -6,7 +6,7 @@ as this run (algorithm, data, backbone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class LoadedRun:
     data_root: Path | None = None
     download: bool = True
     device: Any = "cpu"
+    geometry: dict = field(default_factory=dict)  # the checkpoint's in_channels, image_size, head_outputs
 
     def open_split(self, split: str, queries: int | None = None):
         """The task sampler of ``split`` with this run's task spec (optionally more query images)."""
@@ -68,4 +69,4 @@ def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
                 f"{checkpoint_path} has no 'algorithm' entry: {config.algo!r} keeps parameters of its own"
             )
         load_weights(algorithm, state["algorithm"], checkpoint_path)
-    return LoadedRun(path, config, model, algorithm, task_sampler, spec, checkpoint_path)
+    return LoadedRun(path, config, model, algorithm, task_sampler, spec, checkpoint_path, geometry=geometry)

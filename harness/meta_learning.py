@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from harness.algorithm import ImageAlgorithm
 from harness.episodes import Episodes
 from harness.side_by_side import body_once, tasks_side_by_side
 
@@ -291,19 +292,16 @@ def query_accuracy(logits: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=-1) == query_y).float().mean(dim=1)
 
 
-class GradientMetaLearner:
+class GradientMetaLearner(ImageAlgorithm):
     """Base class for MAML-style algorithms; subclasses set the class attributes.
 
     ``adapts(name)`` says which parameters the inner loop updates (all for
-    MAML, ``head.*`` for ANIL); ``first_order`` drops second-order terms.
+    MAML, ``head.*`` for ANIL); ``first_order`` drops second-order terms;
+    subclasses adapting only the head set ``uses_body_features``.
     """
 
     name = "gradient-meta-learner"
-    description = ""
     first_order = False
-    #: True when the inner loop never adapts the body, so features come from ``body_features``
-    #: (and ``--precision bf16`` applies); subclasses adapting only the head set it.
-    uses_body_features = False
 
     def adapts(self, parameter_name: str) -> bool:
         return True

@@ -44,7 +44,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.executors import execute
 from harness.provenance import file_sha256, given_suffix, option_text, same_source
-from harness.rundir import read_json, read_metrics
+from harness.rundir import held_by, read_json, read_metrics
 
 #: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
 #: where each value came from (rewording a source must not orphan finished runs).
@@ -79,13 +79,15 @@ class PlannedRun:
             return f"not run: {self.skipped}"
         if self.done:
             return "done"
+        holder = held_by(self.run_dir) if self.run_dir.exists() else None
+        in_use = f"; in use by {holder}" if holder else ""
         checkpoint = self.run_dir / "checkpoint.pt"
         if checkpoint.exists():
             metrics = self.run_dir / "metrics.jsonl"
             rows = read_metrics(metrics) if metrics.exists() else []
             step = rows[-1]["step"] if rows else 0
-            return f"started (step {step})"
-        return "to run"
+            return f"started (step {step}){in_use}"
+        return f"to run{in_use}"
 
     def command(self, data_root: str | None, time_limit: float | None = None) -> list[str]:
         args = self._run_args(data_root)
@@ -301,6 +303,9 @@ def paper_interval(paper: list | None) -> float:
     return float(paper[1]) if paper and len(paper) > 1 else 0.0
 
 
+COMPARISONS = ("interval", "at_least", "at_most")
+
+
 def agrees(mean: float, ci: float, paper: list | None, compare: str = "interval") -> str:
     """``yes`` when the measured interval and the paper's overlap; ``at_least`` / ``at_most``: the paper states a bound."""
     if not paper:
@@ -348,6 +353,7 @@ def speed_table(definition: dict, budget: str) -> list[dict]:
                 "ci95": 0.0,
                 "seeds": 1,
                 "paper": row.get("paper"),
+                "compare": "at_least",
                 "agree": agrees(ratio, 0.0, row.get("paper"), "at_least"),
                 "unit": "x",
                 "runs": [],

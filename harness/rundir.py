@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -214,6 +215,28 @@ class MetricsLog:
 _LOCKS: dict[Path, Any] = {}
 
 
+def lock_holder() -> str:
+    """Who holds a lock, as its refusal names them: ``pid 123: harness run --out ...``."""
+    import shlex
+
+    return f"pid {os.getpid()}: {shlex.join(['harness', *sys.argv[1:]])}"
+
+
+def held_by(path: Path) -> str | None:
+    """Who holds ``path``'s lock (as :func:`lock_holder` wrote it), or None when no other process does."""
+    import fcntl
+
+    lock_file = Path(path) / ".lock"
+    if Path(path).resolve() in _LOCKS or not lock_file.exists():
+        return None
+    with open(lock_file) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return handle.read().strip() or "?"
+    return None
+
+
 def prepare_run_dir(path: Path, lock: bool = False, busy: str = "wait for it to end or choose another --out") -> Path:
     """Create ``path`` and check it is writable; with ``lock``, hold ``path/.lock`` for this process.
 
@@ -239,10 +262,10 @@ def prepare_run_dir(path: Path, lock: bool = False, busy: str = "wait for it to 
             handle.seek(0)
             holder = handle.read().strip() or "?"
             handle.close()
-            raise HarnessError(f"{path} is in use by another harness process (pid {holder}); {busy}") from None
+            raise HarnessError(f"{path} is in use by another harness process ({holder}); {busy}") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(str(os.getpid()))
+        handle.write(lock_holder())
         handle.flush()
         _LOCKS[path.resolve()] = handle
         # Half-written files of a killed writer (``_atomic_write``'s temporary names): nobody else writes here now.

@@ -27,8 +27,9 @@ from harness.data_root import resolve_data_root
 from harness.devices import describe_device, resolve_device
 from harness.distributed import context_from_environment
 from harness.errors import HarnessError
-from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate
+from harness.evaluation import TEST_TASK_SEED, VAL_TASK_SEED, evaluate, progress_shown
 from harness.lifecycle import RunLifecycle
+from harness.memory_estimate import activation_bytes_per_image, refuse_if_too_big
 from harness.provenance import file_sha256
 from harness.resuming import newest_checkpoint
 from harness.rundir import (
@@ -125,6 +126,19 @@ class Trainer:
         self.metrics = self.life.metrics
         self.inner_loop: dict | None = None  # which inner loop runs and why; decided once per run (_choose_inner_loop)
         self.hp = config  # the config the algorithm sees, with the inner loop decided
+        self._refuse_oversized()
+
+    def _refuse_oversized(self) -> None:
+        """A meta-batch or evaluation chunk that cannot fit in memory is refused before any step."""
+        config = self.config
+        images_per_task = self.spec.ways * (self.spec.shots + config.queries)
+        per_image = activation_bytes_per_image(self.model, self.geometry["in_channels"], self.geometry["image_size"])
+        chunk = min(config.eval_batch_size, max(config.val_tasks, config.test_tasks))
+        for what, flag, tasks in (
+            (f"a meta-batch of {config.meta_batch_size} tasks", "--meta-batch-size", config.meta_batch_size),
+            (f"an evaluation chunk of {chunk} tasks", "--eval-batch-size", chunk),
+        ):
+            refuse_if_too_big(what, flag, tasks * images_per_task, per_image, self.device)
 
     def meta_parameters(self) -> list[torch.nn.Parameter]:
         """What the outer loop learns: the model's parameters, then the algorithm's own (if any)."""
@@ -328,15 +342,16 @@ class Trainer:
             self._restore_owned(state, best_path)
             tested_step = state["step"]
         started = time.perf_counter()
-        result = evaluate(
-            self.algorithm,
-            self.model,
-            self.samplers["test"],
-            self.hp,
-            self.config.test_tasks,
-            TEST_TASK_SEED,
-            self.device,
-        )
+        with progress_shown(self.life.progress):
+            result = evaluate(
+                self.algorithm,
+                self.model,
+                self.samplers["test"],
+                self.hp,
+                self.config.test_tasks,
+                TEST_TASK_SEED,
+                self.device,
+            )
         summary = {
             "algo": self.config.algo,
             "data": self.config.data,

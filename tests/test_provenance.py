@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-from harness.rundir import prepare_run_dir
+from harness.rundir import lock_holder, prepare_run_dir
 
 FLAGS = ["--algo", "anil", "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--iterations", "4"]
 FLAGS += ["--val-every", "2", "--val-tasks", "4", "--test-tasks", "8", "--no-progress", "--no-download"]
@@ -73,7 +73,7 @@ def test_a_run_another_process_holds_is_not_evaluated(data_root, tmp_path):
     result = _eval(out, data_root)
     assert (result.returncode, result.stderr.splitlines()[-1]) == (
         2,
-        f"harness: error: {out} is in use by another harness process (pid {__import__('os').getpid()}); "
+        f"harness: error: {out} is in use by another harness process ({lock_holder()}); "
         f"evaluate it when that has ended, or evaluate a copy",
     )
     assert sorted(p.name for p in out.iterdir()) == before

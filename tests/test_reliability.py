@@ -70,8 +70,19 @@ def finished(data_root, tmp_path_factory):
         'title = "t"\n[budgets.cpu]\nimage = { iterations = "sixty" }\n'
         '[[rows]]\nlabel = "a"\nalgo = "anil"\ndata = "omniglot-5w1s"\n'
     )
+    (root / "cycle.toml").write_text(
+        'title = "t"\n[budgets.cpu]\n'
+        + "".join(
+            f'[[rows]]\nlabel = "{a}"\nalgo = "anil"\ndata = "omniglot-5w1s"\noptions = {{ against = "@{b}" }}\n'
+            for a, b in (("a", "b"), ("b", "a"))
+        )
+    )
     (root / "results" / "reproduced").mkdir(parents=True)
     (root / "results" / "reproduced" / "t-cpu.json").write_text('{"title": "t", "rows": [')
+    (root / "results-mean" / "reproduced").mkdir(parents=True)
+    (root / "results-mean" / "reproduced" / "t-cpu.json").write_text(
+        json.dumps({"title": "t", "budget": "cpu", "rows": [{"label": "a", "unit": "%", "mean": "96.7", "ci95": 1}]})
+    )
     (root / "results-wrong" / "reproduced").mkdir(parents=True)
     (root / "results-wrong" / "reproduced" / "t-cpu.json").write_text("[1, 2]")
     return out
@@ -166,6 +177,14 @@ CATALOGUE = [
     (["run", *FLAGS, "--data-root", "{root}/no-data", "--out", "{root}/new"], "Omniglot not found: expected ..."),
     (["run", *FLAGS, "--backbone", "conv5", "--out", "{root}/new"], "unknown backbone 'conv5'; valid backbones: ..."),
     (
+        ["run", *FLAGS, "--meta-batch-size", "10000000", "--out", "{root}/new"],
+        "a meta-batch of 10000000 tasks (100,000,000 images) needs at least ...",
+    ),
+    (
+        ["run", *FLAGS, "--algo", "protonet", "--head-init", "normal", "--out", "{root}/new"],
+        "protonet does not use --head-init (class prototypes replace the head); leave it out",
+    ),
+    (
         ["run", *FLAGS, "--out", "{run}"],
         "{run} already holds a run (finished); continue it with --resume {run}, or choose another --out",
     ),
@@ -184,11 +203,19 @@ CATALOGUE = [
         ["reproduce", "{root}/sixty.toml", "--plan"],
         "row 'a' of sixty (budget cpu): iterations must be an integer, got 'sixty'",
     ),
+    (
+        ["reproduce", "{root}/cycle.toml", "--plan"],
+        "{root}/cycle.toml: rows name each other in a cycle ('a' -> 'b' -> 'a'); a row cannot compare with itself",
+    ),
     (["report", "--results", "{root}/results"], "{root}/results/reproduced/t-cpu.json is not valid JSON: ..."),
     (
         ["report", "--results", "{root}/results-wrong"],
         "{root}/results-wrong/reproduced/t-cpu.json is not a reproduced table (harness reproduce writes title and rows); "
         "rebuild it with harness reproduce t --no-train",
+    ),
+    (
+        ["report", "--results", "{root}/results-mean"],
+        "{root}/results-mean/reproduced/t-cpu.json: row 1 ('a') mean must be a number or null, got '96.7'",
     ),
     (["bench", "--compare", "nosuch"], "--compare nosuch: no saved baseline matches in ..."),
 ]

@@ -692,7 +692,7 @@ def test_runs_stop_cleanly_when_reproduce_is_killed(tmp_path):
         rows = [p for p in root.glob("runs/*/metrics.jsonl") if p.stat().st_size]
         time.sleep(0.05)
     run_dir = rows[0].parent
-    child = int((run_dir / ".lock").read_text())
+    child = int((run_dir / ".lock").read_text().split(":")[0].removeprefix("pid "))
     parent.kill()
     parent.wait()
     while _alive(child):

@@ -1,13 +1,14 @@
 """A run directory belongs to one run: no silent overwrite, no two writers, no silently ignored flags on --resume."""
 
 import json
-import os
 import shutil
+import subprocess
+import sys
 
 import pytest
-from conftest import run_cli
+from conftest import HANG_SECONDS, run_cli
 
-from harness.rundir import prepare_run_dir
+from harness.rundir import held_by, lock_holder, prepare_run_dir
 from harness.stopping import SIMULATED_SECONDS
 
 FLAGS = [
@@ -99,7 +100,7 @@ def test_two_processes_cannot_train_in_one_directory(data_root, tmp_path):
     result = run_cli("run", *FLAGS, "--iterations", "5", "--data-root", data_root, "--out", out)
     assert result.returncode == 2
     assert result.stderr == (
-        f"harness: error: {out} is in use by another harness process (pid {os.getpid()}); "
+        f"harness: error: {out} is in use by another harness process ({lock_holder()}); "
         f"wait for it to end or choose another --out\n"
     )
     assert not (out / "config.json").exists()
@@ -167,3 +168,35 @@ def test_resume_refuses_a_finished_run_and_one_whose_checkpoints_are_gone(finish
         f"move them away first, or start a new run\n",
     )
     assert _files(run) == before
+
+
+def test_a_held_run_directory_names_the_process_and_command_that_hold_it(tmp_path):
+    script = "import sys; from harness.rundir import prepare_run_dir; prepare_run_dir(sys.argv[1], lock=True); "
+    script += "print('held', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert held_by(tmp_path) == f"pid {holder.pid}: harness {tmp_path}"
+    finally:
+        holder.communicate("", timeout=HANG_SECONDS)
+    assert held_by(tmp_path) is None  # the kernel released the lock with the process
+    prepare_run_dir(tmp_path, lock=True)
+    assert held_by(tmp_path) is None  # this process's own lock does not count
+
+
+def test_a_failed_reproduce_run_is_reported_with_its_error_line(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.executors import failure
+
+    run = SimpleNamespace(run_dir=tmp_path / "r")
+    assert failure(run, 1) == f"{tmp_path / 'r'} failed (exit 1); log: {tmp_path / 'r'}.log"
+    (tmp_path / "r.log").write_text(
+        "harness: training ...\nharness: error: r is in use by another harness process (pid 7: harness run); wait\n"
+    )
+    assert failure(run, 2) == (
+        f"{tmp_path / 'r'} failed (exit 2): r is in use by another harness process (pid 7: harness run); wait; "
+        f"log: {tmp_path / 'r'}.log"
+    )

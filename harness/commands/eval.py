@@ -12,8 +12,10 @@ import harness
 from harness.data_root import resolve_data_root
 from harness.devices import DEVICE_CHOICES, resolve_device
 from harness.errors import HarnessError
+from harness.evaluation import progress_shown
 from harness.evaluator_options import resolve_options
 from harness.loaded_run import load_run
+from harness.memory_estimate import activation_bytes_per_image, refuse_if_too_big
 from harness.provenance import evaluation_provenance, given_suffix, keep_earlier
 from harness.rundir import prepare_run_dir, read_json, write_json
 
@@ -130,12 +132,24 @@ def evaluate_and_write(plugins, evaluator, args, given: dict, flags: dict, file_
     options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
     provenance = evaluation_provenance(evaluator.name, given, options, run.checkpoint_path)
     out = run.path / f"{file_stem(options, given)}.json"
-    result = evaluator.evaluate(run, options)  # the run's config carries its precision and inner-loop path
+    refuse_oversized_chunk(run, options)
+    with progress_shown():
+        result = evaluator.evaluate(run, options)  # the run's config carries its precision and inner-loop path
     result.update({"evaluator": evaluator.name, "checkpoint": str(run.checkpoint_path), "provenance": provenance})
     keep_earlier(out, provenance)
     write_json(out, result)
     print(format_rows(result["rows"], percent=percent))
     return result, out
+
+
+def refuse_oversized_chunk(run, options: dict) -> None:
+    """An evaluation chunk (``eval_batch_size`` tasks) that cannot fit in memory is refused before any task."""
+    tasks = min(run.config.eval_batch_size, int(options.get("num_tasks") or run.config.eval_batch_size))
+    images = tasks * run.spec.ways * (run.spec.shots + int(options.get("queries") or run.config.queries))
+    per_image = activation_bytes_per_image(run.model, run.geometry["in_channels"], run.geometry["image_size"])
+    refuse_if_too_big(
+        f"an evaluation chunk of {tasks} tasks", "the run's eval_batch_size", images, per_image, run.device
+    )
 
 
 def eval_file_stem(evaluator: str, given: dict, args=None) -> str:

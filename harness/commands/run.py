@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import harness
+from harness.algorithm import mark_ignored_options, refuse_ignored_options
 from harness.config import HEAD_INITS, INNER_LOOPS, RunConfig, resolve_config
 from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
@@ -146,11 +147,13 @@ class RunCommand:
         else:
             if not args.algo or not args.data:
                 raise HarnessError("harness run needs --algo and --data (or --resume RUN_DIR)")
-            plugins.algorithms.get(args.algo)  # fail early, listing valid names
+            algorithm = plugins.algorithms.get(args.algo)  # fail early, listing valid names
+            overrides = {field: getattr(args, field) for field in OVERRIDES}
+            refuse_ignored_options(algorithm, overrides)
             spec = parse_task_spec(args.data)
             task_sampler = plugins.task_samplers.get(spec.dataset)
-            overrides = {field: getattr(args, field) for field in OVERRIDES}
             config = resolve_config(args.algo, args.data, task_sampler, spec, overrides)
+            mark_ignored_options(algorithm, config.sources)
             plugins.backbones.get(config.backbone)
             if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.out:
                 raise HarnessError(

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import harness
+from harness.algorithm import ImageAlgorithm
 from harness.meta_learning import Engine, body_features, query_accuracy
 
 
@@ -24,10 +25,16 @@ def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torc
     return -torch.cdist(query, prototypes).pow(2)
 
 
-class PrototypicalNetworks:
+class PrototypicalNetworks(ImageAlgorithm):
     name = "protonet"
     description = "Prototypical Networks (Snell et al. 2017): class means of body features, squared Euclidean distance"
     uses_body_features = True
+    ignored_options = {
+        "inner_steps": "it has no inner loop",
+        "test_inner_steps": "it has no inner loop",
+        "inner_lr": "it has no inner loop",
+        "head_init": "class prototypes replace the head",
+    }
 
     def _logits(self, model, episodes, hp) -> torch.Tensor:
         support, query = body_features(model, episodes.support_x, episodes.query_x, engine=Engine.of(hp))

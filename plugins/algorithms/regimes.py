@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 
 import harness
+from harness.algorithm import ImageAlgorithm
 from harness.meta_learning import Engine, body_features, query_accuracy
 from harness.nil import nil_predict
 
 
-class _NILPredictor:
+class _NILPredictor(ImageAlgorithm):
     uses_body_features = True  # NIL embeds support and query with harness.meta_learning.body_features
 
     def predict(self, model, episodes, hp):
