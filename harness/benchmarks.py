@@ -169,10 +169,15 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
         inner_steps=config.inner_steps,
         test_inner_steps=TEST_INNER_STEPS,
         inner_lr=config.inner_lr,
+        outer_lr=1e-3,
         inner_loop="generic" if path == "generic" else "fast",
         precision="bf16" if path == "bf16" else "fp32",
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    parameters = list(model.parameters())
+    if hasattr(algorithm, "for_run"):  # parameters of its own (Meta-SGD's step sizes), learned with the model's
+        algorithm = algorithm.for_run(model, hp).to(device)
+        parameters += list(algorithm.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     def train_step():

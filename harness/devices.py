@@ -63,6 +63,6 @@ def describe_device(device: torch.device) -> dict:
         import torchvision
 
         info["torchvision"] = torchvision.__version__
-    except ImportError:  # pragma: no cover - a dependency
-        pass
+    except Exception as exc:  # noqa: BLE001 - a torchvision built for another torch fails with RuntimeError
+        info["torchvision"] = f"unavailable ({type(exc).__name__}: {exc})"
     return info

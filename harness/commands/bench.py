@@ -7,6 +7,7 @@
     harness bench --paths                      # generic vs fast path (vs bf16) per step, interleaved in one run
     harness bench --floor [--measure]          # FLOPs, bytes moved and the floor of every step (and its distance)
     harness bench --peers                      # the peer libraries' steps beside the harness's, interleaved
+    harness bench --algo boil --compare boil   # any algorithm, as ratios to MAML timed beside it (bench_algo)
 
 The suite itself is ``tests/benchmarks`` of a source checkout (pytest-benchmark);
 ``--save``/``--compare`` map to ``--benchmark-save``/``--benchmark-compare`` and
@@ -102,7 +103,20 @@ class BenchCommand:
         parser.add_argument("--save", metavar="NAME", help="store this run as a pytest-benchmark baseline")
         parser.add_argument("--compare", metavar="NAME", help="compare against a saved baseline (e.g. 0001 or NAME)")
         parser.add_argument(
-            "--max-regression", default="10%", help="with --compare: fail when a median grows more (default 10%%)"
+            "--max-regression",
+            default=None,
+            help="with --compare: fail when a median grows more (default 10%%; with --algo, a ratio: 25%%)",
+        )
+        parser.add_argument(
+            "--algo",
+            default=None,
+            help="time any registered algorithm's Table 6 steps as ratios to a reference timed in the same run "
+            "(rounds interleaved); --save / --compare NAME or FILE.json then work on those ratios",
+        )
+        parser.add_argument(
+            "--reference",
+            default=None,
+            help="with --algo: the algorithm to time against (default maml; fomaml for a first-order algorithm)",
         )
         parser.add_argument(
             "--rounds", type=int, default=None, help="rounds per benchmark (default: 10, 5 for slow MAML steps)"
@@ -152,8 +166,14 @@ class BenchCommand:
         )
 
     def run(self, args) -> int:
-        if not re.fullmatch(r"\d+(\.\d+)?%", args.max_regression):
+        if args.max_regression is not None and not re.fullmatch(r"\d+(\.\d+)?%", args.max_regression):
             raise HarnessError(f"--max-regression must look like 10%, got {args.max_regression!r}")
+        if args.reference and not args.algo:
+            raise HarnessError("--reference names what --algo is timed against; give --algo too")
+        if args.algo:
+            from harness.commands.bench_algo import bench_algorithm
+
+            return bench_algorithm(args, float(args.max_regression[:-1]) / 100 if args.max_regression else None)
         missing = [name for name in ("pytest", "pytest_benchmark") if importlib.util.find_spec(name) is None]
         if missing and not (args.floor or args.paths or args.peers):
             raise HarnessError(
@@ -197,7 +217,7 @@ class BenchCommand:
                 )
             pytest_args += [
                 f"--benchmark-compare={args.compare}",
-                f"--benchmark-compare-fail=median:{args.max_regression}",
+                f"--benchmark-compare-fail=median:{args.max_regression or '10%'}",
             ]
         if args.keyword:
             pytest_args += ["-k", args.keyword]
