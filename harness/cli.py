@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: Commands that go on to load data or train: at a terminal they say so before the plugins (and torch) load.
-SLOW_COMMANDS = ("run", "eval", "analyze", "reproduce")
+SLOW_COMMANDS = ("run", "eval", "analyze", "reproduce", "check")
 
 
 def _main(argv: list[str] | None) -> int:
