@@ -96,3 +96,22 @@ def test_blocking_the_entry_point_removes_reptile(reptile_site):
         "harness: error: unknown algorithm 'reptile'; valid algorithms: "
         "anil, anil-rl, boil, fomaml, maml, maml++, maml-rl, meta-sgd, multiclass, multitask, nil-train, protonet, random-features, unicorn-maml"
     )
+
+
+@pytest.mark.realdata
+def test_the_example_ci_runs_both_checks_against_its_committed_baselines(reptile_site, data_root, tmp_path):
+    """What the example's GitHub Actions and GitLab CI jobs run, here with the plugin installed for real."""
+    env = {
+        **with_site(reptile_site),
+        "HARNESS_DATA_ROOT": str(data_root),
+        "CHECK_OUT": str(tmp_path),
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+    }
+    script = REPO / "examples" / "harness-reptile" / "ci" / "checks.sh"
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env={**os.environ, **env}, timeout=HANG_SECONDS
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no step regressed by more than 50% against baseline" in result.stdout
+    report = json.loads((tmp_path / "learning.json").read_text())
+    assert report["passed"] and report["algorithm"] == "reptile" and (tmp_path / "learning.xml").exists()
