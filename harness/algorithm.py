@@ -25,6 +25,8 @@ class ImageAlgorithm:
     #: True when the body is never adapted, so its features are computed once per meta-batch
     #: (``harness.meta_learning.body_features``) and ``--precision bf16`` may apply to them.
     uses_body_features = False
+    #: True when the inner loop drops second-order terms (FOMAML is then its speed reference).
+    first_order = False
     #: Run options (``RunConfig`` field -> why) that training and testing never read: given on
     #: the command line they are refused, and ``config.json`` records them as not used.
     ignored_options: Mapping[str, str] = NOTHING_IGNORED

@@ -99,6 +99,9 @@ def register_algorithms(registry) -> None:
       body features are computed once per meta-batch
       (``harness.meta_learning.body_features``) and ``--precision bf16`` may
       lower their precision (refused for other algorithms);
+    - ``first_order = True``: the inner loop drops second-order terms; the
+      speed check (``harness bench --algo``) then times it against FOMAML
+      instead of MAML;
     - ``ignored_options = {"inner_lr": "it has no inner loop", ...}``: run
       options (``RunConfig`` fields) that training and testing never read;
       ``harness run`` refuses them on the command line in one line, and

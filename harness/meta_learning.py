@@ -301,7 +301,6 @@ class GradientMetaLearner(ImageAlgorithm):
     """
 
     name = "gradient-meta-learner"
-    first_order = False
 
     def adapts(self, parameter_name: str) -> bool:
         return True
