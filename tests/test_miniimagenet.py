@@ -218,8 +218,9 @@ def test_classes_of_unequal_size_are_kept_whole_and_memory_mapped(mini_root, tmp
 @pytest.mark.parametrize("algo", ["boil", "maml++", "unicorn-maml", "meta-sgd", "protonet"])
 def test_the_algorithms_beyond_the_paper_train_and_evaluate_on_miniimagenet(algo, mini_root, tmp_path):
     out = tmp_path / algo
-    flags = ["--data", "miniimagenet-5w1s", "--meta-batch-size", "1", "--inner-steps", "2"]
-    flags += ["--test-inner-steps", "2", "--val-every", "2", "--val-tasks", "2", "--test-tasks", "6"]
+    inner = [] if algo == "protonet" else ["--inner-steps", "2", "--test-inner-steps", "2"]  # no inner loop
+    flags = ["--data", "miniimagenet-5w1s", "--meta-batch-size", "1", *inner]
+    flags += ["--val-every", "2", "--val-tasks", "2", "--test-tasks", "6"]
     flags += ["--no-progress", "--no-download", "--data-root", mini_root, "--out", out]
     result = run_cli("run", "--algo", algo, "--iterations", "2", *flags)
     assert result.returncode == 0, result.stderr
