@@ -92,7 +92,6 @@ class RunCommand:
 
     def run(self, args) -> int:
         from harness.plugin_manager import get_plugins
-        from harness.training import Trainer
 
         plugins = get_plugins()
         stop = StopConditions(parse_duration(args.time_limit) if args.time_limit else None)
@@ -107,71 +106,7 @@ class RunCommand:
         if args.env:
             known = ", ".join(plugins.environments.names()) or "(none: install the rl extra)"
             raise HarnessError(f"unknown environment {args.env!r}; environments: {known}")
-        if args.resume:
-            run_dir = Path(args.resume)
-            if not (run_dir / "config.json").exists():
-                raise HarnessError(f"cannot resume: {run_dir} is not a run directory (no config.json)")
-            config = RunConfig.from_dict(read_json(run_dir / "config.json"))
-            refused = [
-                f"--{name.replace('_', '-')}"
-                for name in OVERRIDES
-                if getattr(args, name) is not None and name not in RESUME_MAY_CHANGE
-            ]
-            if args.algo or args.data:
-                refused = ["--algo" if args.algo else None, "--data" if args.data else None, *refused]
-            if any(refused):
-                raise HarnessError(
-                    f"a resumed run keeps its config: {', '.join(f for f in refused if f)} cannot be "
-                    f"changed; only --iterations (to extend it), --device and --data-root can"
-                )
-            if args.iterations is not None:
-                if args.iterations < config.iterations:
-                    raise HarnessError(
-                        f"--iterations {args.iterations} with --resume: the run was set to "
-                        f"{config.iterations}; it can be extended, not shortened"
-                    )
-                config.iterations = args.iterations
-                config.sources["iterations"] = "command line (extended on --resume)"
-            if args.device is not None:
-                config.device = args.device
-            if args.data_root is not None:
-                config.data_root = args.data_root
-            found = newest_checkpoint(run_dir)
-            refuse_unresumable(run_dir, args.iterations, found[0] if found else None)
-            if found:
-                refuse_changed_config(found[0], found[1], read_json(run_dir / "config.json"))
-            trainer = Trainer(
-                config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop
-            )
-            trainer.restore(found)
-        else:
-            if not args.algo or not args.data:
-                raise HarnessError("harness run needs --algo and --data (or --resume RUN_DIR)")
-            algorithm = plugins.algorithms.get(args.algo)  # fail early, listing valid names
-            overrides = {field: getattr(args, field) for field in OVERRIDES}
-            refuse_ignored_options(algorithm, overrides)
-            spec = parse_task_spec(args.data)
-            task_sampler = plugins.task_samplers.get(spec.dataset)
-            config = resolve_config(args.algo, args.data, task_sampler, spec, overrides)
-            mark_ignored_options(algorithm, config.sources)
-            plugins.backbones.get(config.backbone)
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.out:
-                raise HarnessError(
-                    "a run across processes (torchrun) needs --out, so that every rank uses one run directory"
-                )
-            run_dir = Path(args.out) if args.out else config.default_run_dir()
-            state = run_state(run_dir)
-            if state:
-                raise HarnessError(
-                    f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, "
-                    f"or choose another --out"
-                )
-            with removed_if_start_fails(run_dir):
-                trainer = Trainer(
-                    config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop
-                )
-            if trainer.is_main:
-                trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
+        trainer = resumed_trainer(plugins, args, stop) if args.resume else new_trainer(plugins, args, stop)
         inner = trainer.choose_inner_loop()
         if trainer.is_main:
             begun = f"from step {trainer.step} " if trainer.step else ""
@@ -179,9 +114,9 @@ class RunCommand:
                 f", {path} {seconds:.4f} s/step" for path, seconds in inner.get("seconds_per_step", {}).items()
             )
             print(
-                f"harness: training {config.algo} on {config.data} {begun}to {config.iterations} iterations "
-                f"(device {trainer.device}; inner loop {inner['path']}: {inner['how']}{timed}); "
-                f"run directory {trainer.run_dir}",
+                f"harness: training {trainer.config.algo} on {trainer.config.data} {begun}to "
+                f"{trainer.config.iterations} iterations (device {trainer.device}; inner loop {inner['path']}: "
+                f"{inner['how']}{timed}); run directory {trainer.run_dir}",
                 file=sys.stderr,
             )
         summary = trainer.train()
@@ -189,12 +124,84 @@ class RunCommand:
             return 0
         test = summary["test"]
         print(
-            f"{config.algo} on {config.data}: test accuracy {100 * test['accuracy']:.2f} +- {100 * test['ci95']:.2f} % "
-            f"({test['tasks']} tasks, {summary['tested_checkpoint']['file']} from step "
+            f"{trainer.config.algo} on {trainer.config.data}: test accuracy {100 * test['accuracy']:.2f} +- "
+            f"{100 * test['ci95']:.2f} % ({test['tasks']} tasks, {summary['tested_checkpoint']['file']} from step "
             f"{summary['tested_checkpoint']['step']}); {summary['seconds_per_iteration']:.3f} s/iteration; "
             f"run directory {trainer.run_dir}"
         )
         return 0
+
+
+def resumed_trainer(plugins, args, stop):
+    """The trainer of ``--resume RUN_DIR``: its config (extended, moved), its newest checkpoint restored."""
+    from harness.training import Trainer
+
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.json").exists():
+        raise HarnessError(f"cannot resume: {run_dir} is not a run directory (no config.json)")
+    config = RunConfig.from_dict(read_json(run_dir / "config.json"))
+    refused = [
+        f"--{name.replace('_', '-')}"
+        for name in OVERRIDES
+        if getattr(args, name) is not None and name not in RESUME_MAY_CHANGE
+    ]
+    if args.algo or args.data:
+        refused = ["--algo" if args.algo else None, "--data" if args.data else None, *refused]
+    if any(refused):
+        raise HarnessError(
+            f"a resumed run keeps its config: {', '.join(f for f in refused if f)} cannot be "
+            f"changed; only --iterations (to extend it), --device and --data-root can"
+        )
+    if args.iterations is not None:
+        if args.iterations < config.iterations:
+            raise HarnessError(
+                f"--iterations {args.iterations} with --resume: the run was set to "
+                f"{config.iterations}; it can be extended, not shortened"
+            )
+        config.iterations = args.iterations
+        config.sources["iterations"] = "command line (extended on --resume)"
+    if args.device is not None:
+        config.device = args.device
+    if args.data_root is not None:
+        config.data_root = args.data_root
+    found = newest_checkpoint(run_dir)
+    refuse_unresumable(run_dir, args.iterations, found[0] if found else None)
+    if found:
+        refuse_changed_config(found[0], found[1], read_json(run_dir / "config.json"))
+    trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop)
+    trainer.restore(found)
+    return trainer
+
+
+def new_trainer(plugins, args, stop):
+    """The trainer of a new run: the paper's defaults for the task spec, the flags given, a new run directory."""
+    from harness.training import Trainer
+
+    if not args.algo or not args.data:
+        raise HarnessError("harness run needs --algo and --data (or --resume RUN_DIR)")
+    algorithm = plugins.algorithms.get(args.algo)  # fail early, listing valid names
+    overrides = {field: getattr(args, field) for field in OVERRIDES}
+    refuse_ignored_options(algorithm, overrides)
+    spec = parse_task_spec(args.data)
+    task_sampler = plugins.task_samplers.get(spec.dataset)
+    config = resolve_config(args.algo, args.data, task_sampler, spec, overrides)
+    mark_ignored_options(algorithm, config.sources)
+    plugins.backbones.get(config.backbone)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.out:
+        raise HarnessError("a run across processes (torchrun) needs --out, so that every rank uses one run directory")
+    run_dir = Path(args.out) if args.out else config.default_run_dir()
+    state = run_state(run_dir)
+    if state:
+        raise HarnessError(
+            f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, or choose another --out"
+        )
+    with removed_if_start_fails(run_dir):
+        trainer = Trainer(
+            config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop
+        )
+    if trainer.is_main:
+        trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
+    return trainer
 
 
 def read_json_if_exists(path: Path) -> dict:
