@@ -206,19 +206,7 @@ class BenchCommand:
         if args.save:
             pytest_args.append(f"--benchmark-save={args.save}")
         if args.compare:
-            # pytest-benchmark's default storage, ./.benchmarks/<machine>/<NNNN>_<name>.json, searched as it searches
-            # it; checked here so that a wrong name fails at once, not after the whole suite has run.
-            saved = sorted(Path(".benchmarks").glob("*/*.json"))
-            if not any(path.stem.startswith(args.compare) or args.compare in path.stem for path in saved):
-                names = ", ".join(path.stem for path in saved[-5:]) or "none saved yet"
-                raise HarnessError(
-                    f"--compare {args.compare}: no saved baseline matches in {Path('.benchmarks').resolve()} "
-                    f"(saved: {names}); save one with harness bench --save NAME"
-                )
-            pytest_args += [
-                f"--benchmark-compare={args.compare}",
-                f"--benchmark-compare-fail=median:{args.max_regression or '10%'}",
-            ]
+            pytest_args += compare_flags(args.compare, args.max_regression or "10%")
         if args.keyword:
             pytest_args += ["-k", args.keyword]
         if args.rounds:
@@ -226,41 +214,65 @@ class BenchCommand:
         import pytest
 
         status = pytest.main(pytest_args)
-        if out.exists():
-            rows, ratios_by_device = summarise(json.loads(out.read_text()))
-            ratios = ratios_by_device.get(device, {})
-            print(
-                tabulate(
-                    rows,
-                    headers=[
-                        "config",
-                        "phase",
-                        "device",
-                        "algorithm",
-                        "mean s",
-                        "median s",
-                        "speedup vs MAML",
-                        "paper ANIL speedup",
-                        "learn2learn s (same CPU; its inference: 5 steps)",
-                    ],
-                    tablefmt="github",
-                )
-            )
-            print(f"raw pytest-benchmark JSON: {out}")
-            if ratios:
-                print("speedups: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
-            if args.record and ratios:
-                from harness.benchmarks import record_ratios
-
-                ratio_file = out.with_name(f"{device}-ratios.json")
-                record_ratios(
-                    ratio_file,
-                    ratios,
-                    source=f"harness bench --record on {machine_description(device)}, "
-                    f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
-                )
-                print(f"recorded speedups (appended to the runs there): {ratio_file}")
+        print_suite_report(out, device, args.record)
         return int(status)
+
+
+def print_suite_report(out: Path, device: str, record: bool) -> None:
+    """The suite's table beside the paper and the peers, its speedups, and (``--record``) the ratio file."""
+    import torch
+
+    if out.exists():
+        rows, ratios_by_device = summarise(json.loads(out.read_text()))
+        ratios = ratios_by_device.get(device, {})
+        print(
+            tabulate(
+                rows,
+                headers=[
+                    "config",
+                    "phase",
+                    "device",
+                    "algorithm",
+                    "mean s",
+                    "median s",
+                    "speedup vs MAML",
+                    "paper ANIL speedup",
+                    "learn2learn s (same CPU; its inference: 5 steps)",
+                ],
+                tablefmt="github",
+            )
+        )
+        print(f"raw pytest-benchmark JSON: {out}")
+        if ratios:
+            print("speedups: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
+        if record and ratios:
+            from harness.benchmarks import record_ratios
+
+            ratio_file = out.with_name(f"{device}-ratios.json")
+            record_ratios(
+                ratio_file,
+                ratios,
+                source=f"harness bench --record on {machine_description(device)}, "
+                f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
+            )
+            print(f"recorded speedups (appended to the runs there): {ratio_file}")
+
+
+def compare_flags(name: str, max_regression: str) -> list[str]:
+    """pytest-benchmark's flags comparing with saved baseline ``name``, refused at once when none matches."""
+    # pytest-benchmark's default storage, ./.benchmarks/<machine>/<NNNN>_<name>.json, searched as it searches
+    # it; checked here so that a wrong name fails at once, not after the whole suite has run.
+    saved = sorted(p for p in Path(".benchmarks").glob("*/*.json") if p.parent.name != "ratios")  # not --algo's
+    if not any(path.stem.startswith(name) or name in path.stem for path in saved):
+        names = ", ".join(path.stem for path in saved[-5:]) or "none saved yet"
+        raise HarnessError(
+            f"--compare {name}: no saved baseline matches in {Path('.benchmarks').resolve()} "
+            f"(saved: {names}); save one with harness bench --save NAME"
+        )
+    return [
+        f"--benchmark-compare={name}",
+        f"--benchmark-compare-fail=median:{max_regression}",
+    ]
 
 
 @harness.hookimpl
