@@ -227,6 +227,23 @@ def register_evaluators(registry) -> None:
 
 
 @hookspec
+def register_trackers(registry) -> None:
+    """Register experiment trackers, chosen per run with ``harness run/reproduce --report-to NAME,...``.
+
+    A tracker subclasses :class:`harness.trackers.Tracker`: ``name``, ``description``, ``requirement``
+    (the pip extra that installs its library) and ``start(run_dir, config, step, kept) ->
+    TrackerRun``. The :class:`harness.trackers.TrackerRun` it returns receives every metrics row as
+    scalars (``log_scalars``), the test results and the files worth keeping at the end (``finish``),
+    or ``close`` when the run stops unfinished; its ``state()`` is kept in ``RUN_DIR/trackers.json``
+    and handed back as ``kept`` when the run resumes, so that the same tracker run continues.
+
+    Import the tracker's library inside ``start``, so that a missing library costs one line at
+    the run that asks for it, not the plugin. Anything a tracker raises is contained: one line on
+    stderr and the run goes on without it. See ``plugins/trackers/tensorboard.py``.
+    """
+
+
+@hookspec
 def register_commands(registry) -> None:
     """Register CLI subcommands (``harness <name> ...``).
 

@@ -7,7 +7,8 @@
 ``best.pt``; ``on_checkpoint`` for each), clean stops (``--time-limit``, signals: checkpoint,
 then :class:`harness.stopping.RunStopped`), the non-finite stop and the full-disk message
 (both naming the last good checkpoint), the progress bar, and ``summary.json``
-(``on_run_start`` / ``on_run_end``). A trainer keeps only what is its own: its step, the
+(``on_run_start`` / ``on_run_end``), and the experiment trackers of ``--report-to`` (``harness.trackers``),
+which see the same config, rows and summary. A trainer keeps only what is its own: its step, the
 state it checkpoints, and its evaluation (``harness.training.Trainer``,
 ``harness.rl.training.RLTrainer``).
 
@@ -25,6 +26,7 @@ from harness import stopping
 from harness.errors import NonFiniteLossError
 from harness.rundir import DiskFullError, MetricsLog, load_torch, prepare_run_dir, save_torch, write_json
 from harness.stopping import RunStopped, StopConditions
+from harness.trackers import RunTrackers
 
 
 class RunLifecycle:
@@ -39,6 +41,7 @@ class RunLifecycle:
         is_main: bool = True,
         progress: bool = True,
         stop: StopConditions | None = None,
+        report_to: list[str] | None = None,
     ):
         self.plugins, self.iterations, self.checkpoint_every = plugins, iterations, checkpoint_every
         self.description, self.is_main, self.progress = description, is_main, progress
@@ -46,6 +49,7 @@ class RunLifecycle:
         self.run_dir = prepare_run_dir(run_dir, lock=is_main)
         stopping.active_run_dir = self.run_dir
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.trackers = RunTrackers(plugins.trackers, self.run_dir, report_to) if is_main else None
         self._bar = None
 
     def _notify(self, hook: str, **kwargs) -> None:
@@ -61,6 +65,8 @@ class RunLifecycle:
         if self.is_main:
             write_json(self.run_dir / "config.json", config)  # the resolved config, as this start runs it
         self._notify("on_run_start", config=config)
+        if self.trackers is not None:
+            self.trackers.start(config, step)
         if self.progress and self.is_main:
             from tqdm import tqdm
 
@@ -76,6 +82,8 @@ class RunLifecycle:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
+            if self.trackers is not None:
+                self.trackers.close()  # after finish() there is nothing left to close
 
     def advanced(self, shown: dict[str, str]) -> None:
         """One iteration done: the progress bar moves and shows ``shown`` (no placeholders: leave unknowns out)."""
@@ -87,6 +95,8 @@ class RunLifecycle:
         if self.is_main:
             self.metrics.append(row)
             self._notify("on_metrics", step=row["step"], row=row)
+            if self.trackers is not None:
+                self.trackers.log(row)
 
     def truncate_metrics(self, step: int) -> None:
         """Forget rows after ``step`` (recomputed on resume; -1: a start that never checkpointed)."""
@@ -138,4 +148,6 @@ class RunLifecycle:
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         write_json(self.run_dir / "summary.json", summary)
         self._notify("on_run_end", summary=summary)
+        if self.trackers is not None:
+            self.trackers.finish(summary)
         return summary

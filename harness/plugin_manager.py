@@ -51,6 +51,7 @@ BUILTIN_PACKAGES = (
     "harness_plugins.algorithms",
     "harness_plugins.envs",
     "harness_plugins.evaluators",
+    "harness_plugins.trackers",
 )
 
 #: What a plugin's import or hook may raise and still be contained to that plugin: any exception, and
@@ -80,6 +81,7 @@ REGISTRY_HOOKS = {
     "task_samplers": ("register_task_samplers", "task sampler"),
     "environments": ("register_environments", "environment"),
     "evaluators": ("register_evaluators", "evaluator"),
+    "trackers": ("register_trackers", "tracker"),
     "commands": ("register_commands", "command"),
 }
 

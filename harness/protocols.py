@@ -78,6 +78,14 @@ class Evaluator(Protocol):
 
 
 @runtime_checkable
+class Tracker(Protocol):
+    name: str
+    description: str
+
+    def start(self, run_dir, config: dict, step: int, kept: dict): ...
+
+
+@runtime_checkable
 class Command(Protocol):
     name: str
     description: str
@@ -94,6 +102,7 @@ PROTOCOLS = {
     "task sampler": TaskSampler,
     "environment": Environment,
     "evaluator": Evaluator,
+    "tracker": Tracker,
     "command": Command,
 }
 

@@ -69,6 +69,7 @@ class Trainer:
         download: bool = True,
         progress: bool = True,
         stop: StopConditions | None = None,
+        report_to: list[str] | None = None,
     ):
         self.config = config
         self.plugins = plugins
@@ -99,6 +100,7 @@ class Trainer:
             is_main=self.is_main,
             progress=progress,
             stop=stop,
+            report_to=report_to,
         )
         self.run_dir = self.life.run_dir
         options = {"split": config.split, "queries": config.queries, "download": download}

@@ -1,16 +1,16 @@
-"""``harness list``: every registered algorithm, backbone, task sampler and evaluator."""
+"""``harness list``: every registered algorithm, backbone, task sampler, environment, evaluator and tracker."""
 
 from tabulate import tabulate
 
 import harness
 from harness.evaluator_options import describe_options
 
-KINDS = ("algorithms", "backbones", "task_samplers", "environments", "evaluators")
+KINDS = ("algorithms", "backbones", "task_samplers", "environments", "evaluators", "trackers")
 
 
 class ListCommand:
     name = "list"
-    description = "list algorithms, backbones, task samplers and evaluators"
+    description = "list algorithms, backbones, task samplers, environments, evaluators and trackers"
 
     def add_arguments(self, parser):
         parser.add_argument("kind", nargs="?", choices=KINDS, help="only this kind")

@@ -16,6 +16,7 @@ from harness.resuming import newest_checkpoint, refuse_unresumable
 from harness.rundir import read_json, removed_if_start_fails, run_state
 from harness.stopping import StopConditions, parse_duration
 from harness.taskspec import parse_task_spec
+from harness.trackers import parse_report_to
 
 # CLI flag -> RunConfig field, for values that override the paper defaults.
 OVERRIDES = {
@@ -62,6 +63,12 @@ class RunCommand:
         parser.add_argument("--no-download", action="store_true", help="never download missing data")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
         parser.add_argument(
+            "--report-to",
+            metavar="TRACKERS",
+            help="experiment trackers to report to, comma-separated (harness list trackers: tensorboard, mlflow, "
+            "wandb), or none (default: none; a resumed run keeps the ones it had)",
+        )
+        parser.add_argument(
             "--time-limit",
             metavar="DURATION",
             help="stop cleanly before this much wall time has passed (e.g. 90m, 1h30m, 5400): "
@@ -95,6 +102,7 @@ class RunCommand:
 
         plugins = get_plugins()
         stop = StopConditions(parse_duration(args.time_limit) if args.time_limit else None)
+        args.report_to = parse_report_to(args.report_to, plugins.trackers)
         if args.env and args.data:
             raise HarnessError("give either --data or --env, not both")
         task_name = args.env or args.data
@@ -168,7 +176,15 @@ def resumed_trainer(plugins, args, stop):
     refuse_unresumable(run_dir, args.iterations, found[0] if found else None)
     if found:
         refuse_changed_config(found[0], found[1], read_json(run_dir / "config.json"))
-    trainer = Trainer(config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop)
+    trainer = Trainer(
+        config,
+        plugins,
+        run_dir,
+        download=not args.no_download,
+        progress=not args.no_progress,
+        stop=stop,
+        report_to=args.report_to,
+    )
     trainer.restore(found)
     return trainer
 
@@ -197,7 +213,13 @@ def new_trainer(plugins, args, stop):
         )
     with removed_if_start_fails(run_dir):
         trainer = Trainer(
-            config, plugins, run_dir, download=not args.no_download, progress=not args.no_progress, stop=stop
+            config,
+            plugins,
+            run_dir,
+            download=not args.no_download,
+            progress=not args.no_progress,
+            stop=stop,
+            report_to=args.report_to,
         )
     if trainer.is_main:
         trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint

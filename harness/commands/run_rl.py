@@ -46,7 +46,9 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
         if set(overrides) - {"iterations"}:
             raise HarnessError("a resumed run keeps its config; only --iterations may be raised")
         config.iterations = overrides.get("iterations", config.iterations)
-        trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
+        trainer = RLTrainer(
+            config, plugins, run_dir, progress=not args.no_progress, stop=stop, report_to=args.report_to
+        )
         trainer.restore()
     else:
         if not args.algo:
@@ -69,7 +71,9 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
                 f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, or choose another --out"
             )
         with removed_if_start_fails(run_dir):
-            trainer = RLTrainer(config, plugins, run_dir, progress=not args.no_progress, stop=stop)
+            trainer = RLTrainer(
+                config, plugins, run_dir, progress=not args.no_progress, stop=stop, report_to=args.report_to
+            )
         trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
     summary = trainer.train()
     test = summary["test"]

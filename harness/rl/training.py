@@ -117,7 +117,13 @@ def adapt_and_roll_out(algorithm, policy, env, env_plugin, tasks, config: RLConf
 
 class RLTrainer:
     def __init__(
-        self, config: RLConfig, plugins, run_dir: Path, progress: bool = True, stop: StopConditions | None = None
+        self,
+        config: RLConfig,
+        plugins,
+        run_dir: Path,
+        progress: bool = True,
+        stop: StopConditions | None = None,
+        report_to: list[str] | None = None,
     ):
         self.config, self.plugins = config, plugins
         self.env_plugin = plugins.environments.get(config.env)
@@ -130,6 +136,7 @@ class RLTrainer:
             f"{config.algo} {config.env}",
             progress=progress,
             stop=stop,
+            report_to=report_to,
         )
         self.run_dir = self.life.run_dir
         torch.manual_seed(config.seed)
