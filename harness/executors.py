@@ -74,13 +74,15 @@ def run_all(
     workers: int = 1,
     address: str | None = None,
     stop: StopConditions | None = None,
+    run_flags: tuple[str, ...] = (),
 ) -> tuple[list[str], int]:
     """Train every run that is not done (or skipped); returns one line per failed run and the number stopped.
 
     With ``stop`` (``harness reproduce --time-limit``), each run gets the time that is left as its
     own ``--time-limit``, runs not started when it is spent stay unstarted, and SIGTERM / SIGINT /
     SIGUSR1 are forwarded to the running ones (local executor), which checkpoint and exit with
-    :data:`EXIT_STOPPED`; the next ``harness reproduce`` resumes them.
+    :data:`EXIT_STOPPED`; the next ``harness reproduce`` resumes them. ``run_flags`` go to every
+    ``harness run`` (``--report-to``).
     """
     todo, seen = [], set()
     for run in runs:
@@ -97,7 +99,9 @@ def run_all(
     def launch(run: PlannedRun) -> int:
         if stop.should_stop(1.0):
             return EXIT_STOPPED  # not started: nothing to checkpoint
-        code = execute(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log", threads, children)
+        code = execute(
+            run.command(data_root, stop.remaining(), run_flags), str(run.run_dir) + ".log", threads, children
+        )
         if code == EXIT_STOPPED:
             stop.time_is_up()  # it stopped because one more iteration would not fit: nor would another run
         return code
@@ -108,7 +112,7 @@ def run_all(
                 codes = [EXIT_STOPPED] * len(todo)
             else:
                 codes = run_on_ray(
-                    [(run.command(data_root, stop.remaining()), str(run.run_dir) + ".log") for run in todo],
+                    [(run.command(data_root, stop.remaining(), run_flags), str(run.run_dir) + ".log") for run in todo],
                     address,
                     threads,
                 )

@@ -89,8 +89,11 @@ class PlannedRun:
             return f"started (step {step}){in_use}"
         return f"to run{in_use}"
 
-    def command(self, data_root: str | None, time_limit: float | None = None) -> list[str]:
-        args = self._run_args(data_root)
+    def command(
+        self, data_root: str | None, time_limit: float | None = None, run_flags: tuple[str, ...] = ()
+    ) -> list[str]:
+        """The ``harness run`` command line of this run (``run_flags``: ones every run gets, e.g. ``--report-to``)."""
+        args = [*self._run_args(data_root), *run_flags]
         if time_limit is not None:
             args += ["--time-limit", str(max(1, int(time_limit)))]
         return [sys.executable, "-m", "harness", *args, "--no-progress"]

@@ -60,6 +60,11 @@ class ReproduceCommand:
             metavar="DURATION",
             help="stop all runs cleanly before this much wall time (e.g. 90m); run again to continue",
         )
+        parser.add_argument(
+            "--report-to",
+            metavar="TRACKERS",
+            help="experiment trackers every run reports to (as harness run --report-to; default: none)",
+        )
 
     def run(self, args) -> int:
         from tabulate import tabulate
@@ -70,11 +75,14 @@ class ReproduceCommand:
         from harness.plugin_manager import get_plugins
         from harness.reproduce import paper_interval, plan, table
         from harness.stopping import RunStopped, StopConditions, parse_duration
+        from harness.trackers import parse_report_to
 
         if args.seeds < 1 or args.workers < 1:
             raise HarnessError("--seeds and --workers must be at least 1")
         stop = StopConditions(parse_duration(args.time_limit) if args.time_limit else None)
         plugins = get_plugins()
+        report_to = parse_report_to(args.report_to, plugins.trackers)
+        run_flags = ("--report-to", ",".join(report_to) or "none") if report_to is not None else ()
         definition = load_definition(args.table)
         runs = plan(plugins, definition, args.budget, args.seeds, Path(args.root))
         if args.plan:
@@ -97,7 +105,9 @@ class ReproduceCommand:
             )
             return 0
         if not args.no_train:
-            failures, stopped = run_all(runs, args.data_root, args.executor, args.workers, args.address, stop)
+            failures, stopped = run_all(
+                runs, args.data_root, args.executor, args.workers, args.address, stop, run_flags
+            )
             if failures:
                 raise HarnessError(f"{len(failures)} run(s) failed, the others are kept: " + "; ".join(failures))
             if stopped:
