@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from harness.errors import HarnessError
 
 
-def decode_image(path: Path, mode: str, size: int, dataset: str) -> np.ndarray:
-    """``path`` as uint8 ``[size, size]`` (mode "L") or ``[size, size, 3]`` (mode "RGB").
+def decode_image(path: Path | BinaryIO, mode: str, size: int, dataset: str) -> np.ndarray:
+    """``path`` (a file, or an encoded image in memory) as uint8 ``[size, size]`` (mode "L") or ``[size, size, 3]``
+    (mode "RGB").
 
     Images of another size are resized with Lanczos, as the reference MAML
     preprocessing (``resize_images.py``) does.

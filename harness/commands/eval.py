@@ -72,6 +72,12 @@ class EvalCommand:
             "--test-inner-steps", type=int, default=None, help="inner steps at test (default: the run's)"
         )
         parser.add_argument("--data-root", default=None, help="data root (default: the run's, then HARNESS_DATA_ROOT)")
+        parser.add_argument(
+            "--data",
+            metavar="SPEC",
+            help="evaluate on another data set's test classes (cross-domain), e.g. cub-5w5s for a run trained on "
+            "miniimagenet-5w5s: the same ways and image size; the run's inner-loop settings (default: the run's data)",
+        )
         parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
         parser.add_argument("--no-download", action="store_true")
         parser.add_argument(
@@ -126,11 +132,15 @@ def evaluate_and_write(plugins, evaluator, args, given: dict, flags: dict, file_
     rows. The run directory is held for the evaluation: a run still training there is refused, and no
     training starts there meanwhile. Returns the result and the file."""
     run = open_run(plugins, args.run_dir, args)
+    cross_domain = getattr(args, "data", None)  # harness analyze has no --data
+    if cross_domain:
+        switch_data(run, cross_domain, plugins)
     require_writable(run)
     prepare_run_dir(run.path, lock=True, busy="evaluate it when that has ended, or evaluate a copy")
     given = {key: value for key, value in given.items() if value is not None}
     options = resolve_options(evaluator, given, run, lambda path: open_run(plugins, path, args), flags)
     provenance = evaluation_provenance(evaluator.name, given, options, run.checkpoint_path)
+    provenance["data"] = cross_domain or run.config.data
     out = run.path / f"{file_stem(options, given)}.json"
     refuse_oversized_chunk(run, options)
     with progress_shown():
@@ -140,6 +150,33 @@ def evaluate_and_write(plugins, evaluator, args, given: dict, flags: dict, file_
     write_json(out, result)
     print(format_rows(result["rows"], percent=percent))
     return result, out
+
+
+def switch_data(run, text: str, plugins) -> None:
+    """Point ``run`` at another task spec's data (``--data``): its test classes, the run's model and inner loop.
+
+    Refused in one line, before any evaluation, when the tasks have another number of ways than the
+    run's head or the images another shape than the model was built for."""
+    import dataclasses
+
+    from harness.taskspec import parse_task_spec
+
+    spec = parse_task_spec(text)
+    sampler = plugins.task_samplers.get(spec.dataset)
+    if spec.ways != run.spec.ways:
+        raise HarnessError(
+            f"--data {text}: {spec.ways}-way tasks, but {run.path} was trained on {run.config.data} and its head has "
+            f"{run.spec.ways} outputs; evaluate {run.spec.ways}-way tasks"
+        )
+    run.spec, run.task_sampler = spec, sampler
+    run.config = dataclasses.replace(run.config, split="default", queries=spec.queries or run.config.queries)
+    test = run.open_split("test")
+    shape, trained = (test.in_channels, test.image_size), (run.geometry["in_channels"], run.geometry["image_size"])
+    if shape != trained:
+        raise HarnessError(
+            f"--data {text}: {shape[0]}-channel {shape[1]}x{shape[1]} images, but the model of {run.path} was built "
+            f"for {trained[0]}-channel {trained[1]}x{trained[1]} ones ({run.config.data})"
+        )
 
 
 def refuse_oversized_chunk(run, options: dict) -> None:
@@ -155,7 +192,8 @@ def refuse_oversized_chunk(run, options: dict) -> None:
 def eval_file_stem(evaluator: str, given: dict, args=None) -> str:
     """``eval-NAME`` and the options given, e.g. ``eval-nil-num_tasks=20`` (``harness.provenance``)."""
     checkpoint = f"-checkpoint={Path(args.checkpoint).stem}" if args is not None and args.checkpoint else ""
-    return f"eval-{evaluator}{given_suffix(given)}{checkpoint}"
+    data = f"-data={args.data}" if args is not None and args.data else ""
+    return f"eval-{evaluator}{given_suffix(given)}{checkpoint}{data}"
 
 
 @harness.hookimpl

@@ -7,7 +7,12 @@ on-disk formats are read, from ``ROOT/miniimagenet/`` (or ``ROOT/`` itself):
   ``train.csv``, ``val.csv``, ``test.csv`` with header ``filename,label``;
 - the widely shared pickle caches ``mini-imagenet-cache-{train,val,test}.pkl``:
   a dict with ``image_data`` (uint8, N x 84 x 84 x 3) and ``class_dict``
-  (class -> list of row indices).
+  (class -> list of row indices);
+- the parquet layout of Hugging Face ``datasets`` hub copies:
+  ``data/{train,validation,test}-*.parquet`` (``val`` also accepted) with an
+  ``image`` column (``{bytes, path}``, encoded JPEG or PNG) and a ``label``
+  column (class index or name; the names of a ``ClassLabel`` are read from the
+  file's ``huggingface`` metadata). Needs ``pyarrow`` (the ``parquet`` extra).
 
 JPEGs are decoded once into a uint8 ``.npy`` (channels first) in the decoded
 cache directory (``harness.data_root.cache_dir``), keyed by a fingerprint of
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -42,13 +48,28 @@ from harness.data_root import decode_all, fingerprint, load_or_build_array
 from harness.episodes import ClassPoolSampler
 from harness.errors import HarnessError
 from harness.images import decode_image
+from harness.labelled_pools import labelled_sampler
 
 IMAGE_SIZE = 84
 SPLITS = ("train", "val", "test")
 
 
+PARQUET_SPLITS = {"train": ("train",), "val": ("validation", "val"), "test": ("test",)}
+
+
+def parquet_files(root: Path, split: str) -> list[Path]:
+    """The parquet shards of ``split`` (Hugging Face's ``data/<split>-00000-of-00001.parquet`` naming)."""
+    for name in PARQUET_SPLITS[split]:
+        files = sorted((root / "data").glob(f"{name}-*.parquet"))
+        if files:
+            return files
+    return []
+
+
 def find_root(data_root: Path) -> Path | None:
     for candidate in (data_root / "miniimagenet", data_root):
+        if all(parquet_files(candidate, s) for s in SPLITS):
+            return candidate
         if all((candidate / f"{s}.csv").is_file() for s in SPLITS) and (candidate / "images").is_dir():
             return candidate
         if all((candidate / f"mini-imagenet-cache-{s}.pkl").is_file() for s in SPLITS):
@@ -61,7 +82,8 @@ def missing_data_error(data_root: Path) -> HarnessError:
     return HarnessError(
         f"MiniImageNet not found: expected either {expected}/images/*.jpg with {expected}/train.csv, val.csv, test.csv "
         f"(Ravi & Larochelle format, header filename,label) or {expected}/mini-imagenet-cache-{{train,val,test}}.pkl "
-        f"(dict with image_data uint8 N x 84 x 84 x 3 and class_dict); there is no reliable public download, so copy "
+        f"(dict with image_data uint8 N x 84 x 84 x 3 and class_dict) or {expected}/data/{{train,validation,test}}-*.parquet "
+        f"(a Hugging Face datasets copy: image and label columns); there is no reliable public download, so copy "
         f"your own copy there or pass --data-root / set HARNESS_DATA_ROOT"
     )
 
@@ -148,9 +170,60 @@ def load_pickle_split(root: Path, split: str, needed: int) -> tuple:
     return (*_pool(np.ascontiguousarray(chosen.transpose(0, 3, 1, 2)), counts), list(class_dict))
 
 
+def parquet_sampler(spec, split: str, files: list[Path], options: dict):
+    """A split in Hugging Face's parquet layout: labels read at every start, images decoded once into the cache."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise HarnessError(
+            "MiniImageNet in parquet files needs pyarrow: pip install 'feature-reuse-harness[parquet]'"
+        ) from None
+    tables = [pq.read_table(path, columns=["label"]) for path in files]
+    labels = np.concatenate([table.column("label").to_numpy(zero_copy_only=False) for table in tables])
+    names = _class_label_names(pq.read_schema(files[0]))
+    classes = list(dict.fromkeys(labels.tolist()))  # in file order
+
+    def pixels(order: np.ndarray, allocate) -> np.ndarray:
+        images = [
+            item["bytes"]
+            for path in files
+            for item in pq.read_table(path, columns=["image"]).column("image").to_pylist()
+        ]
+        out = allocate((len(order), 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        for row, index in enumerate(order):
+            out[row] = decode_image(io.BytesIO(images[index]), "RGB", IMAGE_SIZE, "MiniImageNet").transpose(2, 0, 1)
+        return out
+
+    return labelled_sampler(
+        spec,
+        options,
+        split_name=f"MiniImageNet {split}",
+        cache_name=f"miniimagenet-parquet-{split}-84",
+        key=fingerprint(files, extra="parquet/v1"),
+        labels=labels,
+        classes=classes,
+        pixels=pixels,
+        class_names=[names[c] if names and isinstance(c, int) else str(c) for c in classes],
+    )
+
+
+def _class_label_names(schema) -> list[str] | None:
+    """The ``ClassLabel`` names that ``datasets`` writes into a parquet file's metadata, if any."""
+    import json
+
+    metadata = (schema.metadata or {}).get(b"huggingface")
+    if not metadata:
+        return None
+    features = json.loads(metadata).get("info", {}).get("features", {})
+    return features.get("label", {}).get("names")
+
+
 class MiniImageNet:
     name = "miniimagenet"
-    description = "MiniImageNet, Ravi & Larochelle split (64/16/20 classes), 84x84 RGB; CSV+JPEG or pickle caches"
+    description = (
+        "MiniImageNet, Ravi & Larochelle split (64/16/20 classes), 84x84 RGB; CSV+JPEG, pickle caches or "
+        "Hugging Face parquet"
+    )
     default_backbone = "conv4-pool"
 
     def paper_defaults(self, spec) -> dict:
@@ -173,6 +246,8 @@ class MiniImageNet:
         if root is None:
             raise missing_data_error(Path(data_root))
         needed = spec.shots + options["queries"]
+        if parquet_files(root, split):
+            return parquet_sampler(spec, split, parquet_files(root, split), options)
         if (root / f"{split}.csv").is_file() and (root / "images").is_dir():
             images, counts, class_names = load_csv_split(root, split, needed)
         else:
