@@ -68,6 +68,8 @@ def check_definition(definition: dict, path: Path) -> None:
                 f'{where}: result_row (a position) is replaced by result = "KEY" (the row\'s key, e.g. '
                 f'"body.2" or "frozen 1-4"; harness.reproduce.row_keys)'
             )
+        if not isinstance(row.get("eval_data", ""), str):
+            raise HarnessError(f"{where}: 'eval_data' must be a task spec (a string), got {row['eval_data']!r}")
         if not isinstance(row.get("result", ""), str):
             raise HarnessError(f"{where}: 'result' must be a row key (a string), got {row['result']!r}")
         offset = row.get("seed_offset", 0)
@@ -108,7 +110,8 @@ def refuse_cycles(rows: list[dict], path: Path) -> None:
 def expand_grid(grid: dict, path: Path) -> list[dict]:
     """Rows of a scoreboard: every (data set, algorithm, column) of a ``[grid]`` table as one row.
 
-    ``grid.data``: ``[{ data, skip }]``; ``grid.algorithms``: ``[{ group, algo, overrides, inner_loop }]``;
+    ``grid.data``: ``[{ data, eval_data, skip }]`` (``eval_data``: evaluate the runs trained on ``data`` on
+    this task spec's test classes instead, ``harness eval --data``; shown as ``"DATA on EVAL_DATA"``); ``grid.algorithms``: ``[{ group, algo, overrides, inner_loop }]``;
     ``grid.columns``: ``[{ column, evaluator, options, result, unit, needs_inner_loop }]``;
     ``grid.published`` (optional): ``[{ data, group, column, paper }]``, a published value for one cell
     (each must name a cell of the grid, so a typo cannot leave a value silently unattached). A row's
@@ -126,13 +129,14 @@ def expand_grid(grid: dict, path: Path) -> list[dict]:
                 raise HarnessError(f"{path}: every grid.{kind} entry needs {needed!r} (a string), got {entry!r}")
     rows = []
     for data in grid["data"]:
+        shown = f"{data['data']} on {data['eval_data']}" if data.get("eval_data") else data["data"]
         for algorithm in grid["algorithms"]:
             for column in grid["columns"]:
                 if column.get("needs_inner_loop") and not algorithm.get("inner_loop", True):
                     continue
                 row = {
-                    "label": f"{data['data']}, {algorithm['group']}: {column['column']}",
-                    "group": f"{data['data']}, {algorithm['group']}",
+                    "label": f"{shown}, {algorithm['group']}: {column['column']}",
+                    "group": f"{shown}, {algorithm['group']}",
                     "column": column["column"],
                     "algo": algorithm["algo"],
                     "data": data["data"],
@@ -141,10 +145,11 @@ def expand_grid(grid: dict, path: Path) -> list[dict]:
                 for key in ("evaluator", "options", "result", "unit"):
                     if key in column:
                         row[key] = column[key]
-                if "skip" in data:
-                    row["skip"] = data["skip"]
+                for key in ("skip", "eval_data"):
+                    if key in data:
+                        row[key] = data[key]
                 rows.append(row)
-    by_cell = {(row["data"], row["group"].split(", ", 1)[1], row["column"]): row for row in rows}
+    by_cell = {tuple(row["group"].split(", ", 1)) + (row["column"],): row for row in rows}
     for entry in grid.get("published", []):
         cell = (entry.get("data"), entry.get("group"), entry.get("column")) if isinstance(entry, dict) else None
         if cell not in by_cell or "paper" not in entry:

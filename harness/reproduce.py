@@ -68,6 +68,7 @@ class PlannedRun:
     resolved_options: dict = field(default_factory=dict)  # "@LABEL" replaced by that row's run directory
     skipped: str | None = None  # why this budget does not run the row (``skip`` in the definition)
     needs: list = field(default_factory=list)  # runs named by "@LABEL" options: evaluated only once they are done
+    eval_data: str | None = None  # evaluated on this task spec's test classes (harness eval --data), not the run's
 
     @property
     def done(self) -> bool:
@@ -181,6 +182,7 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
                     row.get("result"),
                     unit,
                     skipped=row.get("skip", {}).get(budget),
+                    eval_data=row.get("eval_data"),
                 )
             )
     # "@LABEL" names that row's run with the same seed index (seed minus the row's seed_offset).
@@ -226,13 +228,17 @@ def evaluate_run(run: PlannedRun, data_root: str | None, cached: bool = True) ->
         test = summary["test"]
         return {"mean": test["return"], "ci95": test["ci95"], "tasks": test["tasks"]}
     scale = 100 if run.unit == "%" else 1
-    if run.evaluator == "fewshot":
+    if run.evaluator == "fewshot" and not run.eval_data:
         test = summary["test"]
         return {"mean": scale * test["accuracy"], "ci95": scale * test["ci95"], "tasks": test["tasks"]}
-    out = run.run_dir / f"eval-{run.evaluator}{given_suffix(run.resolved_options)}.json"  # as harness eval names it
+    data = f"-data={run.eval_data}" if run.eval_data else ""
+    out = (
+        run.run_dir / f"eval-{run.evaluator}{given_suffix(run.resolved_options)}{data}.json"
+    )  # as harness eval names it
     if not cached or not _evaluated_here(out, run):
         command = [sys.executable, "-m", "harness", "eval", str(run.run_dir), "--evaluator", run.evaluator]
         command += [f"-o{k}={v}" for k, v in run.resolved_options.items()]
+        command += ["--data", run.eval_data] if run.eval_data else []
         if data_root:
             command += ["--data-root", data_root]
         if execute(command, str(run.run_dir) + ".log", os.cpu_count() or 1):

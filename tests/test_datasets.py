@@ -17,6 +17,7 @@ from PIL import Image
 from harness.errors import HarnessError
 from harness.labelled_pools import read_split_file
 from harness.plugin_manager import get_plugins
+from harness.reproduce import PlannedRun, evaluate_run
 from harness.taskspec import parse_task_spec
 
 SPLITS = Path(__file__).resolve().parent.parent / "plugins" / "datasets" / "splits"
@@ -240,6 +241,9 @@ def test_eval_on_another_data_set_uses_its_test_classes_and_records_them(tmp_pat
     assert result.returncode == 0, result.stderr
     written = json.loads((out / "eval-fewshot-num_tasks=6-data=cub-5w5s.json").read_text())
     assert written["provenance"]["data"] == "cub-5w5s" and written["rows"][0]["tasks"] == 6
+    row = PlannedRun("cross", "anil", "miniimagenet-5w1s1q", "image", 0, {}, "k", out, eval_data="cub-5w5s")
+    assert evaluate_run(row, str(tmp_path))["tasks"] == 2  # harness reproduce's eval_data rows: the run's 2 test tasks
+    assert json.loads((out / "eval-fewshot-data=cub-5w5s.json").read_text())["provenance"]["data"] == "cub-5w5s"
     wrong_ways = run_cli("eval", out, "--data", "cub-20w1s", "--data-root", tmp_path)
     assert wrong_ways.returncode == 2 and wrong_ways.stderr == (
         f"harness: error: --data cub-20w1s: 20-way tasks, but {out} was trained on miniimagenet-5w1s1q and its head "
