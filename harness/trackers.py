@@ -45,6 +45,12 @@ class TrackerRun:
     def close(self) -> None:
         """The run stopped unfinished (it may be resumed with ``--resume``): flush and let go."""
 
+    def report_evaluation(self, step: int, scalars: dict[str, float], files: list[Path]) -> None:
+        """``harness eval`` / ``analyze`` on the finished run: the evaluation's rows as scalars named
+        ``eval/<evaluator>/<task spec>/<row>`` at the run's last step and its files (JSON, figure); then let go."""
+        self.log_scalars(step, scalars)
+        self.close()
+
     def state(self) -> dict[str, Any]:
         """What a resumed start needs to continue this tracker run (JSON), e.g. ``{"run_id": ...}``."""
         return {}
@@ -86,14 +92,15 @@ def parse_report_to(value: str | None, registry) -> list[str] | None:
 
 
 def scalars_of(row: dict[str, Any], prefix: str) -> dict[str, float]:
-    """The numbers of a metrics row or summary, named ``<prefix>/<key>`` (nested keys joined by ``/``)."""
+    """The numbers (and flags, as 0 / 1) of a metrics row or summary, named ``<prefix>/<key>`` (nested keys
+    joined by ``/``)."""
     scalars: dict[str, float] = {}
     for key, value in row.items():
         if key in ("step", "split"):
             continue
         if isinstance(value, dict):
             scalars.update(scalars_of(value, f"{prefix}/{key}"))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif isinstance(value, int | float):  # bools too (TRPO's "accepted"), as 0 / 1
             scalars[f"{prefix}/{key}"] = float(value)
     return scalars
 
@@ -128,6 +135,18 @@ class RunTrackers:
         for name, run in list(self.runs.items()):
             self._contained(name, "finish", run.finish, summary, scalars, artifacts)
         self._save()
+        self.runs.clear()
+
+    def report_evaluation(self, config: dict[str, Any], step: int, result: dict[str, Any], files: list[Path]) -> None:
+        """An evaluation of the finished run, to the trackers it reported to (each reopened at ``step``)."""
+        if not self.names:
+            return
+        self.start(config, step)
+        prefix = f"eval/{result['evaluator']}/{result.get('provenance', {}).get('data', config.get('data', ''))}"
+        scalars = {f"{prefix}/{row['name']}": float(row["mean"]) for row in result["rows"]}
+        scalars.update({f"{prefix}/{row['name']} ci95": float(row["ci95"]) for row in result["rows"]})
+        for name, run in list(self.runs.items()):
+            self._contained(name, "report_evaluation", run.report_evaluation, step, scalars, files)
         self.runs.clear()
 
     def close(self) -> None:

@@ -80,13 +80,35 @@ def test_tensorboard_event_files_hold_every_scalar_of_a_stopped_and_resumed_run(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = stopped_and_resumed(data_root, tmp_path, "tensorboard")
+    evaluated = run_cli("eval", out, "--test-tasks", "4", "--data-root", data_root)  # reported to the same files
+    assert evaluated.returncode == 0, evaluated.stderr
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0}).Reload()
     shown = {
         tag: {event.step: pytest.approx(event.value, rel=1e-6) for event in events.Scalars(tag)}
         for tag in events.Tags()["scalars"]
     }
+    evaluation = json.loads((out / "eval-fewshot-num_tasks=4.json").read_text())["rows"][0]
+    assert shown.pop(f"eval/fewshot/omniglot-5w1s/{evaluation['name']}") == {20: pytest.approx(evaluation["mean"])}
+    assert shown.pop(f"eval/fewshot/omniglot-5w1s/{evaluation['name']} ci95") == {20: pytest.approx(evaluation["ci95"])}
     assert shown == expected_scalars(out)
     assert "config" in {tag.split("/")[0] for tag in events.Tags()["tensors"]}  # the text plugin's config
+
+
+def test_a_meta_rl_run_reports_every_scalar_too(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "rl"
+    result = run_cli(
+        "run", "--algo", "maml", "--env", "2d-navigation", "--meta-batch-size", "5", "--iterations", "2",
+        "--test-tasks", "10", "--no-progress", "--report-to", "tensorboard", "--out", out,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    shown = {
+        tag: {event.step: pytest.approx(event.value, rel=1e-6) for event in events.Scalars(tag)}
+        for tag in events.Tags()["scalars"]
+    }
+    assert shown == expected_scalars(out) and "train/return" in shown
 
 
 @pytest.mark.realdata
@@ -95,6 +117,8 @@ def test_mlflow_holds_one_run_with_every_scalar_and_the_artifacts(data_root, tmp
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     out = stopped_and_resumed(data_root, tmp_path, "mlflow")
+    evaluated = run_cli("eval", out, "--test-tasks", "4", "--data-root", data_root, env_extra=offline(tmp_path))
+    assert evaluated.returncode == 0 and "warning" not in evaluated.stderr, evaluated.stderr
     client = MlflowClient(tracking_uri=f"file:{tmp_path / 'mlruns'}")
     experiment = client.get_experiment_by_name("harness")
     (run,) = client.search_runs([experiment.experiment_id])  # the resumed start continued the same run
@@ -102,11 +126,15 @@ def test_mlflow_holds_one_run_with_every_scalar_and_the_artifacts(data_root, tmp
     shown = {
         name: {metric.step: metric.value for metric in client.get_metric_history(run.info.run_id, name)}
         for name in run.data.metrics
+        if not name.startswith("eval/")
     }
     assert shown == expected_scalars(out)
+    assert any(name.startswith("eval/fewshot/omniglot-5w1s/") for name in run.data.metrics)
     assert run.data.params["algo"] == "anil" and run.data.params["meta_batch_size"] == "2"
     artifacts = {info.path for info in client.list_artifacts(run.info.run_id)}
-    assert artifacts == {"config.json", "summary.json", "best.pt"}
+    assert artifacts == {"config.json", "summary.json", "best.pt", "evaluations"}
+    evaluations = {info.path for info in client.list_artifacts(run.info.run_id, "evaluations")}
+    assert evaluations == {"evaluations/eval-fewshot-num_tasks=4.json"}
 
 
 def wandb_records(path: Path):
@@ -249,7 +277,7 @@ def test_a_missing_library_and_a_raising_tracker_cost_one_line_each(tmp_path, ca
     ]
     assert recording.calls == [
         ("start", 0, {}),
-        ("log", 1, {"train/loss": 0.5, "train/accuracy": 1.0, "train/nested/a": 2.0}),
+        ("log", 1, {"train/loss": 0.5, "train/accuracy": 1.0, "train/flag": 1.0, "train/nested/a": 2.0}),
         ("log", 2, {"val/accuracy": 0.25}),
     ]
     kept = json.loads((tmp_path / "trackers.json").read_text())

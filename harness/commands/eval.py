@@ -149,7 +149,17 @@ def evaluate_and_write(plugins, evaluator, args, given: dict, flags: dict, file_
     keep_earlier(out, provenance)
     write_json(out, result)
     print(format_rows(result["rows"], percent=percent))
+    report_to_trackers(plugins, run, result, out)
     return result, out
+
+
+def report_to_trackers(plugins, run, result: dict, out: Path) -> None:
+    """The evaluation, to the trackers the run reported to (``--report-to`` at training); nothing otherwise."""
+    from harness.trackers import RunTrackers
+
+    files = [out] + ([Path(result["figure"])] if result.get("figure") and Path(result["figure"]).is_file() else [])
+    step = read_json(run.path / "summary.json").get("iterations", 0) if (run.path / "summary.json").exists() else 0
+    RunTrackers(plugins.trackers, run.path, None).report_evaluation(run.config.to_dict(), step, result, files)
 
 
 def switch_data(run, text: str, plugins) -> None:

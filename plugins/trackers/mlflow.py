@@ -7,13 +7,15 @@ driver, runs go to the file store ``./mlruns`` instead (``mlflow ui --backend-st
 The experiment is ``MLFLOW_EXPERIMENT_NAME`` (default ``harness``), the run name the run directory's.
 The config's top-level values are parameters (the full ``config.json``, with where each value came
 from, is an artifact); metrics rows are metrics at their steps; ``summary.json``, the tested
-checkpoint and evaluator figures are artifacts. A resumed run reopens the same MLflow run by its id;
+checkpoint and evaluator figures are artifacts (a later ``harness eval`` / ``analyze`` adds its
+rows as metrics and its files under ``evaluations/``). A resumed run reopens the same MLflow run by its id;
 the rows it recomputes past its checkpoint are logged again with the values they had.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ class MLflowRun(TrackerRun):
         from mlflow.entities import Metric
 
         now = _milliseconds()
-        metrics = [Metric(name, value, now, step) for name, value in scalars.items()]
+        metrics = [Metric(_metric_name(name), value, now, step) for name, value in scalars.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def finish(self, summary: dict[str, Any], scalars: dict[str, float], artifacts: list[Path]) -> None:
@@ -43,6 +45,12 @@ class MLflowRun(TrackerRun):
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id, "KILLED")  # stopped; --resume reopens it
+
+    def report_evaluation(self, step: int, scalars: dict[str, float], files: list[Path]) -> None:
+        self.log_scalars(step, scalars)
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path), artifact_path="evaluations")
+        self.client.set_terminated(self.run_id, "FINISHED")
 
     def state(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "tracking_uri": self.client.tracking_uri}
@@ -82,6 +90,11 @@ def _default_uri() -> str | None:
     if os.environ.get("MLFLOW_TRACKING_URI") or importlib.util.find_spec("sqlalchemy"):
         return None
     return f"file:{Path.cwd() / 'mlruns'}"
+
+
+def _metric_name(name: str) -> str:
+    """MLflow allows alphanumerics, ``_ - . : /`` and spaces in a name: ``anil (3 inner steps)`` -> ``anil _3 inner steps_``."""
+    return re.sub(r"[^\w\-.: /]", "_", name)
 
 
 def _milliseconds() -> int:

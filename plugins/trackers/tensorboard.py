@@ -1,6 +1,7 @@
 """``--report-to tensorboard``: event files in ``RUN_DIR/tensorboard`` (``tensorboard --logdir results/runs``).
 
-Scalars at their steps; the config and ``summary.json`` as text; evaluator figures as images.
+Scalars at their steps; the config and ``summary.json`` as text; evaluator figures as images (those
+in the run directory at its end, and those of a later ``harness eval`` / ``analyze``).
 TensorBoard has no artifacts, so checkpoints stay in the run directory. A resumed run writes to the
 same folder with ``purge_step`` at the step after its checkpoint, so TensorBoard drops the rows the
 stopped start logged past it, which the resumed run logs again.
@@ -25,18 +26,25 @@ class TensorBoardRun(TrackerRun):
             self.writer.add_scalar(name, value, step)
 
     def finish(self, summary: dict[str, Any], scalars: dict[str, float], artifacts: list[Path]) -> None:
+        step = summary.get("iterations", 0)
+        self.log_scalars(step, scalars)
+        self.writer.add_text("summary", _code_block(summary), step)
+        self._figures(step, artifacts)
+        self.writer.close()
+
+    def report_evaluation(self, step: int, scalars: dict[str, float], files: list[Path]) -> None:
+        self.log_scalars(step, scalars)
+        self._figures(step, files)
+        self.writer.close()
+
+    def _figures(self, step: int, files: list[Path]) -> None:
         import numpy as np
         from PIL import Image
 
-        step = summary.get("iterations", 0)
-        for name, value in scalars.items():
-            self.writer.add_scalar(name, value, step)
-        self.writer.add_text("summary", _code_block(summary), step)
-        for figure in (path for path in artifacts if path.suffix == ".png"):
+        for figure in (path for path in files if path.suffix == ".png"):
             with Image.open(figure) as image:
                 pixels = np.asarray(image.convert("RGB"))  # [H, W, 3] uint8
             self.writer.add_image(f"figures/{figure.stem}", pixels, step, dataformats="HWC")
-        self.writer.close()
 
     def close(self) -> None:
         self.writer.close()

@@ -47,6 +47,15 @@ class WandbRun(TrackerRun):
     def close(self) -> None:
         self.run.finish(exit_code=1)  # stopped unfinished; --resume continues this W&B run
 
+    def report_evaluation(self, step: int, scalars: dict[str, float], files: list[Path]) -> None:
+        import wandb
+
+        self.run.summary.update(scalars)
+        figures = {f"figures/{path.stem}": wandb.Image(str(path)) for path in files if path.suffix == ".png"}
+        if figures:
+            self.run.log(figures)
+        self.run.finish()
+
     def state(self) -> dict[str, Any]:
         return {"id": self.run.id, "project": self.run.project}
 
