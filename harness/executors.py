@@ -14,13 +14,24 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from harness.errors import HarnessError
 from harness.stopping import EXIT_STOPPED, StopConditions
 
-if TYPE_CHECKING:
-    from harness.reproduce import PlannedRun
+
+class PlannedRun(Protocol):
+    """What an executor needs of a run to train (``harness.reproduce.PlannedRun`` has it)."""
+
+    run_dir: Path
+    skipped: str | None
+
+    @property
+    def done(self) -> bool: ...
+
+    def command(
+        self, data_root: str | None, time_limit: float | None = None, run_flags: tuple[str, ...] = ()
+    ) -> list[str]: ...
 
 
 def execute(command: list[str], log: str, threads: int, children: set | None = None) -> int:

@@ -42,16 +42,47 @@ OPTIONAL_BUILTINS = {
     "harness_plugins.envs.halfcheetah": ({"gymnasium", "mujoco"}, "rl"),
 }
 
-#: Packages whose modules are the bundled plugins: every module in them that implements a hook
-#: (``@harness.hookimpl`` in its source) is one, so a new algorithm, dataset or command is one new file.
-BUILTIN_PACKAGES = (
-    "harness.commands",
-    "harness_plugins.backbones",
-    "harness_plugins.datasets",
-    "harness_plugins.algorithms",
-    "harness_plugins.envs",
-    "harness_plugins.evaluators",
-    "harness_plugins.trackers",
+#: The bundled plugins, in registration order: commands, then backbones, data sets, algorithms,
+#: environments, evaluators and trackers. A new bundled module is added here (``tests/test_architecture.py``
+#: fails on a module of these packages that implements a hook and is missing).
+BUILTIN_PLUGINS = (
+    "harness.commands.analyze",
+    "harness.commands.bench",
+    "harness.commands.check",
+    "harness.commands.eval",
+    "harness.commands.list",
+    "harness.commands.plugins",
+    "harness.commands.report",
+    "harness.commands.reproduce",
+    "harness.commands.run",
+    "harness_plugins.backbones.conv4",
+    "harness_plugins.backbones.resnet12",
+    "harness_plugins.datasets.cifar100",
+    "harness_plugins.datasets.cub",
+    "harness_plugins.datasets.miniimagenet",
+    "harness_plugins.datasets.omniglot",
+    "harness_plugins.datasets.tieredimagenet",
+    "harness_plugins.algorithms.anil",
+    "harness_plugins.algorithms.boil",
+    "harness_plugins.algorithms.fomaml",
+    "harness_plugins.algorithms.maml",
+    "harness_plugins.algorithms.maml_plus_plus",
+    "harness_plugins.algorithms.meta_rl",
+    "harness_plugins.algorithms.meta_sgd",
+    "harness_plugins.algorithms.protonet",
+    "harness_plugins.algorithms.regimes",
+    "harness_plugins.algorithms.unicorn_maml",
+    "harness_plugins.envs.halfcheetah",
+    "harness_plugins.envs.navigation",
+    "harness_plugins.evaluators.fewshot",
+    "harness_plugins.evaluators.freeze",
+    "harness_plugins.evaluators.maml_head",
+    "harness_plugins.evaluators.nil",
+    "harness_plugins.evaluators.representations",
+    "harness_plugins.evaluators.step_time",
+    "harness_plugins.trackers.mlflow",
+    "harness_plugins.trackers.tensorboard",
+    "harness_plugins.trackers.wandb",
 )
 
 #: What a plugin's import or hook may raise and still be contained to that plugin: any exception, and
@@ -60,19 +91,9 @@ PLUGIN_FAILURES = (Exception, SystemExit)
 
 
 def builtin_plugins() -> tuple[str, ...]:
-    """The bundled plugin modules, package by package, each package's modules in name order."""
-    import pkgutil
-
+    """The bundled plugin modules (:data:`BUILTIN_PLUGINS`), importable from a source checkout too."""
     ensure_bundled_package()
-    names = []
-    for package_name in BUILTIN_PACKAGES:
-        package = importlib.import_module(package_name)
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
-            spec = info.module_finder.find_spec(info.name)
-            source = Path(spec.origin).read_text() if spec and spec.origin and spec.origin.endswith(".py") else ""
-            if "@harness.hookimpl" in source:
-                names.append(f"{package_name}.{info.name}")
-    return tuple(names)
+    return BUILTIN_PLUGINS
 
 
 REGISTRY_HOOKS = {
@@ -180,6 +201,26 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
             return True  # harness plugins and --help must work whatever the lists say
         return name not in blocked and (allowed is None or name in allowed)
 
+    _register_builtins(plugins, wanted)
+    _register_entry_points(plugins, wanted)
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", None) or repr(plugin)
+        manager.register(plugin, name=name)
+        plugins.sources[name] = "registered in code"
+
+    known = set(builtin_plugins()) | {e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    for variable, names in (("HARNESS_PLUGINS", allowed or set()), ("HARNESS_BLOCK_PLUGINS", blocked)):
+        for name in sorted(names - known):
+            plugins.warnings.append(f"{variable} names {name!r}, which is no plugin (harness plugins lists them)")
+
+    for name, error in _unknown_hooks(manager).items():
+        plugins.disable(name, error)
+    _fill_registries(plugins)
+    return plugins
+
+
+def _register_builtins(plugins: Plugins, wanted) -> None:
+    """Import and register each bundled plugin; a missing optional extra is noted, a failure contained."""
     for module_name in builtin_plugins():
         if not wanted(module_name):
             continue
@@ -195,9 +236,13 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
         except PLUGIN_FAILURES as exc:  # a broken bundled plugin must not hide the others
             plugins.load_errors.append(LoadError(module_name, "builtin", f"{type(exc).__name__}: {exc}"))
             continue
-        manager.register(module, name=module_name)
+        plugins.manager.register(module, name=module_name)
         plugins.sources[module_name] = "builtin"
 
+
+def _register_entry_points(plugins: Plugins, wanted) -> None:
+    """Load and register each ``harness`` entry point; a failure is contained to its plugin."""
+    manager = plugins.manager
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         source = f"entry point {entry_point.name} = {entry_point.value}"
         if not wanted(entry_point.name):
@@ -213,19 +258,10 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
             continue
         plugins.sources[entry_point.name] = source
 
-    for plugin in extra_plugins:
-        name = getattr(plugin, "__name__", None) or repr(plugin)
-        manager.register(plugin, name=name)
-        plugins.sources[name] = "registered in code"
 
-    known = set(builtin_plugins()) | {e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    for variable, names in (("HARNESS_PLUGINS", allowed or set()), ("HARNESS_BLOCK_PLUGINS", blocked)):
-        for name in sorted(names - known):
-            plugins.warnings.append(f"{variable} names {name!r}, which is no plugin (harness plugins lists them)")
-
-    for name, error in _unknown_hooks(manager).items():
-        plugins.disable(name, error)
-
+def _fill_registries(plugins: Plugins) -> None:
+    """Call every registration hook; a plugin whose hook raises is disabled with what it registered."""
+    manager = plugins.manager
     plugins.registries = {key: Registry(kind) for key, (_hook, kind) in REGISTRY_HOOKS.items()}
     failed: dict[str, str] = {}
     for key, (hook_name, _kind) in REGISTRY_HOOKS.items():
@@ -244,7 +280,6 @@ def load_plugins(extra_plugins: tuple = ()) -> Plugins:
         registry.current_plugin = "<unknown>"
     for name, error in failed.items():
         plugins.disable(name, error)
-    return plugins
 
 
 def _unknown_hooks(manager: pluggy.PluginManager) -> dict[str, str]:

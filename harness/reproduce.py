@@ -373,6 +373,49 @@ def speed_table(definition: dict, budget: str) -> list[dict]:
     return rows
 
 
+def not_run(reason: str) -> dict:
+    """The measured fields of a row that has no measurement, and why."""
+    return {"mean": None, "ci95": None, "seeds": 0, "agree": "not run", "tasks": "", "not_run": reason}
+
+
+def measured_row(row: dict, mine: list[PlannedRun], data_root: str | None, partial: bool) -> dict:
+    """One definition row: its runs' evaluations pooled over seeds beside the published value, or why not."""
+    compare = row.get("compare", "interval")
+    entry = {
+        "label": row["label"],
+        "paper": row.get("paper"),
+        "compare": compare,
+        "unit": mine[0].unit,
+        "runs": [str(run.run_dir) for run in mine],
+        **{key: row[key] for key in ("group", "column") if key in row},  # a scoreboard's cell
+    }
+    missing = [run for run in mine if run.skipped or not run.done] or [
+        other for run in mine for other in run.needs if not other.done
+    ]
+    if missing:
+        entry.update(not_run(missing[0].skipped or f"{missing[0].run_dir.name}: {missing[0].state}"))
+        entry["runs"] = [str(run.run_dir) for run in mine if run.done]
+        return entry
+    try:
+        values = [evaluate_run(run, data_root) for run in mine]
+    except HarnessError as exc:
+        if not partial:
+            raise
+        return {**entry, **not_run(f"evaluation failed: {exc}")}
+    mean, ci = aggregate(values)
+    entry.update(
+        {
+            "mean": mean,
+            "ci95": ci,
+            "seeds": len(values),
+            "agree": agrees(mean, ci, row.get("paper"), compare),
+            "tasks": values[0]["tasks"],
+            "figures": sorted({v["figure"] for v in values if "figure" in v}),
+        }
+    )
+    return entry
+
+
 def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budget: str, partial: bool = False) -> dict:
     """Measured beside published, one entry per row; rows without finished runs are "not run", with the reason.
 
@@ -383,63 +426,8 @@ def table(definition: dict, runs: list[PlannedRun], data_root: str | None, budge
     rows = speed_table(definition, budget) if definition.get("kind") == "speed" else []
     for row in definition["rows"]:
         mine = [run for run in runs if run.label == row["label"]]
-        if not mine:
-            continue
-        compare = row.get("compare", "interval")
-        entry = {
-            "label": row["label"],
-            "paper": row.get("paper"),
-            "compare": compare,
-            "unit": mine[0].unit,
-            "runs": [str(run.run_dir) for run in mine],
-            **{key: row[key] for key in ("group", "column") if key in row},  # a scoreboard's cell
-        }
-        missing = [run for run in mine if run.skipped or not run.done] or [
-            other for run in mine for other in run.needs if not other.done
-        ]
-        if missing:
-            entry.update(
-                {
-                    "mean": None,
-                    "ci95": None,
-                    "seeds": 0,
-                    "agree": "not run",
-                    "tasks": "",
-                    "not_run": missing[0].skipped or f"{missing[0].run_dir.name}: {missing[0].state}",
-                    "runs": [str(run.run_dir) for run in mine if run.done],
-                }
-            )
-            rows.append(entry)
-            continue
-        try:
-            values = [evaluate_run(run, data_root) for run in mine]
-        except HarnessError as exc:
-            if not partial:
-                raise
-            entry.update(
-                {
-                    "mean": None,
-                    "ci95": None,
-                    "seeds": 0,
-                    "agree": "not run",
-                    "tasks": "",
-                    "not_run": f"evaluation failed: {exc}",
-                }
-            )
-            rows.append(entry)
-            continue
-        mean, ci = aggregate(values)
-        entry.update(
-            {
-                "mean": mean,
-                "ci95": ci,
-                "seeds": len(values),
-                "agree": agrees(mean, ci, row.get("paper"), compare),
-                "tasks": values[0]["tasks"],
-                "figures": sorted({v["figure"] for v in values if "figure" in v}),
-            }
-        )
-        rows.append(entry)
+        if mine:
+            rows.append(measured_row(row, mine, data_root, partial))
     budget_note = definition["budgets"][budget].get("note", "")
     return {
         "name": definition["name"],

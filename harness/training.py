@@ -103,23 +103,7 @@ class Trainer:
             report_to=report_to,
         )
         self.run_dir = self.life.run_dir
-        options = {"split": config.split, "queries": config.queries, "download": download}
-        data_root = resolve_data_root(config.data_root)
-        self.samplers = {
-            split: self.task_sampler.open(self.spec, split, data_root, options) for split in ("train", "val", "test")
-        }
-        train = self.samplers["train"]
-        # Pretraining regimes (multiclass) classify all training classes, not N ways.
-        head_outputs = (
-            self.algorithm.head_outputs(self.spec, train) if hasattr(self.algorithm, "head_outputs") else self.spec.ways
-        )
-        self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size, "head_outputs": head_outputs}
-        torch.manual_seed(config.seed)
-        self.model = self.backbone.build(train.in_channels, train.image_size, head_outputs, bn_mode=config.bn_mode)
-        initialise_head(self.model, config.head_init)
-        self.model.to(self.device)
-        if hasattr(self.algorithm, "for_run"):  # an algorithm with parameters of its own (Meta-SGD's step sizes)
-            self.algorithm = self.algorithm.for_run(self.model, config).to(self.device)
+        self._open_data_and_model(download)
         self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=config.outer_lr)
         self.rng = np.random.default_rng(config.seed)
         self.step = 0
@@ -129,6 +113,26 @@ class Trainer:
         self.inner_loop: dict | None = None  # which inner loop runs and why; decided once per run (_choose_inner_loop)
         self.hp = config  # the config the algorithm sees, with the inner loop decided
         self._refuse_oversized()
+
+    def _open_data_and_model(self, download: bool) -> None:
+        """The task samplers of the three splits, and the model built for their images (seeded by the run)."""
+        options = {"split": self.config.split, "queries": self.config.queries, "download": download}
+        data_root = resolve_data_root(self.config.data_root)
+        self.samplers = {
+            split: self.task_sampler.open(self.spec, split, data_root, options) for split in ("train", "val", "test")
+        }
+        train = self.samplers["train"]
+        # Pretraining regimes (multiclass) classify all training classes, not N ways.
+        head_outputs = (
+            self.algorithm.head_outputs(self.spec, train) if hasattr(self.algorithm, "head_outputs") else self.spec.ways
+        )
+        self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size, "head_outputs": head_outputs}
+        torch.manual_seed(self.config.seed)
+        self.model = self.backbone.build(train.in_channels, train.image_size, head_outputs, bn_mode=self.config.bn_mode)
+        initialise_head(self.model, self.config.head_init)
+        self.model.to(self.device)
+        if hasattr(self.algorithm, "for_run"):  # an algorithm with parameters of its own (Meta-SGD's step sizes)
+            self.algorithm = self.algorithm.for_run(self.model, self.config).to(self.device)
 
     def _refuse_oversized(self) -> None:
         """A meta-batch or evaluation chunk that cannot fit in memory is refused before any step."""

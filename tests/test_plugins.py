@@ -120,7 +120,7 @@ def test_plugins_command_lists_builtins():
 def test_list_command_shows_every_kind():
     result = run_cli("list")
     assert result.returncode == 0, result.stderr
-    for heading in ("algorithms:", "backbones:", "task samplers:", "evaluators:"):
+    for heading in ("algorithms:", "backbones:", "task samplers:", "environments:", "evaluators:", "trackers:"):
         assert heading in result.stdout
     assert "fomaml" in result.stdout and "conv4-pool" in result.stdout
 

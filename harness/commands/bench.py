@@ -28,40 +28,7 @@ from tabulate import tabulate
 import harness
 from harness.benchmarks import PAPER_TABLE6, speedups
 from harness.errors import HarnessError
-
-SUITE = Path(__file__).resolve().parents[2] / "tests" / "benchmarks"
-
-#: Peer libraries on this 2-core CPU, torch 2.14.1 (issue 7's table): (MAML, FOMAML, ANIL) seconds.
-PEERS_LEARN2LEARN = {
-    ("omniglot-20w1s", "train"): (1.86, 0.53, 0.16),
-    ("omniglot-20w1s", "inference"): (0.59, 0.46, 0.069),
-    ("mini-5w1s", "train"): (0.37, 0.11, 0.028),
-    ("mini-5w5s", "train"): (1.60, 0.43, 0.080),
-}
-
-
-def device_file_name(device: str) -> str:
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    return "cuda-" + re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name(0)).strip("-").lower()
-
-
-def machine_description(device: str) -> str:
-    import torch
-
-    if device != "cpu":
-        return torch.cuda.get_device_name(0)
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+from harness.speed_records import PEERS_LEARN2LEARN, SUITE, device_file_name, machine_description
 
 
 def summarise(report: dict) -> tuple[list[list], dict]:
@@ -93,6 +60,43 @@ def summarise(report: dict) -> tuple[list[list], dict]:
             ]
         )
     return rows, {d: {name: round(value, 3) for name, value in r.items()} for d, r in ratios.items()}
+
+
+def add_report_arguments(parser) -> None:
+    """The flags of the reports beside the suite (``harness.commands.bench_reports``)."""
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="only print each step's FLOPs, bytes moved by the other kernels, and its floor at this "
+        "machine's measured matmul rate and memory bandwidth (Table 6 steps and the paper's training iterations)",
+    )
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="with --floor: also time each step (median of --rounds, default 3) and print its distance to the floor",
+    )
+    parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="time every step on the generic path (before the fast paths), the fast path and, "
+        "where it applies, bf16, rounds interleaved in one run; writes <device>-paths.json",
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="time each Table 6 step as every installed peer library writes it (learn2learn, higher, torchopt, "
+        "torch.func) beside the harness's, rounds interleaved; prints the lead over the fastest; "
+        "writes <device>-peers.json",
+    )
+    parser.add_argument("--peer", action="append", default=None, help="with --peers: only this peer (repeatable)")
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="with --paths: the same step shapes on this backbone (e.g. resnet12); writes <device>-paths-BACKBONE.json",
+    )
+    parser.add_argument(
+        "--config", action="append", default=None, help="with --paths: only this step shape (repeatable)"
+    )
 
 
 class BenchCommand:
@@ -129,41 +133,9 @@ class BenchCommand:
             "(the CI gate compares against the lowest recorded value)",
         )
         parser.add_argument(
-            "--floor",
-            action="store_true",
-            help="only print each step's FLOPs, bytes moved by the other kernels, and its floor at this "
-            "machine's measured matmul rate and memory bandwidth (Table 6 steps and the paper's training iterations)",
-        )
-        parser.add_argument(
-            "--measure",
-            action="store_true",
-            help="with --floor: also time each step (median of --rounds, default 3) and print its distance to the floor",
-        )
-        parser.add_argument(
-            "--paths",
-            action="store_true",
-            help="time every step on the generic path (before the fast paths), the fast path and, "
-            "where it applies, bf16, rounds interleaved in one run; writes <device>-paths.json",
-        )
-        parser.add_argument(
-            "--peers",
-            action="store_true",
-            help="time each Table 6 step as every installed peer library writes it (learn2learn, higher, torchopt, "
-            "torch.func) beside the harness's, rounds interleaved; prints the lead over the fastest; "
-            "writes <device>-peers.json",
-        )
-        parser.add_argument("--peer", action="append", default=None, help="with --peers: only this peer (repeatable)")
-        parser.add_argument(
-            "--backbone",
-            default=None,
-            help="with --paths: the same step shapes on this backbone (e.g. resnet12); writes <device>-paths-BACKBONE.json",
-        )
-        parser.add_argument(
-            "--config", action="append", default=None, help="with --paths: only this step shape (repeatable)"
-        )
-        parser.add_argument(
             "-k", dest="keyword", default=None, help="only benchmarks matching this pytest -k expression"
         )
+        add_report_arguments(parser)
 
     def run(self, args) -> int:
         if args.max_regression is not None and not re.fullmatch(r"\d+(\.\d+)?%", args.max_regression):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.commands.bench import PEERS_LEARN2LEARN, SUITE, device_file_name, machine_description
 from harness.errors import HarnessError
+from harness.speed_records import PEERS_LEARN2LEARN, SUITE, device_file_name, machine_description
 
 
 def print_paths(args) -> int:
@@ -42,42 +42,7 @@ def print_paths(args) -> int:
         if not args.config or name in args.config
     ]
     rows = compare_paths(plugins, device, rounds=args.rounds or 5, configs=configs)
-    table = []
-    for row in rows:
-        generic, fast, bf16 = row["generic_median_s"], row["fast_median_s"], row.get("bf16_median_s")
-        # learn2learn was measured on the paper's Conv4 only
-        peers = None if args.backbone else PEERS_LEARN2LEARN.get((row["config"], row["phase"]))
-        peer = peers[("maml", "fomaml", "anil").index(row["algorithm"])] if peers and device == "cpu" else None
-        table.append(
-            [
-                f"{row['config']} ({row['backbone']})" if args.backbone else row["config"],
-                row["phase"],
-                row["algorithm"],
-                f"{generic:.4f}",
-                f"{fast:.4f}",
-                f"{generic / fast:.2f}x",
-                f"{bf16:.4f}" if bf16 else "",
-                f"{generic / bf16:.2f}x" if bf16 else "",
-                peer or "",
-            ]
-        )
-    print(
-        tabulate(
-            table,
-            headers=[
-                "config",
-                "phase",
-                "algorithm",
-                "generic s",
-                "fast s",
-                "fast speedup",
-                "bf16 s",
-                "bf16 speedup",
-                "learn2learn s",
-            ],
-            tablefmt="github",
-        )
-    )
+    print(tabulate(paths_table(rows, args.backbone, device), headers=PATHS_HEADERS, tablefmt="github"))
     write_json(
         out,
         {
@@ -89,6 +54,43 @@ def print_paths(args) -> int:
     )
     print(f"written to {out}")
     return 0
+
+
+PATHS_HEADERS = [
+    "config",
+    "phase",
+    "algorithm",
+    "generic s",
+    "fast s",
+    "fast speedup",
+    "bf16 s",
+    "bf16 speedup",
+    "learn2learn s",
+]
+
+
+def paths_table(rows: list[dict], backbone: str | None, device: str) -> list[list]:
+    """``--paths`` rows as the printed table: each step's generic, fast and bf16 medians and speedups."""
+    table = []
+    for row in rows:
+        generic, fast, bf16 = row["generic_median_s"], row["fast_median_s"], row.get("bf16_median_s")
+        # learn2learn was measured on the paper's Conv4 only
+        peers = None if backbone else PEERS_LEARN2LEARN.get((row["config"], row["phase"]))
+        peer = peers[("maml", "fomaml", "anil").index(row["algorithm"])] if peers and device == "cpu" else None
+        table.append(
+            [
+                f"{row['config']} ({row['backbone']})" if backbone else row["config"],
+                row["phase"],
+                row["algorithm"],
+                f"{generic:.4f}",
+                f"{fast:.4f}",
+                f"{generic / fast:.2f}x",
+                f"{bf16:.4f}" if bf16 else "",
+                f"{generic / bf16:.2f}x" if bf16 else "",
+                peer or "",
+            ]
+        )
+    return table
 
 
 def print_peers(args) -> int:

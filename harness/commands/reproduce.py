@@ -67,13 +67,10 @@ class ReproduceCommand:
         )
 
     def run(self, args) -> int:
-        from tabulate import tabulate
-
         from harness.definitions import load_definition
-        from harness.devices import describe_device
         from harness.executors import run_all
         from harness.plugin_manager import get_plugins
-        from harness.reproduce import paper_interval, plan, table
+        from harness.reproduce import plan, table
         from harness.stopping import RunStopped, StopConditions, parse_duration
         from harness.trackers import parse_report_to
 
@@ -86,23 +83,7 @@ class ReproduceCommand:
         definition = load_definition(args.table)
         runs = plan(plugins, definition, args.budget, args.seeds, Path(args.root))
         if args.plan:
-            rows = {row["label"]: row for row in definition["rows"]}
-
-            def published(label):
-                paper = rows[label].get("paper")
-                bound = {"at_least": "≥ ", "at_most": "≤ "}.get(rows[label].get("compare", ""), "")
-                if not paper:
-                    return "n/a"
-                return f"{bound}{paper[0]}" + (f" ± {paper[1]}" if paper_interval(paper) and not bound else "")
-
-            print(f"{definition['title']} (budget {args.budget}; paper: {definition.get('source', '')})")
-            print(
-                tabulate(
-                    [[r.label, published(r.label), r.seed, r.key, r.state, r.run_dir] for r in runs],
-                    headers=["row", "paper", "seed", "config key", "state", "run directory"],
-                    tablefmt="github",
-                )
-            )
+            print_plan(definition, runs, args.budget)
             return 0
         if not args.no_train:
             failures, stopped = run_all(
@@ -116,23 +97,53 @@ class ReproduceCommand:
                     f"stopped ({stop.reason or 'time limit reached'}): {stopped} run(s) unfinished, their "
                     f"checkpoints kept; continue with: {again}"
                 )
-        import torch
-
-        result = table(definition, runs, args.data_root, args.budget, partial=args.no_train)
-        result.update(
-            {"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"), "machine": describe_device(torch.device("cpu"))}
-        )
-        out = Path(args.results) / "reproduced" / f"{definition['name']}-{args.budget}.json"  # one file per budget
-        if args.no_train:
-            refuse_unmeasuring(out, result, args.root)
-        write_json(out, result)
-        from harness.commands.report import render_table
-
-        markdown = render_table(result)
-        out.with_suffix(".md").write_text(markdown)
-        print(markdown)
-        print(f"written to {out} and {out.with_suffix('.md')}")
+        write_table(table(definition, runs, args.data_root, args.budget, partial=args.no_train), definition, args)
         return 0
+
+
+def print_plan(definition: dict, runs: list, budget: str) -> None:
+    """``--plan``: each row's published value, seed, config key, state and run directory."""
+    from tabulate import tabulate
+
+    from harness.reproduce import paper_interval
+
+    rows = {row["label"]: row for row in definition["rows"]}
+
+    def published(label):
+        paper = rows[label].get("paper")
+        bound = {"at_least": "≥ ", "at_most": "≤ "}.get(rows[label].get("compare", ""), "")
+        if not paper:
+            return "n/a"
+        return f"{bound}{paper[0]}" + (f" ± {paper[1]}" if paper_interval(paper) and not bound else "")
+
+    print(f"{definition['title']} (budget {budget}; paper: {definition.get('source', '')})")
+    print(
+        tabulate(
+            [[r.label, published(r.label), r.seed, r.key, r.state, r.run_dir] for r in runs],
+            headers=["row", "paper", "seed", "config key", "state", "run directory"],
+            tablefmt="github",
+        )
+    )
+
+
+def write_table(result: dict, definition: dict, args) -> None:
+    """The measured table as ``RESULTS/reproduced/<table>-<budget>.json`` and ``.md``, printed too."""
+    import torch
+
+    from harness.commands.report import render_table
+    from harness.devices import describe_device
+
+    result.update(
+        {"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"), "machine": describe_device(torch.device("cpu"))}
+    )
+    out = Path(args.results) / "reproduced" / f"{definition['name']}-{args.budget}.json"  # one file per budget
+    if args.no_train:
+        refuse_unmeasuring(out, result, args.root)
+    write_json(out, result)
+    markdown = render_table(result)
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"written to {out} and {out.with_suffix('.md')}")
 
 
 def refuse_unmeasuring(out: Path, result: dict, root: str) -> None:

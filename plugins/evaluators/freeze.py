@@ -90,40 +90,12 @@ class FreezeEvaluator:
             if not periodic:
                 raise HarnessError(f"{run.path}/checkpoints has no step-*.pt files (train with --checkpoint-every N)")
             checkpoints = periodic + checkpoints
-        sampler = run.open_split("test")
         steps = options["test_inner_steps"]
-        names = [name for name, _ in run.model.named_parameters()]
-        rows = []
-        for path in checkpoints:
-            state = load_torch(path, needs=("model", "step"))
-            load_weights(run.model, state["model"], path)
-            if algorithm is run.algorithm and "algorithm" in state:  # its own learned parameters at that step
-                load_weights(algorithm, state["algorithm"], path)
-            for block in blocks:
-                layers = set() if block is None else set(body[block[0] - 1 : block[1]])
-                frozen = frozenset(name for name in names if layer_of(name) in layers)
-                accuracies = per_task_accuracies(
-                    lambda episodes, frozen=frozen: adapt_with(
-                        algorithm, run.model, episodes, steps, run.config, frozen=frozen
-                    ),
-                    sampler,
-                    options["num_tasks"],
-                    TEST_TASK_SEED,
-                    run.config.eval_batch_size,
-                    run.device,
-                )
-                mean, ci95 = mean_and_ci95(accuracies)
-                rows.append(
-                    {
-                        "name": f"step {state['step']}: frozen {describe(block)}",
-                        "step": state["step"],
-                        "frozen": describe(block),
-                        "checkpoint": path.name,
-                        "mean": mean,
-                        "ci95": ci95,
-                        "tasks": len(accuracies),
-                    }
-                )
+        rows = [
+            row
+            for path in checkpoints
+            for row in self._checkpoint_rows(run, algorithm, path, body, blocks, steps, options["num_tasks"])
+        ]
         result = {"rows": rows, "inner_steps": steps, "inner_loop": algorithm.name}
         if len(checkpoints) > 1:
             variant = f"-adapt-as-{algorithm.name}" if options["adapt_as"] else ""
@@ -135,6 +107,43 @@ class FreezeEvaluator:
                 )
             )
         return result
+
+    @staticmethod
+    def _checkpoint_rows(run, algorithm, path, body: list[str], blocks: list, steps: int, num_tasks: int) -> list[dict]:
+        """One checkpoint's weights, adapted with each block of body layers frozen: one row per block."""
+        sampler = run.open_split("test")
+        names = [name for name, _ in run.model.named_parameters()]
+        state = load_torch(path, needs=("model", "step"))
+        load_weights(run.model, state["model"], path)
+        if algorithm is run.algorithm and "algorithm" in state:  # its own learned parameters at that step
+            load_weights(algorithm, state["algorithm"], path)
+        rows = []
+        for block in blocks:
+            layers = set() if block is None else set(body[block[0] - 1 : block[1]])
+            frozen = frozenset(name for name in names if layer_of(name) in layers)
+            accuracies = per_task_accuracies(
+                lambda episodes, frozen=frozen: adapt_with(
+                    algorithm, run.model, episodes, steps, run.config, frozen=frozen
+                ),
+                sampler,
+                num_tasks,
+                TEST_TASK_SEED,
+                run.config.eval_batch_size,
+                run.device,
+            )
+            mean, ci95 = mean_and_ci95(accuracies)
+            rows.append(
+                {
+                    "name": f"step {state['step']}: frozen {describe(block)}",
+                    "step": state["step"],
+                    "frozen": describe(block),
+                    "checkpoint": path.name,
+                    "mean": mean,
+                    "ci95": ci95,
+                    "tasks": len(accuracies),
+                }
+            )
+        return rows
 
 
 def plot_over_training(rows: list[dict], path, title: str):
