@@ -27,8 +27,9 @@ def require_body_head(model: nn.Module, needed_by: str) -> None:
 def analysed_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``[("body.0", block), ..., ("head", head)]``: every parametrised body block and the head."""
     require_body_head(model, "this analysis")
-    layers = [(f"body.{i}", block) for i, block in enumerate(model.body) if any(True for _ in block.parameters())]
-    return layers + [("head", model.head)]
+    body = model.get_submodule("body")
+    layers = [(f"body.{i}", block) for i, block in body.named_children() if any(True for _ in block.parameters())]
+    return layers + [("head", model.get_submodule("head"))]
 
 
 def layer_of(parameter_name: str) -> str:

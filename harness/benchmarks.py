@@ -192,7 +192,7 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
         sync()
 
     step = train_step if phase == "train" else inference_step
-    step.model = model  # for the tests: the gradients a step leaves
+    step.model = model  # type: ignore[attr-defined]  # for the tests: the gradients a step leaves
     return step
 
 
@@ -206,7 +206,7 @@ def interleaved_medians(steps: dict, rounds: int) -> dict[str, float]:
     import statistics
     import time
 
-    times = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():
         step()  # warm-up, not timed
     for _ in range(rounds):

@@ -38,12 +38,12 @@ class RecordedConfig:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
         """The config a ``config.json`` records; keys this version does not know are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # every subclass is a dataclass
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def default_run_dir(self) -> Path:

@@ -115,7 +115,7 @@ def load_or_build_array(name: str, key: str, build) -> np.ndarray:
         tmp.unlink(missing_ok=True)
         raise
     try:
-        if isinstance(array, np.memmap) and Path(array.filename) == tmp.resolve():
+        if isinstance(array, np.memmap) and array.filename is not None and Path(array.filename) == tmp.resolve():
             array.flush()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)

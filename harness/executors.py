@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -79,7 +80,7 @@ PR_SET_PDEATHSIG = 1
 
 
 def run_all(
-    runs: list[PlannedRun],
+    runs: Sequence[PlannedRun],
     data_root: str | None,
     executor: str = "local",
     workers: int = 1,

@@ -20,10 +20,10 @@ def decode_image(path: Path | BinaryIO, mode: str, size: int, dataset: str) -> n
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
+        with Image.open(path) as opened:
+            image = opened.convert(mode)
             if image.size != (size, size):
-                image = image.resize((size, size), Image.LANCZOS)
+                image = image.resize((size, size), Image.Resampling.LANCZOS)
             return np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         raise HarnessError(f"{dataset} image is missing: {path}") from None

@@ -22,10 +22,10 @@ from harness.errors import HarnessError
 def grouped_by_class(labels: Sequence, classes: Sequence, needed: int, source: str) -> tuple[np.ndarray, list[int]]:
     """Indices of the images of ``classes`` (in that order), class after class and in source order within a
     class, and each class's count. A class with fewer than ``needed`` images, or none, is an error naming it."""
-    labels = np.asarray(labels)
+    per_image = np.asarray(labels)
     order, counts = [], []
     for name in classes:
-        members = np.flatnonzero(labels == name)
+        members = np.flatnonzero(per_image == name)
         if len(members) < needed:
             raise HarnessError(
                 f"{source}: class {name} has {len(members)} images, fewer than the {needed} a task needs"

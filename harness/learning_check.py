@@ -71,6 +71,7 @@ def train(plugins, algo: str, data: str, budget: dict, data_root: str | None, ke
         run_dir = keep or Path(scratch) / "run"
         trainer = Trainer(config, plugins, run_dir, download=False, progress=False)
         summary = trainer.train()
+        assert summary is not None  # one process: it tests
         metrics = run_dir / "metrics.jsonl"
         rows = read_metrics(metrics) if metrics.exists() else []  # an algorithm that never trains logs nothing
         rows = [{k: v for k, v in row.items() if k not in NOT_COMPARED} for row in rows]

@@ -95,7 +95,7 @@ def body_features(
     )
     if per_set is None:
         with autocast:
-            return tuple(vmap(model.body)(images).to(dtype) for images in image_sets)
+            return tuple(vmap(model.get_submodule("body"))(images).to(dtype) for images in image_sets)
     tasks = image_sets[0].shape[0]
     set_sizes = [images.shape[1] for images in image_sets for _ in range(tasks)]
     with autocast:

@@ -34,7 +34,8 @@ def nil_probabilities(
 
 def embed(model, episodes: Episodes, engine: Engine = DEFAULT_ENGINE) -> tuple[torch.Tensor, torch.Tensor]:
     """Body features of support and query, each set a separate batch (batch-statistics BN per set)."""
-    return body_features(model, episodes.support_x, episodes.query_x, engine=engine)
+    support, query = body_features(model, episodes.support_x, episodes.query_x, engine=engine)
+    return support, query
 
 
 def nil_predict(model, episodes: Episodes, engine: Engine = DEFAULT_ENGINE) -> torch.Tensor:

@@ -113,7 +113,7 @@ def _numpy_array_globals() -> list:
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     return [np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.uint32))]
 
 
@@ -160,7 +160,7 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def load_weights(module: torch.nn.Module, weights: dict, path: Path) -> None:
+def load_weights(module: torch.nn.Module | torch.optim.Optimizer, weights: dict, path: Path) -> None:
     """``module.load_state_dict(weights)``, with a one-line error when the checkpoint is for another network."""
     try:
         module.load_state_dict(weights)

@@ -74,8 +74,8 @@ def plot_scoreboard(result: dict, axes: dict, out: Path) -> Path | None:
     groups, _, cells = _grid(result)
     points = []
     for group in groups:
-        x, y, minus = (cells.get((group, axes[k])) for k in ("x", "y", "y_minus"))
-        if all(c is not None and c.get("mean") is not None for c in (x, y, minus)):
+        x, y, minus = (cells.get((group, axes[k])) or {} for k in ("x", "y", "y_minus"))
+        if all(c.get("mean") is not None for c in (x, y, minus)):
             points.append((group, x["mean"], y["mean"] - minus["mean"]))
     if not points:
         return None

@@ -85,7 +85,7 @@ def _forwards(rules: dict[nn.Module, Callable]) -> Iterator[None]:
 
 
 def _task_rules(model: nn.Module, params: dict[str, torch.Tensor], tasks: int) -> dict[nn.Module, Callable]:
-    rules = {}
+    rules: dict[nn.Module, Callable] = {}
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         weight, bias = params.get(f"{prefix}weight"), params.get(f"{prefix}bias")
@@ -141,7 +141,7 @@ def run_forward_tasks(
 
 def run_body_per_set(body: nn.Module, images: torch.Tensor, set_sizes: list[int]) -> torch.Tensor:
     """``body`` on consecutive image sets ``[sum(set_sizes), C, H, W]``, each set its own BatchNorm batch."""
-    rules = {
+    rules: dict[nn.Module, Callable] = {
         m: (
             lambda x, m=m: torch.cat(
                 [F.batch_norm(part, None, None, m.weight, m.bias, True, 0.0, m.eps) for part in x.split(set_sizes)]
@@ -172,12 +172,12 @@ def mismatch(model: nn.Module, images: torch.Tensor) -> float:
         want = torch.stack(
             [functional_call(model, {k: v[t] for k, v in params.items()}, (images[t],)) for t in range(tasks)]
         )
-        sizes = [images.shape[1]] * tasks
-        got_body = run_body_per_set(model.body, images.flatten(0, 1), sizes) if hasattr(model, "body") else None
-        want_body = torch.cat([model.body(images[t]) for t in range(tasks)]) if got_body is not None else None
-    differences = [(got - want).abs().max() / want.abs().max().clamp_min(1e-12)]
-    if got_body is not None:
-        differences.append((got_body - want_body).abs().max() / want_body.abs().max().clamp_min(1e-12))
+        differences = [(got - want).abs().max() / want.abs().max().clamp_min(1e-12)]
+        body = model.get_submodule("body") if hasattr(model, "body") else None
+        if body is not None:
+            got_body = run_body_per_set(body, images.flatten(0, 1), [images.shape[1]] * tasks)
+            want_body = torch.cat([body(images[t]) for t in range(tasks)])
+            differences.append((got_body - want_body).abs().max() / want_body.abs().max().clamp_min(1e-12))
     return float(max(differences))
 
 
@@ -219,4 +219,5 @@ def body_once(model: nn.Module, images: torch.Tensor) -> Callable | None:
         return own
     if not hasattr(model, "body") or not _verified(model, images):
         return None
-    return lambda x, set_sizes: run_body_per_set(model.body, x, set_sizes)
+    body = model.get_submodule("body")
+    return lambda x, set_sizes: run_body_per_set(body, x, set_sizes)

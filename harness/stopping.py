@@ -22,6 +22,7 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 from harness.errors import HarnessError
 
@@ -63,7 +64,7 @@ def format_duration(seconds: float) -> str:
 
 
 #: The run directory this process trains in, once its trainer is set up (for the message of an interrupted run).
-active_run_dir = None
+active_run_dir: Path | None = None
 
 
 class Terminated(BaseException):

@@ -240,7 +240,8 @@ class Trainer:
             )
         return result
 
-    def train(self) -> dict:
+    def train(self) -> dict | None:
+        """Train, then test the best checkpoint: the summary (None on a torchrun rank other than 0)."""
         self.choose_inner_loop()
         with self.life.running(self.config.to_dict(), self.step):
             return self._train()
@@ -248,7 +249,7 @@ class Trainer:
     def _stop_if_asked(self, next_seconds: float) -> None:
         self.life.stop_if_asked(self.step, next_seconds, self._state)
 
-    def _train(self) -> dict:
+    def _train(self) -> dict | None:
         config = self.config
         last = {"loss": float("nan"), "accuracy": float("nan")}
         loop_started, steps_before = time.perf_counter(), self.step

@@ -22,7 +22,7 @@ from harness.rundir import load_torch, load_weights, read_json, write_json
 
 
 def evaluate_rl_runs(plugins, run_dirs, args) -> int:
-    configs = []
+    configs: list[RLConfig] = []
     for run_dir in run_dirs:
         if not (run_dir / "config.json").exists():
             raise HarnessError(f"{run_dir} is not a run directory (no config.json)")

@@ -55,7 +55,7 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
             raise HarnessError("harness run needs --algo with --env (or --resume RUN_DIR)")
         algorithm = resolve_rl_algorithm(plugins, args.algo)
         env_plugin = plugins.environments.get(env_name)
-        config = RLConfig(algo=algorithm.name, env=env_name, **env_plugin.paper_defaults)
+        config = RLConfig(algo=algorithm.name, env=env_plugin.name, **env_plugin.paper_defaults)
         for name, value in overrides.items():
             minimum = 0 if name in ("seed", "checkpoint_every") else 1  # 0 = no periodic checkpoints
             if value < minimum:
