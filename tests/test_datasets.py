@@ -99,8 +99,8 @@ def test_cifar_images_are_32x32_rgb_channel_planes(tmp_path):
 # -- CUB-200-2011: the official JPEG folders ---------------------------------------------------------------
 
 
-def write_cub(root: Path, per_class: int = 6) -> dict[int, str]:
-    names = sorted(sum((listed("cub", s) for s in ("train", "val", "test")), []))
+def write_cub(root: Path, per_class: int = 6, splits=("train", "val", "test")) -> dict[int, str]:
+    names = sorted(sum((listed("cub", s) for s in splits), []))
     for index, name in enumerate(names):
         folder = root / "CUB_200_2011" / "images" / name
         folder.mkdir(parents=True)
@@ -229,7 +229,7 @@ def test_missing_data_is_one_line_naming_the_expected_layout(tmp_path, dataset, 
 
 def test_eval_on_another_data_set_uses_its_test_classes_and_records_them(tmp_path):
     write_parquet_miniimagenet(tmp_path)
-    write_cub(tmp_path, per_class=6)
+    write_cub(tmp_path, per_class=20, splits=("test",))  # NIL's query set takes 15 images per class
     out = tmp_path / "run"
     trained = run_cli(
         "run", "--algo", "anil", "--data", "miniimagenet-5w1s1q", "--iterations", "2", "--meta-batch-size", "2",
@@ -241,6 +241,16 @@ def test_eval_on_another_data_set_uses_its_test_classes_and_records_them(tmp_pat
     assert result.returncode == 0, result.stderr
     written = json.loads((out / "eval-fewshot-num_tasks=6-data=cub-5w5s.json").read_text())
     assert written["provenance"]["data"] == "cub-5w5s" and written["rows"][0]["tasks"] == 6
+    for evaluator, options in (
+        ("nil", []),
+        ("freeze", ["-o", "layers=1-4"]),
+        ("similarity", []),
+    ):  # the paper's instruments
+        other = run_cli(
+            "eval", out, "--data", "cub-5w5s", "--evaluator", evaluator, *options, "--test-tasks", "4", "--data-root", tmp_path
+        )  # fmt: skip
+        assert other.returncode == 0, other.stderr
+        assert next(out.glob(f"eval-{evaluator}-*data=cub-5w5s.json"))
     row = PlannedRun("cross", "anil", "miniimagenet-5w1s1q", "image", 0, {}, "k", out, eval_data="cub-5w5s")
     assert evaluate_run(row, str(tmp_path))["tasks"] == 2  # harness reproduce's eval_data rows: the run's 2 test tasks
     assert json.loads((out / "eval-fewshot-data=cub-5w5s.json").read_text())["provenance"]["data"] == "cub-5w5s"
