@@ -299,6 +299,15 @@ def removed_if_start_fails(path: Path):
         raise
 
 
+def refuse_taken(run_dir: Path) -> None:
+    """A new run's ``--out`` that already holds a run is refused: it is resumed, never overwritten."""
+    state = run_state(run_dir)
+    if state:
+        raise HarnessError(
+            f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, or choose another --out"
+        )
+
+
 def run_state(path: Path) -> str | None:
     """``"finished"`` / ``"started (step N)"`` for a run directory that holds a run, None for one that does not."""
     path = Path(path)

@@ -13,7 +13,7 @@ from harness.devices import DEVICE_CHOICES
 from harness.errors import HarnessError
 from harness.integrity import refuse_changed_config
 from harness.resuming import newest_checkpoint, refuse_unresumable
-from harness.rundir import read_json, removed_if_start_fails, run_state
+from harness.rundir import read_json, refuse_taken, removed_if_start_fails
 from harness.stopping import StopConditions, parse_duration
 from harness.taskspec import parse_task_spec
 from harness.trackers import parse_report_to
@@ -206,11 +206,7 @@ def new_trainer(plugins, args, stop):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.out:
         raise HarnessError("a run across processes (torchrun) needs --out, so that every rank uses one run directory")
     run_dir = Path(args.out) if args.out else config.default_run_dir()
-    state = run_state(run_dir)
-    if state:
-        raise HarnessError(
-            f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, or choose another --out"
-        )
+    refuse_taken(run_dir)
     with removed_if_start_fails(run_dir):
         trainer = Trainer(
             config,

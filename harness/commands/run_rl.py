@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.rl.training import RLConfig, RLTrainer, resolve_rl_algorithm
-from harness.rundir import read_json, removed_if_start_fails, run_state
+from harness.rundir import read_json, refuse_taken, removed_if_start_fails
 
 #: ``harness run`` flags an RL run takes; the image-only ones are refused rather than ignored.
 IMAGE_ONLY_FLAGS = (
@@ -65,11 +65,7 @@ def run_rl(plugins, args, env_name: str | None, stop=None) -> int:
                 )
             setattr(config, name, value)
         run_dir = Path(args.out) if args.out else config.default_run_dir()
-        state = run_state(run_dir)
-        if state:
-            raise HarnessError(
-                f"{run_dir} already holds a run ({state}); continue it with --resume {run_dir}, or choose another --out"
-            )
+        refuse_taken(run_dir)
         with removed_if_start_fails(run_dir):
             trainer = RLTrainer(
                 config, plugins, run_dir, progress=not args.no_progress, stop=stop, report_to=args.report_to
