@@ -55,6 +55,10 @@ class Registry:
             f"leave one out with HARNESS_BLOCK_PLUGINS={plugins[-1]}"
         )
 
+    def colliding_names(self) -> set[str]:
+        """Names two plugins registered."""
+        return {name for name, entries in self._entries.items() if len(entries) > 1}
+
     def collisions(self) -> list[str]:
         return [self.collision(name) for name in sorted(self._entries) if len(self._entries[name]) > 1]
 

@@ -77,6 +77,9 @@ def test_a_name_collision_is_an_error_only_where_the_name_is_used(monkeypatch, c
         "COLLISION algorithm 'maml' is registered twice: by plugin 'harness_plugins.algorithms.maml' and by plugin "
         "'copycat'"
     ) in capsys.readouterr().out
+    assert cli.main(["list", "algorithms"]) == 0
+    listed = [line.split()[:2] for line in capsys.readouterr().out.splitlines() if line.startswith("maml ")]
+    assert listed == [["maml", "(COLLISION)"], ["maml", "(COLLISION)"]]  # both, each marked
     command_copy = plugin(
         "commands",
         register_commands=lambda registry: registry.add(

@@ -21,9 +21,11 @@ class ListCommand:
 
         plugins = get_plugins()
         for kind in [args.kind] if args.kind else KINDS:
+            registry = plugins.registries[kind]
+            colliding = registry.colliding_names()
             rows = [
-                [name, getattr(obj, "description", ""), plugin]
-                for name, obj, plugin in plugins.registries[kind].items()
+                [name + (" (COLLISION)" if name in colliding else ""), getattr(obj, "description", ""), plugin]
+                for name, obj, plugin in registry.items()
             ]
             print(f"{kind.replace('_', ' ')}:")
             print(tabulate(rows, headers=["name", "description", "plugin"], tablefmt="simple"))
