@@ -150,7 +150,7 @@ def test_bad_definitions_are_one_line_errors(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == "harness: error: unknown table 'table9'; defined tables: feature-reuse, figure10, figure2, figure3, figure5, figure6, table1, table2, table3, table4, table5, table6, table7, table8 (or give a .toml file)"
+        == "harness: error: unknown table 'table9'; defined tables: cross-domain, feature-reuse, figure10, figure2, figure3, figure5, figure6, table1, table2, table3, table4, table5, table6, table7, table8 (or give a .toml file)"
     )
     result = run_cli("reproduce", tiny_definition(tmp_path), "--budget", "paper")
     assert result.stderr.strip() == "harness: error: table 'tiny' has no budget 'paper'; budgets: cpu"
