@@ -524,7 +524,7 @@ def test_the_progress_bar_shows_no_placeholder_before_the_first_validation(data_
 @pytest.mark.parametrize(
     "words, unknown",
     [
-        (["eval", "RUN", "--data", "omniglot-5w1s"], "--data omniglot-5w1s"),  # not a prefix of --data-root
+        (["eval", "RUN", "--check", "best.pt"], "--check best.pt"),  # not a prefix of --checkpoint
         (["run", "--algo", "anil", "--dat", "omniglot-5w1s"], "--dat omniglot-5w1s"),
         (["reproduce", "table2", "--plan", "--budg", "paper"], "--budg paper"),
     ],
