@@ -211,7 +211,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
         ),
         (
             ["--algo", "anil", "--data", "imagenet21k-5w1s"],
-            "harness: error: unknown task sampler 'imagenet21k'; valid task samplers: miniimagenet, omniglot",
+            "harness: error: unknown task sampler 'imagenet21k'; valid task samplers: cifar-fs, cub, fc100, miniimagenet, omniglot, tieredimagenet",
         ),
         (
             ["--algo", "anil", "--data", "omniglot-5w1s", "--backbone", "resnet"],
