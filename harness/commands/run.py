@@ -142,7 +142,6 @@ class RunCommand:
 
 def resumed_trainer(plugins, args, stop):
     """The trainer of ``--resume RUN_DIR``: its config (extended, moved), its newest checkpoint restored."""
-    from harness.training import Trainer
 
     run_dir = Path(args.resume)
     if not (run_dir / "config.json").exists():
@@ -176,22 +175,13 @@ def resumed_trainer(plugins, args, stop):
     refuse_unresumable(run_dir, args.iterations, found[0] if found else None)
     if found:
         refuse_changed_config(found[0], found[1], read_json(run_dir / "config.json"))
-    trainer = Trainer(
-        config,
-        plugins,
-        run_dir,
-        download=not args.no_download,
-        progress=not args.no_progress,
-        stop=stop,
-        report_to=args.report_to,
-    )
+    trainer = trainer_for(config, plugins, run_dir, args, stop)
     trainer.restore(found)
     return trainer
 
 
 def new_trainer(plugins, args, stop):
     """The trainer of a new run: the paper's defaults for the task spec, the flags given, a new run directory."""
-    from harness.training import Trainer
 
     if not args.algo or not args.data:
         raise HarnessError("harness run needs --algo and --data (or --resume RUN_DIR)")
@@ -208,18 +198,25 @@ def new_trainer(plugins, args, stop):
     run_dir = Path(args.out) if args.out else config.default_run_dir()
     refuse_taken(run_dir)
     with removed_if_start_fails(run_dir):
-        trainer = Trainer(
-            config,
-            plugins,
-            run_dir,
-            download=not args.no_download,
-            progress=not args.no_progress,
-            stop=stop,
-            report_to=args.report_to,
-        )
+        trainer = trainer_for(config, plugins, run_dir, args, stop)
     if trainer.is_main:
         trainer.metrics.truncate_after(-1)  # rows of an earlier start that never reached a checkpoint
     return trainer
+
+
+def trainer_for(config, plugins, run_dir: Path, args, stop):
+    """The trainer of ``config`` in ``run_dir`` with the command's download, progress, stop and tracker flags."""
+    from harness.training import Trainer
+
+    return Trainer(
+        config,
+        plugins,
+        run_dir,
+        download=not args.no_download,
+        progress=not args.no_progress,
+        stop=stop,
+        report_to=args.report_to,
+    )
 
 
 def read_json_if_exists(path: Path) -> dict:

@@ -41,14 +41,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import harness
 from harness.data_root import decode_all, fingerprint, load_or_build_array
 from harness.episodes import ClassPoolSampler
 from harness.errors import HarnessError
 from harness.images import decode_image
-from harness.labelled_pools import labelled_sampler
+from harness.labelled_pools import class_pool, labelled_sampler
 
 IMAGE_SIZE = 84
 SPLITS = ("train", "val", "test")
@@ -122,13 +121,6 @@ def _class_sizes(classes: dict, needed: int, source: str) -> list[int]:
     return [len(members) for members in classes.values()]
 
 
-def _pool(pixels, counts: list[int]) -> tuple:
-    """``(images, counts)`` for the sampler: dense in memory when the classes are of equal size, else ragged."""
-    if len(set(counts)) == 1:
-        return torch.from_numpy(np.array(pixels)).view(len(counts), counts[0], 3, IMAGE_SIZE, IMAGE_SIZE), None
-    return pixels, counts
-
-
 def load_csv_split(root: Path, split: str, needed: int) -> tuple:
     csv_path = root / f"{split}.csv"
     classes = read_csv(csv_path)
@@ -143,7 +135,7 @@ def load_csv_split(root: Path, split: str, needed: int) -> tuple:
         return decode_all(files, _decode, f"MiniImageNet {split}", allocate)
 
     array = load_or_build_array(f"miniimagenet-{split}-84", key, build)  # [images, 3, 84, 84], class after class
-    return (*_pool(array, counts), list(classes))
+    return (*class_pool(array, counts), list(classes))
 
 
 def load_pickle_split(root: Path, split: str, needed: int) -> tuple:
@@ -167,7 +159,7 @@ def load_pickle_split(root: Path, split: str, needed: int) -> tuple:
         chosen = pixels[indices]  # [images, 84, 84, 3], class after class
     except (IndexError, ValueError, TypeError) as exc:
         raise HarnessError(f"{path}: class_dict indices do not fit image_data ({exc})") from None
-    return (*_pool(np.ascontiguousarray(chosen.transpose(0, 3, 1, 2)), counts), list(class_dict))
+    return (*class_pool(np.ascontiguousarray(chosen.transpose(0, 3, 1, 2)), counts), list(class_dict))
 
 
 def parquet_sampler(spec, split: str, files: list[Path], options: dict):

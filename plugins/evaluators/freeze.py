@@ -91,10 +91,11 @@ class FreezeEvaluator:
                 raise HarnessError(f"{run.path}/checkpoints has no step-*.pt files (train with --checkpoint-every N)")
             checkpoints = periodic + checkpoints
         steps = options["test_inner_steps"]
+        sampler = run.open_split("test")
         rows = [
             row
             for path in checkpoints
-            for row in self._checkpoint_rows(run, algorithm, path, body, blocks, steps, options["num_tasks"])
+            for row in self._checkpoint_rows(run, algorithm, sampler, path, body, blocks, steps, options["num_tasks"])
         ]
         result = {"rows": rows, "inner_steps": steps, "inner_loop": algorithm.name}
         if len(checkpoints) > 1:
@@ -109,9 +110,10 @@ class FreezeEvaluator:
         return result
 
     @staticmethod
-    def _checkpoint_rows(run, algorithm, path, body: list[str], blocks: list, steps: int, num_tasks: int) -> list[dict]:
+    def _checkpoint_rows(
+        run, algorithm, sampler, path, body: list[str], blocks: list, steps: int, num_tasks: int
+    ) -> list[dict]:
         """One checkpoint's weights, adapted with each block of body layers frozen: one row per block."""
-        sampler = run.open_split("test")
         names = [name for name, _ in run.model.named_parameters()]
         state = load_torch(path, needs=("model", "step"))
         load_weights(run.model, state["model"], path)
