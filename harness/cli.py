@@ -3,7 +3,7 @@
 Every error a user can cause ends as one line on stderr and exit status 2;
 nothing a run has already written is removed. A run stopped on purpose
 (``--time-limit``, SIGTERM, SIGINT, SIGUSR1) ends with one line naming the
-resume command and exit status 75 (``harness.stopping.EXIT_STOPPED``).
+resume command and exit status 75 (``harness.run.stopping.EXIT_STOPPED``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import signal
 import sys
 import threading
 
-from harness.allocator import keep_freed_memory
 from harness.errors import HarnessError
-from harness.plugin_manager import get_plugins, report_load_errors
-from harness.stopping import EXIT_STOPPED, RunStopped, Terminated, interrupted_message, terminate_outside_training
+from harness.plugin.manager import get_plugins, report_load_errors
+from harness.run.allocator import keep_freed_memory
+from harness.run.stopping import EXIT_STOPPED, RunStopped, Terminated, interrupted_message, terminate_outside_training
 
 
 class _Parser(argparse.ArgumentParser):

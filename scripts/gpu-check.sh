@@ -46,8 +46,8 @@ part peers 90 python3 -m harness bench --peers --rounds 5 --out "$OUT/$DEVICE-pe
 part iterations 150 python3 - "$OUT/$DEVICE-iterations.json" "$DEVICE" "$ITERATIONS" <<'PY'
 import json, sys, time
 import torch
-from harness.benchmarks import CONFIGS, PAPER_TRAINING, make_step
-from harness.plugin_manager import get_plugins
+from harness.speed.benchmarks import CONFIGS, PAPER_TRAINING, make_step
+from harness.plugin.manager import get_plugins
 
 out, device, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugin_manager import ensure_bundled_package
+from harness.plugin.manager import ensure_bundled_package
 
 ensure_bundled_package()  # `harness_plugins` importable from a source checkout too
 

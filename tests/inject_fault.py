@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import harness.rundir as rundir
-import harness.stopping as stopping
-import harness.training as training
+import harness.run.rundir as rundir
+import harness.run.stopping as stopping
+import harness.run.training as training
 from harness.cli import main
-from harness.evaluation import TEST_TASK_SEED
+from harness.evaluation.fewshot import TEST_TASK_SEED
 
 
 def _kill() -> None:

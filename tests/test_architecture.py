@@ -1,11 +1,15 @@
-"""The code's shape, checked: no import cycle, no long function, every bundled plugin module listed."""
+"""The code's shape, checked: the layers of docs/architecture.md, no import cycle, no long function, every
+bundled plugin module listed, every package of the source tree installed."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
-from harness.plugin_manager import BUILTIN_PLUGINS
+from importlinter.cli import lint_imports
+
+from harness.plugin.manager import BUILTIN_PLUGINS
 
 REPO = Path(__file__).resolve().parent.parent
 LONGEST_FUNCTION = 60  # lines of code, the docstring not counted
@@ -83,3 +87,32 @@ def test_every_bundled_module_that_implements_a_hook_is_a_listed_plugin():
     }
     assert set(BUILTIN_PLUGINS) == implementing
     assert len(BUILTIN_PLUGINS) == len(set(BUILTIN_PLUGINS))
+
+
+def test_imports_keep_the_layers_of_docs_architecture(monkeypatch):
+    """The import-linter contracts in pyproject.toml: layers, the core never importing a bundled plugin,
+    commands independent of each other (function-level imports count)."""
+    monkeypatch.chdir(REPO)
+    assert lint_imports(no_cache=True, no_logo=True) == 0
+
+
+def test_the_layer_check_fails_on_an_upward_import(tmp_path, monkeypatch):
+    package = tmp_path / "layered"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "high.py").write_text("")
+    (package / "low.py").write_text("def f():\n    from layered import high\n")
+    (tmp_path / "contracts.toml").write_text(
+        '[tool.importlinter]\nroot_packages = ["layered"]\n[[tool.importlinter.contracts]]\n'
+        'name = "l"\ntype = "layers"\nlayers = ["layered.high", "layered.low"]\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert lint_imports(config_filename=str(tmp_path / "contracts.toml"), no_cache=True, no_logo=True) == 1
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    """setuptools' packages.find cannot install plugins/ under the name harness_plugins, so the packages are
+    listed in pyproject.toml; a new folder missing from the list would be left out of the wheel."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert listed == found

@@ -14,11 +14,12 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
+from harness.data.labelled_pools import read_split_file
+from harness.data.taskspec import parse_task_spec
 from harness.errors import HarnessError
-from harness.labelled_pools import read_split_file
-from harness.plugin_manager import get_plugins
-from harness.reproduce import PlannedRun, evaluate_run
-from harness.taskspec import parse_task_spec
+from harness.plugin.manager import get_plugins
+from harness.reproduce.planning import PlannedRun
+from harness.reproduce.tables import evaluate_run
 
 SPLITS = Path(__file__).resolve().parent.parent / "plugins" / "datasets" / "splits"
 

@@ -15,11 +15,11 @@ import torch
 from test_runs import small_config
 
 import harness
-from harness.evaluator_options import resolve_options
-from harness.loaded_run import load_run
-from harness.plugin_manager import load_plugins
-from harness.rundir import load_torch
-from harness.training import Trainer
+from harness.evaluation.options import resolve_options
+from harness.plugin.manager import load_plugins
+from harness.run.loaded_run import load_run
+from harness.run.rundir import load_torch
+from harness.run.training import Trainer
 
 
 class PerLayerRates(torch.nn.Module, harness.GradientMetaLearner):

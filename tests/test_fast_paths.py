@@ -1,4 +1,4 @@
-"""Backbone fast paths (``harness.side_by_side``: the body once per meta-batch, tasks side by side) and
+"""Backbone fast paths (``harness.engine.side_by_side``: the body once per meta-batch, tasks side by side) and
 ``--precision bf16`` against the generic vmap path and plain per-task autograd, on every bundled backbone.
 
 ``HARNESS_TEST_DEVICE=cuda`` runs the equivalence tests on a GPU (``scripts/gpu-check.sh``)."""
@@ -12,9 +12,9 @@ from conftest import run_cli
 from test_meta_gradients import meta_loss_reference
 from test_runs import SMALL, small_config
 
-import harness.meta_learning as ml
-from harness.plugin_manager import get_plugins, load_plugins
-from harness.training import Trainer
+import harness.engine.meta_learning as ml
+from harness.plugin.manager import get_plugins, load_plugins
+from harness.run.training import Trainer
 from harness_plugins.backbones.resnet12 import ResNet12
 
 #: Every bundled backbone with an input small enough for float64 second-order checks; a new backbone

@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import run_cli, written_file
 
-from harness.episodes import ClassPoolSampler, Episodes
+from harness.data.episodes import ClassPoolSampler, Episodes
+from harness.engine.meta_learning import adapt_and_predict
 from harness.errors import HarnessError
-from harness.meta_learning import adapt_and_predict
-from harness.nil import nil_probabilities
-from harness.plugin_manager import get_plugins
+from harness.evaluation.nil import nil_probabilities
+from harness.plugin.manager import get_plugins
 from harness_plugins.evaluators.freeze import parse_layers
 from harness_plugins.evaluators.maml_head import train_maml_head
 

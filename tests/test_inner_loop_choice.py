@@ -10,11 +10,11 @@ from conftest import run_cli
 from test_runs import small_config
 from torch import nn
 
-import harness.training as training
-from harness.meta_learning import Engine
-from harness.plugin_manager import load_plugins
-from harness.side_by_side import fast_path_unavailable
-from harness.training import Trainer
+import harness.run.training as training
+from harness.engine.meta_learning import Engine
+from harness.engine.side_by_side import fast_path_unavailable
+from harness.plugin.manager import load_plugins
+from harness.run.training import Trainer
 
 TIMING_KEYS = {"train_seconds", "seconds_per_iteration", "test_seconds"}
 

@@ -1,7 +1,7 @@
 """The side-by-side path's own kernels equal PyTorch's, values and first and second derivatives, in float64.
 
-``harness.grouped_conv.grouped_conv2d`` replaces PyTorch's double backward of a grouped convolution
-(a loop over groups) with three whole-tensor calls; ``harness.max_pool.max_pool2d`` pools NCHW maps
+``harness.engine.kernels.grouped_conv.grouped_conv2d`` replaces PyTorch's double backward of a grouped convolution
+(a loop over groups) with three whole-tensor calls; ``harness.engine.kernels.max_pool.max_pool2d`` pools NCHW maps
 through the channels-last kernel. Both feed MAML's second-order meta-gradient, so both derivatives
 are checked numerically (gradcheck/gradgradcheck) and against PyTorch's own.
 ``HARNESS_TEST_DEVICE=cuda`` runs them on a GPU (``scripts/gpu-check.sh``).
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
-from harness.grouped_conv import grouped_conv2d
-from harness.max_pool import max_pool2d
+from harness.engine.kernels.grouped_conv import grouped_conv2d
+from harness.engine.kernels.max_pool import max_pool2d
 
 DEVICE = torch.device(os.environ.get("HARNESS_TEST_DEVICE", "cpu"))
 

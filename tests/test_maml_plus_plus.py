@@ -25,8 +25,8 @@ from tiny_model import tiny_setup
 from torch import nn
 from torch.func import functional_call
 
-from harness.plugin_manager import get_plugins
-from harness.rundir import load_torch
+from harness.plugin.manager import get_plugins
+from harness.run.rundir import load_torch
 from harness_plugins.algorithms.maml_plus_plus import MIN_OUTER_LR, MAMLPlusPlus, step_loss_weights
 
 REPO = Path(__file__).resolve().parents[1]

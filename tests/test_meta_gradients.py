@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from tiny_model import tiny_setup
 from torch.func import functional_call
 
-from harness.meta_learning import adapt_and_predict
-from harness.plugin_manager import get_plugins
+from harness.engine.meta_learning import adapt_and_predict
+from harness.plugin.manager import get_plugins
 
 HP = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=2)
 

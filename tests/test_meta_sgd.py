@@ -17,8 +17,8 @@ from conftest import run_cli
 from tiny_model import tiny_setup
 from torch.func import functional_call
 
-from harness.plugin_manager import get_plugins
-from harness.rundir import load_torch
+from harness.plugin.manager import get_plugins
+from harness.run.rundir import load_torch
 
 
 def meta_loss(model, episodes, params, rates, steps):

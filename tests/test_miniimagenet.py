@@ -11,9 +11,9 @@ import torch
 from conftest import run_cli, written_file
 
 import harness_plugins.datasets.miniimagenet as mini
+from harness.data.taskspec import parse_task_spec
 from harness.errors import HarnessError
-from harness.plugin_manager import get_plugins
-from harness.taskspec import parse_task_spec
+from harness.plugin.manager import get_plugins
 
 
 @pytest.fixture(scope="module")

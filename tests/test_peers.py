@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import run_cli
 
-from harness.benchmarks import BenchConfig, make_step
-from harness.peers import PEERS, make_peer_step, supports
-from harness.plugin_manager import get_plugins
+from harness.plugin.manager import get_plugins
+from harness.speed.benchmarks import BenchConfig, make_step
+from harness.speed.peers import PEERS, make_peer_step, supports
 
 TINY = BenchConfig("tiny", "conv4", 1, 28, 3, 1, 2, 2, 2, 0.1)  # 3-way 1-shot, 2 tasks, 2 inner steps
 
@@ -29,7 +29,9 @@ def test_every_peer_step_is_the_harness_step(peer, algorithm):
     if not supports(peer, algorithm, "train"):
         pytest.skip(f"{peer} has no {algorithm} step")
     if peer == "torch.func" and algorithm == "maml":
-        pytest.skip("vmap's BatchNorm rule: this peer's second-order meta-gradient is off by ~1e-3 (harness.peers)")
+        pytest.skip(
+            "vmap's BatchNorm rule: this peer's second-order meta-gradient is off by ~1e-3 (harness.speed.peers)"
+        )
     plugins = get_plugins()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)

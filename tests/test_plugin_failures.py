@@ -14,9 +14,9 @@ from test_runs import small_config
 
 import harness
 from harness.errors import HarnessError
-from harness.plugin_manager import load_plugins
+from harness.plugin.manager import load_plugins
 from harness.rl.training import RLConfig, RLTrainer
-from harness.training import Trainer
+from harness.run.training import Trainer
 
 
 def plugin(name: str, **hooks) -> types.ModuleType:
@@ -69,7 +69,7 @@ def test_a_name_collision_is_an_error_only_where_the_name_is_used(monkeypatch, c
     assert plugins.algorithms.get("anil").name == "anil"  # every other name works
 
     import harness.cli as cli
-    import harness.plugin_manager as plugin_manager
+    import harness.plugin.manager as plugin_manager
 
     monkeypatch.setattr(plugin_manager, "_cached", plugins)  # what every command's get_plugins() returns
     assert cli.main(["plugins"]) == 0
@@ -226,7 +226,7 @@ def test_an_object_missing_a_protocol_member_disables_its_plugin_at_load_time():
         (
             "halfway",
             "register_algorithms raised HarnessError: plugin 'halfway' registered algorithm 'half' without "
-            "predict (harness/hookspecs.py, harness.protocols)",
+            "predict (harness/plugin/hookspecs.py, harness.plugin.protocols)",
         )
     ]
     assert "half" not in plugins.algorithms

@@ -9,8 +9,8 @@ from conftest import run_cli
 
 import harness
 from harness.errors import HarnessError
-from harness.plugin_manager import builtin_plugins, load_plugins
-from harness.registry import Registry
+from harness.plugin.manager import builtin_plugins, load_plugins
+from harness.plugin.registry import Registry
 
 
 def make_plugin(name, algorithm_name):

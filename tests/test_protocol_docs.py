@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs
+from harness.plugin import hookspecs
 
 REPO = Path(__file__).resolve().parents[1]
 #: Variable names in the core -> the hook spec that documents that kind of object.
@@ -54,7 +54,7 @@ def test_the_probe_finder_finds_the_known_probes():
 def test_every_optional_attribute_the_core_reads_is_documented_in_its_hook_spec(hook, attribute, where):
     doc = getattr(hookspecs, hook).__doc__
     assert f"``{attribute}" in doc, (
-        f"{where} reads {attribute!r}, which {hook}'s docstring in harness/hookspecs.py does not name"
+        f"{where} reads {attribute!r}, which {hook}'s docstring in harness/plugin/hookspecs.py does not name"
     )
 
 

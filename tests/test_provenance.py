@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-from harness.rundir import lock_holder, prepare_run_dir
+from harness.run.rundir import lock_holder, prepare_run_dir
 
 FLAGS = ["--algo", "anil", "--data", "omniglot-5w1s", "--meta-batch-size", "2", "--iterations", "4"]
 FLAGS += ["--val-every", "2", "--val-tasks", "4", "--test-tasks", "8", "--no-progress", "--no-download"]

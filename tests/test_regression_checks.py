@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from harness import learning_check
+from harness.run import learning_check
 
 PLUGIN = """
 import os
@@ -154,8 +154,8 @@ def test_a_changed_inner_learning_rate_fails_the_learning_check_on_real_data(alt
 
 
 def test_the_default_speed_reference_follows_the_derivative_order():
-    from harness import algorithm_speed
-    from harness.plugin_manager import get_plugins
+    from harness.plugin.manager import get_plugins
+    from harness.speed import algorithm_speed
 
     algorithms = get_plugins().algorithms
     assert [algorithm_speed.reference_for(algorithms.get(name)) for name in ("anil", "fomaml", "protonet")] == [

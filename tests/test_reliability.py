@@ -246,7 +246,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(args, message, finished,
 def test_failed_write_is_one_line_naming_the_file_and_the_full_disk(tmp_path, monkeypatch):
     import errno
 
-    import harness.rundir as rundir
+    import harness.run.rundir as rundir
 
     def full(_fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -341,7 +341,7 @@ def test_a_full_disk_stops_with_one_line_and_resume_loses_nothing(finished, data
         "enospc-writing-checkpoint:2", out, data_root, "run", *FLAGS, "--data-root", str(data_root), "--out", str(out)
     )
     assert full.returncode == 2, full.stderr
-    from harness.rundir import _mount_point
+    from harness.run.rundir import _mount_point
 
     last = full.stderr.splitlines()[-1]
     assert last == (

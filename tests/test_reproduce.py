@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from harness.definitions import load_definition
-from harness.plugin_manager import get_plugins
-from harness.reproduce import aggregate, agrees, plan
-from harness.stopping import SIMULATED_SECONDS
+from harness.plugin.manager import get_plugins
+from harness.reproduce.definitions import load_definition
+from harness.reproduce.planning import plan
+from harness.reproduce.tables import aggregate, agrees
+from harness.run.stopping import SIMULATED_SECONDS
 
 TINY = """
 title = "Tiny: 2D-Navigation smoke table"
@@ -124,7 +125,7 @@ def test_full_budget_runs_share_one_key_across_tables(tmp_path):
 
 
 def test_rewording_a_source_keeps_the_key():
-    from harness.reproduce import config_key
+    from harness.reproduce.planning import config_key
 
     config = {"algo": "anil", "iterations": 30000, "sources": {"iterations": "Raghu et al. 2020 App. A"}}
     reworded = {**config, "sources": {"iterations": "Raghu et al. 2020 App. C.4"}}
@@ -228,7 +229,7 @@ def test_label_references_and_seed_offsets_resolve_to_run_directories(tmp_path):
 
 
 def test_speed_table_measures_speedups_against_the_paper_floor(tmp_path):
-    from harness.reproduce import speed_table
+    from harness.reproduce.tables import speed_table
 
     definition = {
         "budgets": {"cpu": {"rounds": 1}},
@@ -508,14 +509,14 @@ RUNS = Path(__file__).resolve().parents[1] / "results" / "reproduce" / "runs"
     ],
 )
 def test_definitions_address_evaluator_rows_by_key(output, expected):
-    from harness.reproduce import row_keys
+    from harness.reproduce.tables import row_keys
 
     assert row_keys(json.loads((RUNS / output).read_text())["rows"]) == expected
 
 
 def test_every_result_key_in_the_definitions_is_one_the_evaluators_give():
     """A misspelt key would only fail when its row is evaluated, hours later: check them all now."""
-    from harness.definitions import EXPERIMENTS
+    from harness.reproduce.definitions import EXPERIMENTS
 
     settings = ["none", "1", "1-2", "1-3", "1-4"]
     layers = ["body.0", "body.1", "body.2", "body.3", "head"]
@@ -547,7 +548,7 @@ def test_a_position_instead_of_a_key_is_refused_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr == (
         f"harness: error: {definition}: row 1 ('a'): result_row (a position) is replaced by result = "
-        f'"KEY" (the row\'s key, e.g. "body.2" or "frozen 1-4"; harness.reproduce.row_keys)\n'
+        f'"KEY" (the row\'s key, e.g. "body.2" or "frozen 1-4"; harness.reproduce.tables.row_keys)\n'
     )
 
 

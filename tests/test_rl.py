@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-from harness.plugin_manager import get_plugins
+from harness.plugin.manager import get_plugins
 from harness.rl.advantages import (
     baseline_features,
     discounted_returns,

@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import HANG_SECONDS, run_cli
 
-from harness.rundir import held_by, lock_holder, prepare_run_dir
-from harness.stopping import SIMULATED_SECONDS
+from harness.run.rundir import held_by, lock_holder, prepare_run_dir
+from harness.run.stopping import SIMULATED_SECONDS
 
 FLAGS = [
     "--algo",
@@ -171,7 +171,7 @@ def test_resume_refuses_a_finished_run_and_one_whose_checkpoints_are_gone(finish
 
 
 def test_a_held_run_directory_names_the_process_and_command_that_hold_it(tmp_path):
-    script = "import sys; from harness.rundir import prepare_run_dir; prepare_run_dir(sys.argv[1], lock=True); "
+    script = "import sys; from harness.run.rundir import prepare_run_dir; prepare_run_dir(sys.argv[1], lock=True); "
     script += "print('held', flush=True); sys.stdin.read()"
     holder = subprocess.Popen(
         [sys.executable, "-c", script, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -189,7 +189,7 @@ def test_a_held_run_directory_names_the_process_and_command_that_hold_it(tmp_pat
 def test_a_failed_reproduce_run_is_reported_with_its_error_line(tmp_path):
     from types import SimpleNamespace
 
-    from harness.executors import failure
+    from harness.reproduce.executors import failure
 
     run = SimpleNamespace(run_dir=tmp_path / "r")
     assert failure(run, 1) == f"{tmp_path / 'r'} failed (exit 1); log: {tmp_path / 'r'}.log"

@@ -8,11 +8,11 @@ import torch
 from conftest import run_cli
 
 import harness
-from harness.config import resolve_config
+from harness.data.taskspec import parse_task_spec
 from harness.errors import HarnessError, NonFiniteLossError
-from harness.plugin_manager import load_plugins
-from harness.taskspec import parse_task_spec
-from harness.training import Trainer
+from harness.plugin.manager import load_plugins
+from harness.run.config import resolve_config
+from harness.run.training import Trainer
 
 SMALL = ["--val-tasks", "10", "--test-tasks", "20", "--no-progress", "--no-download"]
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.episodes import ClassPoolSampler
+from harness.data.episodes import ClassPoolSampler
+from harness.data.taskspec import parse_task_spec
 from harness.errors import HarnessError
-from harness.evaluation import fixed_tasks
-from harness.plugin_manager import get_plugins
-from harness.taskspec import parse_task_spec
+from harness.evaluation.fewshot import fixed_tasks
+from harness.plugin.manager import get_plugins
 
 
 def synthetic_pool(classes=12, per_class=6, size=4):
@@ -228,7 +228,7 @@ def test_a_decoded_split_goes_straight_to_a_memory_map_on_disk(tmp_path, monkeyp
     """No in-memory copy of the whole split: build writes into the cache's memory map, image by image."""
     from pathlib import Path
 
-    from harness.data_root import decode_all, load_or_build_array
+    from harness.data.root import decode_all, load_or_build_array
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
     files = [Path(f"image{i}") for i in range(6)]

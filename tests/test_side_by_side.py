@@ -1,4 +1,4 @@
-"""The side-by-side rules (``harness.side_by_side``) on every registered backbone, and what happens when a
+"""The side-by-side rules (``harness.engine.side_by_side``) on every registered backbone, and what happens when a
 backbone breaks them: detected at first use, reported once, and the generic path used instead."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-import harness.meta_learning as ml
-from harness import side_by_side
-from harness.plugin_manager import get_plugins
+import harness.engine.meta_learning as ml
+from harness.engine import side_by_side
+from harness.plugin.manager import get_plugins
 
 #: Input geometry per backbone (channels, image size); a backbone not listed gets (3, 32).
 GEOMETRY = {"conv4": (1, 28), "conv4-pool": (3, 84)}

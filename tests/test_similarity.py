@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.activations import pre_post
-from harness.episodes import Episodes
-from harness.plugin_manager import get_plugins
-from harness.similarity import as_neurons_by_datapoints, canonical_correlations, cca_similarity, linear_cka
+from harness.data.episodes import Episodes
+from harness.evaluation.activations import pre_post
+from harness.evaluation.similarity import as_neurons_by_datapoints, canonical_correlations, cca_similarity, linear_cka
+from harness.plugin.manager import get_plugins
 
 
 def rng_matrix(seed, neurons=8, datapoints=200):

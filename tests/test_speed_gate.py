@@ -2,7 +2,7 @@
 
 from conftest import run_cli
 
-from harness.benchmarks import record_ratios, reference_ratios, speed_gate_failures
+from harness.speed.benchmarks import record_ratios, reference_ratios, speed_gate_failures
 
 
 def test_reference_is_the_lowest_recorded_run(tmp_path):
@@ -53,7 +53,7 @@ def test_the_floor_covers_the_papers_training_iterations():
 def test_memory_traffic_counts_kernels_not_views_or_arithmetic():
     import torch
 
-    from harness.floors import MemoryTraffic
+    from harness.speed.floors import MemoryTraffic
 
     x = torch.randn(10, 4, 5, 5)
     weight = torch.randn(3, 4, 3, 3)
@@ -70,7 +70,7 @@ def test_memory_traffic_counts_kernels_not_views_or_arithmetic():
 def test_the_allocator_switch_is_applied_and_can_be_declined(monkeypatch):
     import sys
 
-    from harness.allocator import keep_freed_memory
+    from harness.run.allocator import keep_freed_memory
 
     monkeypatch.setenv("HARNESS_MALLOC", "default")
     assert keep_freed_memory() is False
@@ -82,7 +82,7 @@ def test_float32_on_a_gpu_is_float32():
     """TF32 (PyTorch's default for cuDNN convolutions) would make a GPU run a different computation."""
     import torch
 
-    from harness.devices import full_float32_on_cuda
+    from harness.run.devices import full_float32_on_cuda
 
     # torch.backends' flag objects are not plain attributes (monkeypatch cannot undo them): restore by hand.
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32

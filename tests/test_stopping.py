@@ -12,7 +12,7 @@ import torch
 from conftest import HANG_SECONDS, REPO, run_cli
 
 from harness.errors import HarnessError
-from harness.stopping import EXIT_STOPPED, SIMULATED_SECONDS, StopConditions, format_duration, parse_duration
+from harness.run.stopping import EXIT_STOPPED, SIMULATED_SECONDS, StopConditions, format_duration, parse_duration
 
 # ANIL, Omniglot 5-way 1-shot, small enough to take a few seconds, long enough to be stopped mid-way.
 SHORT = [

@@ -1,7 +1,7 @@
 import pytest
 
+from harness.data.taskspec import TaskSpec, parse_task_spec
 from harness.errors import HarnessError
-from harness.taskspec import TaskSpec, parse_task_spec
 
 
 @pytest.mark.parametrize(

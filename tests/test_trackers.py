@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from harness.stopping import EXIT_STOPPED, SIMULATED_SECONDS
-from harness.trackers import RunTrackers, Tracker, TrackerRun, parse_report_to
+from harness.run.stopping import EXIT_STOPPED, SIMULATED_SECONDS
+from harness.run.trackers import RunTrackers, Tracker, TrackerRun, parse_report_to
 
 # ANIL, Omniglot 5-way 1-shot, 20 iterations; a 3 s limit at a simulated 0.25 s per iteration stops it at step 11.
 FLAGS = [

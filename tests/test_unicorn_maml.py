@@ -18,10 +18,10 @@ from finite_differences import assert_gradients_match
 from tiny_model import tiny_setup
 from torch.func import functional_call
 
-from harness.activations import starting_point
-from harness.episodes import Episodes
-from harness.plugin_manager import get_plugins
-from harness.rundir import load_torch
+from harness.data.episodes import Episodes
+from harness.evaluation.activations import starting_point
+from harness.plugin.manager import get_plugins
+from harness.run.rundir import load_torch
 
 HP = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=3)
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from harness import memory_estimate
-from harness.algorithm import mark_ignored_options, refuse_ignored_options
 from harness.errors import HarnessError
-from harness.evaluation import per_task_accuracies, progress_shown
-from harness.plugin_manager import get_plugins
+from harness.evaluation.fewshot import per_task_accuracies, progress_shown
+from harness.plugin.algorithm import mark_ignored_options, refuse_ignored_options
+from harness.plugin.manager import get_plugins
+from harness.run import memory_estimate
 
 
 class Tiny(nn.Module):
@@ -68,7 +68,7 @@ class Terminal(io.StringIO):
 
 class Sampler:
     def sample(self, count, rng):
-        from harness.episodes import Episodes
+        from harness.data.episodes import Episodes
 
         x = torch.zeros(count, 2, 1, 2, 2)
         y = torch.zeros(count, 2, dtype=torch.long)
@@ -86,7 +86,7 @@ def test_an_evaluation_shows_tasks_done_and_time_left_only_when_asked(shown, mon
 
 
 def test_report_recomputes_agreement_from_the_numbers_and_names_what_it_corrected(tmp_path):
-    from harness.commands.report import checked_rows
+    from harness.reproduce.rendering import checked_rows
 
     result = {
         "rows": [
@@ -117,7 +117,7 @@ def test_report_recomputes_agreement_from_the_numbers_and_names_what_it_correcte
     ],
 )
 def test_report_refuses_a_malformed_row_in_one_line(row, problem, tmp_path):
-    from harness.commands.report import checked_rows
+    from harness.reproduce.rendering import checked_rows
 
     with pytest.raises(HarnessError) as refused:
         checked_rows(tmp_path / "t.json", {"rows": [row]})

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from harness.episodes import Episodes
+from harness.data.episodes import Episodes
 
 
 class TinyNet(nn.Module):

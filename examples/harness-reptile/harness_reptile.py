@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.episodes import Episodes
-from harness.meta_learning import GradientMetaLearner, query_accuracy
+from harness.data.episodes import Episodes
+from harness.engine.meta_learning import GradientMetaLearner, query_accuracy
 
 
 class Reptile(GradientMetaLearner):

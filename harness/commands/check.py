@@ -4,7 +4,7 @@
     harness check --algo anil --data omniglot-5w1s --baseline ci/anil.json    # in CI: exit 1 on a change
 
 Writes ``--report`` (JSON) and ``--junit`` (JUnit XML, which CI systems display). What is
-compared, exactly or within the intervals, is in ``harness.learning_check``.
+compared, exactly or within the intervals, is in ``harness.run.learning_check``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import harness
-from harness import learning_check
 from harness.errors import HarnessError
-from harness.rundir import run_state, write_json
+from harness.run import learning_check
+from harness.run.rundir import run_state, write_json
 
 
 class CheckCommand:
@@ -38,7 +38,7 @@ class CheckCommand:
         parser.add_argument("--keep-run", metavar="DIR", help="keep the training run here (default: deleted)")
 
     def run(self, args) -> int:
-        from harness.plugin_manager import get_plugins
+        from harness.plugin.manager import get_plugins
 
         plugins = get_plugins()
         plugins.algorithms.get(args.algo)

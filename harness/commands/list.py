@@ -3,7 +3,7 @@
 from tabulate import tabulate
 
 import harness
-from harness.evaluator_options import describe_options
+from harness.evaluation.options import describe_options
 
 KINDS = ("algorithms", "backbones", "task_samplers", "environments", "evaluators", "trackers")
 
@@ -17,7 +17,7 @@ class ListCommand:
         parser.add_argument("--options", action="store_true", help="with evaluators: each one's -o KEY=VALUE options")
 
     def run(self, args) -> int:
-        from harness.plugin_manager import get_plugins
+        from harness.plugin.manager import get_plugins
 
         plugins = get_plugins()
         for kind in [args.kind] if args.kind else KINDS:

@@ -5,7 +5,7 @@ import json
 from tabulate import tabulate
 
 import harness
-from harness.plugin_manager import REGISTRY_HOOKS
+from harness.plugin.manager import REGISTRY_HOOKS
 
 
 def describe_plugins(plugins) -> list[dict]:
@@ -31,7 +31,7 @@ class PluginsCommand:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
     def run(self, args) -> int:
-        from harness.plugin_manager import get_plugins
+        from harness.plugin.manager import get_plugins
 
         plugins = get_plugins()
         entries = describe_plugins(plugins)

@@ -14,7 +14,7 @@ the budget does not run (``skip`` in the definition) or whose runs are not
 finished (``--no-train``) are reported as "not run" with the reason.
 
 ``--time-limit`` (and SIGTERM / SIGINT / SIGUSR1) stop the runs cleanly at
-an iteration boundary (``harness.stopping``); the command then prints how
+an iteration boundary (``harness.run.stopping``); the command then prints how
 to continue and exits with status 75, and the same command resumes them.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
-from harness.rundir import write_json
+from harness.run.rundir import write_json
 
 RESULTS = Path("results")
 
@@ -67,12 +67,13 @@ class ReproduceCommand:
         )
 
     def run(self, args) -> int:
-        from harness.definitions import load_definition
-        from harness.executors import run_all
-        from harness.plugin_manager import get_plugins
-        from harness.reproduce import plan, table
-        from harness.stopping import RunStopped, StopConditions, parse_duration
-        from harness.trackers import parse_report_to
+        from harness.plugin.manager import get_plugins
+        from harness.reproduce.definitions import load_definition
+        from harness.reproduce.executors import run_all
+        from harness.reproduce.planning import plan
+        from harness.reproduce.tables import table
+        from harness.run.stopping import RunStopped, StopConditions, parse_duration
+        from harness.run.trackers import parse_report_to
 
         if args.seeds < 1 or args.workers < 1:
             raise HarnessError("--seeds and --workers must be at least 1")
@@ -105,7 +106,7 @@ def print_plan(definition: dict, runs: list, budget: str) -> None:
     """``--plan``: each row's published value, seed, config key, state and run directory."""
     from tabulate import tabulate
 
-    from harness.reproduce import paper_interval
+    from harness.reproduce.tables import paper_interval
 
     rows = {row["label"]: row for row in definition["rows"]}
 
@@ -130,8 +131,8 @@ def write_table(result: dict, definition: dict, args) -> None:
     """The measured table as ``RESULTS/reproduced/<table>-<budget>.json`` and ``.md``, printed too."""
     import torch
 
-    from harness.commands.report import render_table
-    from harness.devices import describe_device
+    from harness.reproduce.rendering import render_table
+    from harness.run.devices import describe_device
 
     result.update(
         {"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"), "machine": describe_device(torch.device("cpu"))}
@@ -150,7 +151,7 @@ def refuse_unmeasuring(out: Path, result: dict, root: str) -> None:
     """``--no-train`` rebuilds a table from the runs it finds; it never turns a measured row into "not run"."""
     if not out.exists():
         return
-    from harness.rundir import read_json
+    from harness.run.rundir import read_json
 
     measured = {row["label"] for row in read_json(out).get("rows", []) if row.get("mean") is not None}
     lost = [row["label"] for row in result["rows"] if row["label"] in measured and row.get("mean") is None]

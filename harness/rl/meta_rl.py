@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import kl_divergence
 
-from harness.meta_learning import step_size
+from harness.engine.meta_learning import step_size
 from harness.rl.policy import distribution
 from harness.rl.rollouts import TaskEpisodes, policy_forward
 from harness.rl.trpo import trpo_step

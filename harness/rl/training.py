@@ -1,6 +1,6 @@
 """Meta-RL training behind ``harness run --algo maml|anil --env NAME``: rollouts, TRPO, checkpoints, evaluation.
 
-Run directory as for few-shot runs (``harness.rundir``): ``config.json``
+Run directory as for few-shot runs (``harness.run.rundir``): ``config.json``
 (with ``"kind": "rl"``), ``metrics.jsonl`` (one row per meta-iteration:
 returns before and after adaptation, TRPO statistics), ``checkpoint.pt``
 (policy, iteration, RNG states), ``best.pt`` (the policy with the highest
@@ -19,18 +19,18 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from harness.config import RecordedConfig
-from harness.devices import describe_device
 from harness.errors import HarnessError
-from harness.evaluation import mean_and_ci95
-from harness.lifecycle import RunLifecycle
+from harness.evaluation.fewshot import mean_and_ci95
 from harness.rl.policy import GaussianMLPPolicy
 from harness.rl.rollouts import collect
-from harness.rundir import (
+from harness.run.config import RecordedConfig
+from harness.run.devices import describe_device
+from harness.run.lifecycle import RunLifecycle
+from harness.run.rundir import (
     load_torch,
     load_weights,
 )
-from harness.stopping import StopConditions
+from harness.run.stopping import StopConditions
 
 EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training tasks come from ``seed``)
 
@@ -49,7 +49,7 @@ class RLConfig(RecordedConfig):
     eval_tasks: int = 400  # new tasks for the final evaluation (10 batches of 40; our choice, CI over tasks)
     checkpoint_every: int = 0  # also keep checkpoints/step-XXXXXXX.pt every N iterations (0: off)
 
-    #: ``harness run`` flag -> field, for the flags a meta-RL run takes (``harness.commands.run_rl``, ``reproduce``).
+    #: ``harness run`` flag -> field, for the flags a meta-RL run takes (``harness.commands.run.rl``, ``reproduce``).
     FLAGS: ClassVar[dict[str, str]] = {
         "seed": "seed",
         "iterations": "iterations",

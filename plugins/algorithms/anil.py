@@ -3,7 +3,7 @@
 The inner loop adapts only the head (the final linear layer), at training and
 at test time; the body is meta-learned by the outer loop only. Because the
 body does not change inside the inner loop, it runs once per meta-batch and
-the head adapts on the cached features (``harness.meta_learning``). The
+the head adapts on the cached features (``harness.engine.meta_learning``). The
 meta-gradient is second order through the head's adaptation, as in the paper.
 
     harness run --algo anil --data omniglot-20w1s
@@ -11,7 +11,7 @@ meta-gradient is second order through the head's adaptation, as in the paper.
 """
 
 import harness
-from harness.meta_learning import GradientMetaLearner
+from harness.engine.meta_learning import GradientMetaLearner
 
 
 class ANIL(GradientMetaLearner):

@@ -15,7 +15,7 @@ so BOIL's first inner loops change nothing; ``--head-init normal`` or ``default`
 """
 
 import harness
-from harness.meta_learning import GradientMetaLearner
+from harness.engine.meta_learning import GradientMetaLearner
 
 
 class BOIL(GradientMetaLearner):

@@ -8,7 +8,7 @@ adapted parameters (the Hessian-vector terms of Eq. 1 are dropped).
 """
 
 import harness
-from harness.meta_learning import GradientMetaLearner
+from harness.engine.meta_learning import GradientMetaLearner
 
 
 class FOMAML(GradientMetaLearner):

@@ -9,7 +9,7 @@ loop (Finn et al. 2017, Eq. 1 and Algorithm 2).
 """
 
 import harness
-from harness.meta_learning import GradientMetaLearner
+from harness.engine.meta_learning import GradientMetaLearner
 
 
 class MAML(GradientMetaLearner):

@@ -39,8 +39,8 @@ from torch import nn
 from torch.func import functional_call
 
 import harness
-from harness.meta_learning import Engine, GradientMetaLearner, query_accuracy
-from harness.side_by_side import tasks_side_by_side
+from harness.engine.meta_learning import Engine, GradientMetaLearner, query_accuracy
+from harness.engine.side_by_side import tasks_side_by_side
 
 ITERATIONS_PER_EPOCH = 500  # total_iter_per_epoch
 MSL_EPOCHS = 10  # multi_step_loss_num_epochs

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import harness
-from harness.meta_learning import GradientMetaLearner
+from harness.engine.meta_learning import GradientMetaLearner
 
 
 class MetaSGD(nn.Module, GradientMetaLearner):

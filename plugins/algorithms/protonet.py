@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.algorithm import ImageAlgorithm
-from harness.meta_learning import Engine, body_features, query_accuracy
+from harness.engine.meta_learning import Engine, body_features, query_accuracy
+from harness.plugin.algorithm import ImageAlgorithm
 
 
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.algorithm import ImageAlgorithm
-from harness.meta_learning import Engine, body_features, query_accuracy
-from harness.nil import nil_predict
+from harness.engine.meta_learning import Engine, body_features, query_accuracy
+from harness.evaluation.nil import nil_predict
+from harness.plugin.algorithm import ImageAlgorithm
 
 
 class _NILPredictor(ImageAlgorithm):
-    uses_body_features = True  # NIL embeds support and query with harness.meta_learning.body_features
+    uses_body_features = True  # NIL embeds support and query with harness.engine.meta_learning.body_features
 
     def predict(self, model, episodes, hp):
         return nil_predict(model, episodes, Engine.of(hp))

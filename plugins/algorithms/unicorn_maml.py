@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import harness
-from harness.meta_learning import GradientMetaLearner
+from harness.engine.meta_learning import GradientMetaLearner
 
 
 class UnicornMAML(nn.Module, GradientMetaLearner):

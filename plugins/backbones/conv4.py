@@ -23,7 +23,7 @@ model the paper evaluated.
 
 The network is plain PyTorch layers; its fast paths (tasks side by side as
 grouped convolutions, the body once per meta-batch) come from the rules in
-``harness.side_by_side`` that every such backbone gets.
+``harness.engine.side_by_side`` that every such backbone gets.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ DropBlock regularisation is not included.
 BatchNorm follows the harness's mode (``bn_mode``, ``plugins/backbones/conv4.py``): batch statistics at
 training and test time, no running averages. The network is plain PyTorch layers, so it runs MAML-style
 inner loops with the tasks side by side and ANIL-style bodies once per meta-batch through the rules of
-``harness.side_by_side`` without code of its own (``tests/test_side_by_side.py``).
+``harness.engine.side_by_side`` without code of its own (``tests/test_side_by_side.py``).
 
     harness run --algo anil --data miniimagenet-5w1s --backbone resnet12
 """

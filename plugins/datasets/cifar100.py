@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 import harness
-from harness.data_root import fingerprint
+from harness.data.labelled_pools import labelled_sampler, read_split_file, refuse_other_splits
+from harness.data.root import fingerprint
 from harness.errors import HarnessError
-from harness.labelled_pools import labelled_sampler, read_split_file, refuse_other_splits
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 FILES = ("train", "test", "meta")

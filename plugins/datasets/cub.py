@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 import harness
-from harness.data_root import decode_all, fingerprint
+from harness.data.images import decode_image
+from harness.data.labelled_pools import labelled_sampler, read_split_file, refuse_other_splits
+from harness.data.root import decode_all, fingerprint
 from harness.errors import HarnessError
-from harness.images import decode_image
-from harness.labelled_pools import labelled_sampler, read_split_file, refuse_other_splits
 from harness_plugins.datasets.miniimagenet import MiniImageNet
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits" / "cub"

@@ -15,7 +15,7 @@ on-disk formats are read, from ``ROOT/miniimagenet/`` (or ``ROOT/`` itself):
   file's ``huggingface`` metadata). Needs ``pyarrow`` (the ``parquet`` extra).
 
 JPEGs are decoded once into a uint8 ``.npy`` (channels first) in the decoded
-cache directory (``harness.data_root.cache_dir``), keyed by a fingerprint of
+cache directory (``harness.data.root.cache_dir``), keyed by a fingerprint of
 the CSV and the image files, so a changed source is decoded again; later runs
 memory-map it. Episodes are sampled from memory and scaled to [0, 1] on the
 fly, as the reference MAML code feeds them (``/ 255``, no mean subtraction).
@@ -26,7 +26,7 @@ reduced train/val copy in ``shared/data``). When the classes of a split are of
 equal size the decoded images are copied into memory as one dense
 ``[classes, images, 3, 84, 84]`` array (the fastest gather); when they are not,
 they stay a memory map of the decoded cache and each task reads only its
-images (``harness.episodes.ClassPoolSampler``, ragged pool).
+images (``harness.data.episodes.ClassPoolSampler``, ragged pool).
 
     harness run --algo anil --data miniimagenet-5w1s
 """
@@ -43,11 +43,11 @@ from pathlib import Path
 import numpy as np
 
 import harness
-from harness.data_root import decode_all, fingerprint, load_or_build_array
-from harness.episodes import ClassPoolSampler
+from harness.data.episodes import ClassPoolSampler
+from harness.data.images import decode_image
+from harness.data.labelled_pools import class_pool, labelled_sampler
+from harness.data.root import decode_all, fingerprint, load_or_build_array
 from harness.errors import HarnessError
-from harness.images import decode_image
-from harness.labelled_pools import class_pool, labelled_sampler
 
 IMAGE_SIZE = 84
 SPLITS = ("train", "val", "test")

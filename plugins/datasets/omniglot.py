@@ -44,10 +44,10 @@ import numpy as np
 import torch
 
 import harness
-from harness.data_root import decode_all, fingerprint, load_or_build_array
-from harness.episodes import ClassPoolSampler
+from harness.data.episodes import ClassPoolSampler
+from harness.data.images import decode_image
+from harness.data.root import decode_all, fingerprint, load_or_build_array
 from harness.errors import HarnessError
-from harness.images import decode_image
 
 SETS = ("images_background", "images_evaluation")
 IMAGES_PER_CHARACTER = 20

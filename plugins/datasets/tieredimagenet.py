@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 import harness
-from harness.data_root import fingerprint
+from harness.data.images import decode_image
+from harness.data.labelled_pools import labelled_sampler, refuse_other_splits
+from harness.data.root import fingerprint
 from harness.errors import HarnessError
-from harness.images import decode_image
-from harness.labelled_pools import labelled_sampler, refuse_other_splits
 from harness_plugins.datasets.miniimagenet import MiniImageNet
 
 IMAGE_SIZE = 84

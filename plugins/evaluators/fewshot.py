@@ -5,8 +5,8 @@ harness eval RUN_DIR --test-inner-steps 5 # same tasks, fewer adaptation steps
 """
 
 import harness
-from harness.evaluation import TEST_TASK_SEED, evaluate
-from harness.evaluator_options import NUM_TASKS, TEST_INNER_STEPS, Option
+from harness.evaluation.fewshot import TEST_TASK_SEED, evaluate
+from harness.evaluation.options import NUM_TASKS, TEST_INNER_STEPS, Option
 
 
 class FewShotEvaluator:

@@ -24,18 +24,18 @@ from __future__ import annotations
 import re
 
 import harness
-from harness.activations import analysed_layers, layer_of, require_body_head
 from harness.errors import HarnessError
-from harness.evaluation import (
+from harness.evaluation.activations import analysed_layers, layer_of, require_body_head
+from harness.evaluation.fewshot import (
     TEST_TASK_SEED,
     adapt_with,
     inner_loop_algorithm,
     mean_and_ci95,
     per_task_accuracies,
 )
-from harness.evaluator_options import ADAPT_AS, NUM_TASKS, TEST_INNER_STEPS, Option
-from harness.figures import new_figure, save_figure
-from harness.rundir import load_torch, load_weights
+from harness.evaluation.options import ADAPT_AS, NUM_TASKS, TEST_INNER_STEPS, Option
+from harness.reproduce.figures import new_figure, save_figure
+from harness.run.rundir import load_torch, load_weights
 
 
 def parse_layers(text: str, body_layers: int, backbone: str) -> tuple[int, int] | None:

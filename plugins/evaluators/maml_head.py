@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import harness
-from harness.activations import require_body_head
-from harness.evaluation import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
-from harness.evaluator_options import NUM_TASKS, TEST_INNER_STEPS, Option
-from harness.meta_learning import Engine, adapt_and_predict
+from harness.engine.meta_learning import Engine, adapt_and_predict
+from harness.evaluation.activations import require_body_head
+from harness.evaluation.fewshot import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
+from harness.evaluation.options import NUM_TASKS, TEST_INNER_STEPS, Option
 
 DEFAULT_HEAD_ITERATIONS = 500
 

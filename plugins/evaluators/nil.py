@@ -4,11 +4,11 @@ harness eval RUN_DIR --evaluator nil
 """
 
 import harness
-from harness.activations import require_body_head
-from harness.evaluation import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
-from harness.evaluator_options import NUM_TASKS
-from harness.meta_learning import Engine
-from harness.nil import nil_predict
+from harness.engine.meta_learning import Engine
+from harness.evaluation.activations import require_body_head
+from harness.evaluation.fewshot import TEST_TASK_SEED, mean_and_ci95, per_task_accuracies
+from harness.evaluation.nil import nil_predict
+from harness.evaluation.options import NUM_TASKS
 
 
 class NILEvaluator:

@@ -36,17 +36,17 @@ import numpy as np
 import torch
 
 import harness
-from harness.activations import analysed_layers, layer_of, pre_post, starting_point
 from harness.errors import HarnessError
-from harness.evaluation import (
+from harness.evaluation.activations import analysed_layers, layer_of, pre_post, starting_point
+from harness.evaluation.fewshot import (
     TEST_TASK_SEED,
     fixed_tasks,
     inner_loop_algorithm,
     mean_and_ci95,
 )
-from harness.evaluator_options import ADAPT_AS, Option
-from harness.figures import new_figure, save_figure
-from harness.similarity import MEASURES, as_neurons_by_datapoints
+from harness.evaluation.options import ADAPT_AS, Option
+from harness.evaluation.similarity import MEASURES, as_neurons_by_datapoints
+from harness.reproduce.figures import new_figure, save_figure
 
 DEFAULT_TASKS = 50
 DEFAULT_QUERIES = 15  # more query images than training uses, so the head has more datapoints than neurons

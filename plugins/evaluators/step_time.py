@@ -22,7 +22,7 @@ import torch
 
 import harness
 from harness.errors import HarnessError
-from harness.evaluator_options import Option
+from harness.evaluation.options import Option
 
 SEED = 7  # the measured batches: the same for every run
 

@@ -1,1 +1,1 @@
-"""Experiment trackers for ``--report-to`` (``harness.trackers``), one module per tracker, each library optional."""
+"""Experiment trackers for ``--report-to`` (``harness.run.trackers``), one module per tracker, each library optional."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.trackers import Tracker, TrackerRun
+from harness.run.trackers import Tracker, TrackerRun
 
 #: MLflow's limit on a parameter value's length.
 PARAM_VALUE_LIMIT = 6000

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.trackers import Tracker, TrackerRun
+from harness.run.trackers import Tracker, TrackerRun
 
 
 class TensorBoardRun(TrackerRun):

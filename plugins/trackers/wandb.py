@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.trackers import Tracker, TrackerRun
+from harness.run.trackers import Tracker, TrackerRun
 
 
 class WandbRun(TrackerRun):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.allocator import keep_freed_memory
+from harness.run.allocator import keep_freed_memory
 
 keep_freed_memory()  # as the harness command line does: the suite times what users get
 

@@ -16,8 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.benchmarks import ALGORITHMS, CONFIGS, PHASES, make_step, reference_ratios, speed_gate_failures, speedups
-from harness.plugin_manager import get_plugins
+from harness.plugin.manager import get_plugins
+from harness.speed.benchmarks import (
+    ALGORITHMS,
+    CONFIGS,
+    PHASES,
+    make_step,
+    reference_ratios,
+    speed_gate_failures,
+    speedups,
+)
 
 RECORDED = Path(__file__).resolve().parents[2] / "results" / "benchmarks"
 

@@ -1,0 +1,120 @@
+"""What each kind of plugin object must have, as typing protocols, and the check made when one registers.
+
+The hook specs (``harness/plugin/hookspecs.py``) are the prose reference; these protocols say the same
+for a type checker (``class MyAlgorithm(harness.plugin.protocols.Algorithm)`` is not needed: any object
+with the members satisfies them). :func:`missing_members` is checked when a plugin registers an
+object, so a plugin whose algorithm lacks ``predict`` is reported by name and disabled at load
+time, not when a run reaches its first test hours later.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    """An image meta-learning algorithm (``register_algorithms``); optional members are listed there."""
+
+    name: str
+    description: str
+
+    def train_step(self, model, episodes, hp) -> dict: ...
+
+    def predict(self, model, episodes, hp): ...
+
+
+@runtime_checkable
+class MetaRLAlgorithm(Protocol):
+    """A meta-RL algorithm: ``domain = "rl"`` (``harness.rl.meta_rl.MetaRLAlgorithm`` implements it)."""
+
+    name: str
+    domain: str
+
+    def adapt_detached(self, policy, episodes, lr): ...
+
+    def outer_step(self, policy, train, valid, lr, max_kl) -> dict: ...
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    name: str
+    description: str
+
+    def build(self, in_channels: int, image_size: int, ways: int, bn_mode: str): ...
+
+
+@runtime_checkable
+class TaskSampler(Protocol):
+    name: str
+    description: str
+    default_backbone: str
+
+    def paper_defaults(self, spec) -> dict: ...
+
+    def open(self, spec, split: str, data_root, options: dict): ...
+
+
+@runtime_checkable
+class Environment(Protocol):
+    name: str
+    description: str
+    episode_steps: int
+    observation_dim: int
+    action_dim: int
+    paper_defaults: dict
+
+    def sample_tasks(self, count: int, rng): ...
+
+    def make_vector_env(self, num_envs: int): ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    name: str
+    description: str
+
+    def evaluate(self, run, options: dict) -> dict: ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    name: str
+    description: str
+
+    def start(self, run_dir, config: dict, step: int, kept: dict): ...
+
+
+@runtime_checkable
+class Command(Protocol):
+    name: str
+    description: str
+
+    def add_arguments(self, parser) -> None: ...
+
+    def run(self, args) -> int: ...
+
+
+#: Registry kind (singular, as ``harness.plugin.registry.Registry.kind``) -> its protocol.
+PROTOCOLS = {
+    "algorithm": Algorithm,
+    "backbone": Backbone,
+    "task sampler": TaskSampler,
+    "environment": Environment,
+    "evaluator": Evaluator,
+    "tracker": Tracker,
+    "command": Command,
+}
+
+
+def missing_members(kind: str, obj: Any) -> list[str]:
+    """The members of ``kind``'s protocol that ``obj`` lacks (``description`` is optional everywhere)."""
+    protocol = PROTOCOLS.get(kind)
+    if protocol is None:
+        return []
+    if kind == "algorithm" and getattr(obj, "domain", None) == "rl":
+        protocol = MetaRLAlgorithm
+    members = set(protocol.__dict__.get("__annotations__", {})) | {
+        m for m, value in vars(protocol).items() if callable(value) and not m.startswith("_")
+    }
+    return sorted(m for m in members - {"description"} if not hasattr(obj, m))

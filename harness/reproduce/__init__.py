@@ -1,0 +1,1 @@
+"""Reproducing the paper: experiment definitions, planning runs, executors, tables, scoreboards and figures."""
