@@ -21,13 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("HARNESS_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
-def pytest_ignore_collect(collection_path, config):
-    """The speed suite runs only when named: ``pytest tests/benchmarks``."""
-    if collection_path.name == "benchmarks" and not any("benchmarks" in str(arg) for arg in config.args):
-        return True
-    return None
-
-
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (DATA_ROOT / "omniglot" / "omniglot-py").is_dir():

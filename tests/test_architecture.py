@@ -115,4 +115,5 @@ def test_every_package_of_the_source_tree_is_installed():
     listed in pyproject.toml; a new folder missing from the list would be left out of the wheel."""
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {name for name, path in modules().items() if path.name == "__init__.py"}
-    assert listed == found
+    assert listed == found | {"harness_experiments"}
+    assert (REPO / "experiments" / "__init__.py").is_file()

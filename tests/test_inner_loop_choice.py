@@ -10,7 +10,9 @@ from conftest import run_cli
 from test_runs import small_config
 from torch import nn
 
+import harness.engine.meta_learning as meta_learning
 import harness.run.training as training
+from harness.data.episodes import Episodes
 from harness.engine.meta_learning import Engine
 from harness.engine.side_by_side import fast_path_unavailable
 from harness.plugin.manager import load_plugins
@@ -140,3 +142,82 @@ def test_the_engine_comes_from_the_config_not_from_module_state():
     )
     assert Engine.of(type("Hp", (), {"inner_loop": "fast"})()) == Engine(fast=True, precision="fp32")
     assert Engine(precision="bf16").body_dtype == torch.bfloat16 and Engine().body_dtype is None
+
+
+def _meta_gradient(model, episodes, task_by_task: bool) -> torch.Tensor:
+    model.zero_grad()
+    if task_by_task:
+        params = dict(model.named_parameters())
+        logits = meta_learning._adapt_task_by_task(model, episodes, 2, 0.4, params, list(params), False)
+    else:
+        logits = meta_learning.adapt_and_predict(
+            model, episodes, 2, 0.4, lambda name: True, False, False, Engine(False)
+        )
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), episodes.query_y.flatten()).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize(
+    "norm, vmap_exact",
+    [(lambda c: nn.GroupNorm(2, c), True), (lambda c: nn.BatchNorm2d(c, track_running_stats=False), False)],
+    ids=["groupnorm", "batchnorm"],
+)
+def test_vmap_second_order_meta_gradient_is_exact_through_groupnorm_and_wrong_through_batch_statistics(
+    norm, vmap_exact
+):
+    """Why a GroupNorm backbone without side-by-side rules keeps vmap and a BatchNorm one runs task by task
+    (``meta_learning.VMAP_SECOND_ORDER_WRONG``): float64 meta-gradients of both loops compared."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), norm(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 3))
+    model = model.double()
+    x = lambda: torch.randn(3, 6, 1, 6, 6, dtype=torch.float64)  # [tasks, ways*shots, C, H, W]
+    y = lambda: torch.randint(0, 3, (3, 6))
+    episodes = Episodes(support_x=x(), support_y=y(), query_x=x(), query_y=y(), ways=3)
+    vmapped, one_by_one = _meta_gradient(model, episodes, False), _meta_gradient(model, episodes, True)
+    relative = float((vmapped - one_by_one).abs().max() / one_by_one.abs().max())
+    assert (relative < 1e-12) == vmap_exact, relative
+    assert meta_learning._normalises(model) == (not vmap_exact)
+
+
+class RefusesFoldedTasks(nn.Module):
+    """A plugin's model whose forward checks its input's channels, so it raises under the side-by-side rules
+    (which fold tasks into channels)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.body, self.head = inner.body, inner.head
+
+    def forward(self, x):
+        if x.shape[1] != 1:
+            raise ValueError(f"expected 1 channel, got {x.shape[1]}\nsecond line of the message")
+        return self.head(self.body(x))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("asked", ["auto", "fast"])
+def test_a_model_that_breaks_the_side_by_side_check_falls_back_in_one_line(data_root, tmp_path, capsys, asked):
+    plugins = load_plugins()
+    config = small_config(plugins, data_root, algo="maml", iterations=2, log_every=1, val_every=2, inner_loop=asked)
+    trainer = Trainer(config, plugins, tmp_path / "run", download=False, progress=False)
+    trainer.model = RefusesFoldedTasks(trainer.model)
+    chosen = trainer.choose_inner_loop()
+    why = "no fast path (its forward raised ValueError under the side-by-side rules: expected 1 channel, got 2)"
+    if asked == "auto":
+        assert chosen == {"path": "generic", "how": f"auto: {why}"}
+    else:
+        assert chosen["how"] == f"--inner-loop fast; {why.replace('no fast', 'no side-by-side fast')}"
+        assert chosen["runs"].startswith("task by task")  # Conv4's BatchNorm: vmap's meta-gradient is wrong
+    assert trainer.train()["inner_loop"] == chosen  # trains and tests through the fallback
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "side-by-side" in line]) == 1 and "Traceback" not in err
+
+
+def test_a_groupnorm_model_without_rules_runs_maml_under_vmap():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(4 * 16, 5))
+    images = torch.randn(2, 5, 1, 6, 6)
+    assert meta_learning.inner_loop_route(model, Engine(fast=True), images) == (
+        "vmap (no side-by-side fast path for this model)"
+    )
+    bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Flatten(), nn.Linear(64, 5))
+    assert meta_learning.inner_loop_route(bn, Engine(fast=True), images) == "side by side"
+    assert meta_learning.inner_loop_route(bn, Engine(fast=False), images) == "vmap"

@@ -1,9 +1,11 @@
-"""The plugin author's reference is complete: every optional attribute the core probes is documented.
+"""The plugin author's reference is complete, and the core reads capabilities instead of probing for them.
 
-The core decides behaviour from optional attributes (``getattr(algorithm, "adapts", None)``);
-a plugin author learns them from the hook specs' docstrings only. These tests read the core's
-source for every such probe and fail when the matching hook spec does not name it, and fail
-when a hook is missing from ``docs/plugins.md``.
+Every optional member of an algorithm has its default on ``harness.plugin.algorithm.ImageAlgorithm`` and is
+set on an algorithm that lacks it when it registers, so the core reads ``algorithm.trains`` directly. These
+tests fail when an optional member is missing from ``register_algorithms``' docstring, when the core or a
+bundled plugin probes a registered object with ``getattr``/``hasattr`` again, when a model capability the
+core does probe (backbones' models are built per run, not registered) is undocumented, and when a hook is
+missing from ``docs/plugins.md``.
 """
 
 from __future__ import annotations
@@ -14,47 +16,53 @@ from pathlib import Path
 import pytest
 
 from harness.plugin import hookspecs
+from harness.plugin.algorithm import OPTIONAL_MEMBERS
+from harness.plugin.registry import OPTIONAL_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
-#: Variable names in the core -> the hook spec that documents that kind of object.
-ROLES = {
-    "algorithm": "register_algorithms",
-    "model": "register_backbones",
-    "task_sampler": "register_task_samplers",
-    "env_plugin": "register_environments",
-    "evaluator": "register_evaluators",
-    "command": "register_commands",
-}
+#: Variable names that hold a registered plugin object -> its kind.
+REGISTERED = ("algorithm", "task_sampler", "env_plugin", "evaluator", "command", "backbone", "tracker")
 PROBE = re.compile(r"(?:getattr|hasattr)\((?:\w+\.)*(\w+)(?:\.get\([^)]*\))?, \"(\w+)\"")
 
 
 def probes() -> list[tuple[str, str, str]]:
+    """``(variable, attribute, file)`` for every getattr/hasattr with a literal name, outside harness/plugin
+    (where the defaults are resolved, once)."""
     found = set()
     for path in [*(REPO / "harness").rglob("*.py"), *(REPO / "plugins").rglob("*.py")]:
+        if path.parent.name == "plugin":
+            continue
         for variable, attribute in PROBE.findall(path.read_text()):
-            role = next((r for r in ROLES if variable.endswith(r) or variable == f"{r}s"), None)
-            if role is None and variable == "task_samplers":
-                role = "task_sampler"
-            if role is not None:
-                found.add((ROLES[role], attribute, str(path.relative_to(REPO))))
+            found.add((variable, attribute, str(path.relative_to(REPO))))
     return sorted(found)
 
 
-def test_the_probe_finder_finds_the_known_probes():
-    hooks_and_attributes = {(hook, attribute) for hook, attribute, _ in probes()}
-    assert {
-        ("register_algorithms", "adapts"),
-        ("register_algorithms", "for_run"),
-        ("register_backbones", "forward_tasks"),
-        ("register_evaluators", "options"),
-    } <= hooks_and_attributes
+def test_the_probe_finder_finds_a_probe():
+    assert PROBE.findall('if getattr(self.algorithm, "trains", True):') == [("algorithm", "trains")]
+    assert ("model", "forward_tasks", "harness/engine/side_by_side.py") in probes()
 
 
-@pytest.mark.parametrize("hook, attribute, where", probes())
-def test_every_optional_attribute_the_core_reads_is_documented_in_its_hook_spec(hook, attribute, where):
-    doc = getattr(hookspecs, hook).__doc__
-    assert f"``{attribute}" in doc, (
-        f"{where} reads {attribute!r}, which {hook}'s docstring in harness/plugin/hookspecs.py does not name"
+def test_no_registered_plugin_object_is_probed():
+    assert [p for p in probes() if p[0].endswith(REGISTERED) or p[0].rstrip("s").endswith(REGISTERED)] == []
+
+
+@pytest.mark.parametrize("member", [m for m in OPTIONAL_MEMBERS if m != "description"])
+def test_every_optional_algorithm_member_is_documented(member):
+    assert f"``{member}" in hookspecs.register_algorithms.__doc__
+
+
+@pytest.mark.parametrize(
+    "hook, member", [("register_environments", "paper_returns"), ("register_evaluators", "options")]
+)
+def test_every_optional_member_of_the_other_kinds_is_documented(hook, member):
+    assert member in OPTIONAL_DEFAULTS[{"register_environments": "environment"}.get(hook, "evaluator")]
+    assert f"``{member}" in getattr(hookspecs, hook).__doc__
+
+
+@pytest.mark.parametrize("variable, attribute, where", [p for p in probes() if p[0] == "model"])
+def test_every_model_capability_the_core_probes_is_documented(variable, attribute, where):
+    assert f"``{attribute}" in hookspecs.register_backbones.__doc__, (
+        f"{where} reads {attribute!r}, which register_backbones' docstring in harness/plugin/hookspecs.py does not name"
     )
 
 

@@ -1,4 +1,4 @@
-"""The speed gate's logic on fixed numbers (the timings themselves live in tests/benchmarks)."""
+"""The speed gate's logic on fixed numbers (the timings themselves live in harness/speed/suite)."""
 
 from conftest import run_cli
 

@@ -24,7 +24,7 @@ class ListCommand:
             registry = plugins.registries[kind]
             colliding = registry.colliding_names()
             rows = [
-                [name + (" (COLLISION)" if name in colliding else ""), getattr(obj, "description", ""), plugin]
+                [name + (" (COLLISION)" if name in colliding else ""), obj.description, plugin]
                 for name, obj, plugin in registry.items()
             ]
             print(f"{kind.replace('_', ' ')}:")

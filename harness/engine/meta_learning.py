@@ -203,9 +203,27 @@ def _differentiable(params: dict[str, torch.Tensor], adapted_names: list[str]) -
     }
 
 
+#: Layers through whose batching rule vmap's second-order meta-gradient is wrong (normalisation over the
+#: batch or per instance; ``tests/test_fast_paths.py`` measures it in float64 against task by task, and
+#: shows GroupNorm exact, so GroupNorm models keep vmap).
+VMAP_SECOND_ORDER_WRONG = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
+
+
 def _normalises(model: nn.Module) -> bool:
-    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-    return any(isinstance(module, norms) for module in model.modules())
+    return any(isinstance(module, VMAP_SECOND_ORDER_WRONG) for module in model.modules())
+
+
+def inner_loop_route(model: nn.Module, engine: Engine, images: torch.Tensor) -> str:
+    """How a second-order inner loop over every layer of ``model`` runs under ``engine`` (what a run records).
+
+    ``images``: one image set ``[tasks, n, C, H, W]``, for the side-by-side check on first use."""
+    if not engine.fast:
+        return "vmap"
+    if tasks_side_by_side(model, images) is not None:
+        return "side by side"
+    if _normalises(model):
+        return "task by task (vmap's second-order meta-gradient is wrong through its normalisation layers)"
+    return "vmap (no side-by-side fast path for this model)"
 
 
 def _adapt_task_by_task(model, episodes, steps, lr, params, adapted_names, return_adapted):

@@ -49,7 +49,7 @@ from harness.engine.kernels.max_pool import max_pool2d
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 RULES = (nn.Conv2d, nn.Linear, *NORMS)
 TOLERANCE = 1e-4  # relative, in float32: a wrong channel order is off by O(1)
-_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> whether the rules ran it correctly
+_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> why the rules do not run it, or None
 
 
 def unsupported(model: nn.Module) -> str | None:
@@ -181,22 +181,49 @@ def mismatch(model: nn.Module, images: torch.Tensor) -> float:
     return float(max(differences))
 
 
-def _verified(model: nn.Module, images: torch.Tensor) -> bool:
-    """Whether the rules run ``model`` correctly: checked once per model, on two tasks of ``images``."""
+def _check(model: nn.Module, sample: torch.Tensor) -> str | None:
+    """Why the rules do not run ``model`` correctly on ``sample`` (two tasks), or None. A model whose forward
+    raises under the rules is a model without a fast path, never a failed run."""
+    try:
+        with torch.autocast(sample.device.type, enabled=False):
+            error = mismatch(model, sample if sample.is_floating_point() else sample.float())
+    except Exception as exc:  # a plugin's model may do anything in forward
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"its forward raised {type(exc).__name__} under the side-by-side rules: {first_line}"
+    if error > TOLERANCE:
+        return f"its forward mixes channels across tasks (relative error {error:.1e})"
+    return None
+
+
+def fast_path_problem(model: nn.Module, images: torch.Tensor) -> str | None:
+    """Why ``model`` has no fast path that runs correctly: None for its own ``forward_tasks``, else the rules'
+    :func:`side_by_side_problem` (``images``: ``[tasks, n, C, H, W]`` with two tasks or more)."""
+    if getattr(model, "forward_tasks", None) is not None:
+        return None
+    return side_by_side_problem(model, images)
+
+
+def side_by_side_problem(model: nn.Module, images: torch.Tensor) -> str | None:
+    """Why the rules cannot run ``model`` (structure, or a check on two tasks of ``images``), or None; checked
+    once per model, and said once on stderr."""
     if model not in _checked:
         reason = unsupported(model)
         if reason is None:
             if images.shape[0] < 2:
-                return True  # one task has nothing to mix with: check on a later call with more
-            sample = images[:2, : min(images.shape[1], 4)]
-            with torch.autocast(images.device.type, enabled=False):
-                error = mismatch(model, sample if sample.is_floating_point() else sample.float())
-            if error > TOLERANCE:
-                reason = f"its forward mixes channels across tasks (relative error {error:.1e})"
+                return None  # one task has nothing to mix with: check on a later call with more
+            reason = _check(model, images[:2, : min(images.shape[1], 4)])
         if reason is not None:
-            print(f"harness: {type(model).__name__}: no fast path ({reason}); using the generic one", file=sys.stderr)
-        _checked[model] = reason is None
+            print(
+                f"harness: {type(model).__name__}: no side-by-side fast path ({reason}); its tasks run under vmap, "
+                f"or one by one where vmap's second-order meta-gradient is wrong",
+                file=sys.stderr,
+            )
+        _checked[model] = reason
     return _checked[model]
+
+
+def _verified(model: nn.Module, images: torch.Tensor) -> bool:
+    return side_by_side_problem(model, images) is None
 
 
 def tasks_side_by_side(model: nn.Module, images: torch.Tensor) -> Callable | None:

@@ -64,9 +64,8 @@ def adapted_parameters(model: nn.Module, algorithm, episodes: Episodes, steps: i
 def starting_point(model: nn.Module, algorithm, ways: int) -> dict[str, torch.Tensor]:
     """The parameters the inner loop starts from ("before adaptation"): the model's, with the
     algorithm's ``initial_parameters`` where it has them (UNICORN-MAML's duplicated head)."""
-    own = getattr(algorithm, "initial_parameters", None)
     with torch.no_grad():
-        start = own(model, ways) if own is not None else {}
+        start = algorithm.initial_parameters(model, ways)
     return {name: start.get(name, p).detach() for name, p in model.named_parameters()}
 
 

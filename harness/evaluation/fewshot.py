@@ -94,10 +94,11 @@ def adapt_with(algorithm, model, episodes: Episodes, steps: int, hp, frozen=froz
     own ``adapt`` is evaluated as it trains; ``frozen`` names stay at the meta-initialisation.
     An algorithm with ``adapts`` but no ``adapt`` gets the shared inner loop with ``hp.inner_lr``.
     """
-    adapt = getattr(algorithm, "adapt", None)
-    if adapt is not None:
-        return adapt(model, episodes, steps, hp, first_order=True, frozen=frozen, return_adapted=return_adapted)
-    if not hasattr(algorithm, "adapts"):
+    if algorithm.adapt is not None:
+        return algorithm.adapt(
+            model, episodes, steps, hp, first_order=True, frozen=frozen, return_adapted=return_adapted
+        )
+    if algorithm.adapts is None:
         raise HarnessError(f"algorithm {algorithm.name!r} has no inner loop (no adapt() or adapts() method)")
     return adapt_and_predict(
         model,
@@ -124,9 +125,9 @@ def inner_loop_algorithm(run, options: dict):
     from harness.plugin.manager import get_plugins
 
     algorithm = get_plugins().algorithms.get(str(name))  # an unknown name lists the valid ones
-    if not hasattr(algorithm, "adapts"):
+    if algorithm.adapts is None:
         raise HarnessError(f"adapt_as={name}: algorithm {name!r} has no inner loop (no adapts() method)")
-    if hasattr(algorithm, "for_run"):
+    if algorithm.owns_parameters:
         raise HarnessError(
             f"adapt_as={name}: {name!r} adapts with parameters it learns in each run (for_run); "
             f"evaluate a run trained with it instead"

@@ -101,7 +101,7 @@ def resolve_options(
     an option came from (``{"num_tasks": "--test-tasks"}``), for the error message.
     """
     flags = flags or {}
-    declared = getattr(evaluator, "options", None)
+    declared = evaluator.options
     given = {key: value for key, value in given.items() if value is not None}
     if declared is None:  # an evaluator that predates typed options: as given
         return given
@@ -150,7 +150,7 @@ ADAPT_AS = Option(
 
 def describe_options(evaluator) -> str:
     """One line per option, for ``harness list evaluators --options``."""
-    declared = getattr(evaluator, "options", None)
+    declared = evaluator.options
     if declared is None:
         return "    (options not declared: passed as given)"
     if not declared:

@@ -1,15 +1,18 @@
-"""Defaults for the optional members of an image algorithm, as a base class to subclass.
+"""The optional members of an image algorithm, with their defaults, resolved once when it registers.
 
-``harness.plugin.protocols.Algorithm`` says what every algorithm must have; this class gives the
-optional members their defaults, so a subclass states only where it differs. An algorithm
-that does not subclass it still works: the core reads each optional member with the same
-default (``harness/plugin/hookspecs.py``, ``register_algorithms``).
+``harness.plugin.protocols.Algorithm`` says what every algorithm must have; :class:`ImageAlgorithm`
+gives every optional member its default, so a subclass states only where it differs. An algorithm
+that does not subclass it gets the same defaults set on it by :func:`with_defaults` when its plugin
+registers it, so the core reads every member directly (``harness/plugin/hookspecs.py``,
+``register_algorithms``, documents each).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from harness.errors import HarnessError
 
@@ -22,6 +25,13 @@ class ImageAlgorithm:
 
     name = "image-algorithm"
     description = ""
+    #: ``"rl"`` for meta-RL algorithms (``harness.rl.meta_rl.MetaRLAlgorithm``).
+    domain = "image"
+    #: False: the model is never trained (random features); the initialisation is saved and tested.
+    trains = True
+    #: ``"classification"``: ``train_step`` gets ``(images [batch, C, H, W], labels [batch])`` over all
+    #: training classes instead of episodes (pretraining regimes).
+    batch_kind = "episodes"
     #: True when the body is never adapted, so its features are computed once per meta-batch
     #: (``harness.engine.meta_learning.body_features``) and ``--precision bf16`` may apply to them.
     uses_body_features = False
@@ -30,19 +40,98 @@ class ImageAlgorithm:
     #: Run options (``RunConfig`` field -> why) that training and testing never read: given on
     #: the command line they are refused, and ``config.json`` records them as not used.
     ignored_options: Mapping[str, str] = NOTHING_IGNORED
+    #: The inner loop: ``adapt`` is the algorithm's own, ``adapts(name)`` says which parameters the shared
+    #: one updates (``harness.evaluation.fewshot.adapt_with``); neither: no inner loop (Prototypical Networks).
+    adapt: Callable[..., Any] | None = None
+    adapts: Callable[[str], bool] | None = None
+
+    def head_outputs(self, spec, train_sampler) -> int:
+        """Size of the model's head: the task spec's ways (all training classes for pretraining regimes)."""
+        return spec.ways
+
+    def for_run(self, model, hp) -> Any:
+        """The run's instance of the algorithm: this one, or (an algorithm with parameters of its own) a new
+        ``nn.Module`` holding them for ``model``."""
+        return self
+
+    def progress(self, step: int, iterations: int) -> float:
+        """The factor on ``--outer-lr`` for the next step; an algorithm anneals with training progress here."""
+        return 1.0
+
+    def initial_parameters(self, model, ways: int) -> dict:
+        """Where the inner loop starts, for parameter names whose start is not the model's own value."""
+        return {}
+
+    @property
+    def owns_parameters(self) -> bool:
+        """True for an algorithm that is an ``nn.Module``: the outer optimiser learns its parameters with the
+        model's, and every checkpoint saves them under ``"algorithm"``."""
+        import torch
+
+        return isinstance(self, torch.nn.Module)
+
+    def owned_parameters(self) -> Iterator:
+        """The parameters of its own (none unless it is an ``nn.Module``)."""
+        return iter(self.parameters()) if self.owns_parameters else iter(())  # type: ignore[attr-defined]
 
 
-def refuse_ignored_options(algorithm, given: Mapping[str, object]) -> None:
-    """One line naming the first option in ``given`` (non-None values) that ``algorithm`` never reads."""
-    ignored = getattr(algorithm, "ignored_options", NOTHING_IGNORED)
-    for name, value in given.items():
-        if value is not None and name in ignored:
+#: What :func:`with_defaults` sets on an algorithm that lacks it (methods bound to the algorithm).
+OPTIONAL_MEMBERS = (
+    "description",
+    "domain",
+    "trains",
+    "batch_kind",
+    "uses_body_features",
+    "first_order",
+    "ignored_options",
+    "adapt",
+    "adapts",
+    "head_outputs",
+    "for_run",
+    "progress",
+    "initial_parameters",
+    "owns_parameters",
+    "owned_parameters",
+)
+
+
+def with_defaults(algorithm: Any) -> Any:
+    """``algorithm`` with every optional member it lacks set to :class:`ImageAlgorithm`'s default, once, so
+    that the core never probes for one. A subclass of ``ImageAlgorithm`` is returned as it is; an object
+    that refuses new attributes is refused in one line."""
+    if isinstance(algorithm, ImageAlgorithm):
+        return algorithm
+    for member in OPTIONAL_MEMBERS:
+        if hasattr(algorithm, member):
+            continue
+        default = ImageAlgorithm.__dict__[member]
+        if isinstance(default, property):
+            value = default.fget(algorithm)  # type: ignore[misc]
+        elif isinstance(default, types.FunctionType):
+            value = types.MethodType(default, algorithm)
+        else:
+            value = default
+        try:
+            setattr(algorithm, member, value)
+        except (AttributeError, TypeError):
             raise HarnessError(
-                f"{algorithm.name} does not use --{name.replace('_', '-')} ({ignored[name]}); leave it out"
+                f"algorithm {algorithm.name!r} has no {member!r} and takes no default for it; "
+                f"subclass harness.plugin.algorithm.ImageAlgorithm"
+            ) from None
+    return algorithm
+
+
+def refuse_ignored_options(algorithm: ImageAlgorithm, given: Mapping[str, object]) -> None:
+    """One line naming the first option in ``given`` (non-None values) that ``algorithm`` never reads."""
+    for name, value in given.items():
+        if value is not None and name in algorithm.ignored_options:
+            raise HarnessError(
+                f"{algorithm.name} does not use --{name.replace('_', '-')} ({algorithm.ignored_options[name]}); "
+                f"leave it out"
             )
 
 
-def mark_ignored_options(algorithm, sources: dict[str, str]) -> None:
+def mark_ignored_options(algorithm: ImageAlgorithm, sources: dict[str, str]) -> None:
     """Record in the config's sources that the values of ignored options do not matter."""
-    for name, why in getattr(algorithm, "ignored_options", NOTHING_IGNORED).items():
+    for name, why in algorithm.ignored_options.items():
         sources[name] = f"not used by {algorithm.name}: {why}"

@@ -84,6 +84,9 @@ def register_algorithms(registry) -> None:
       model's; they are saved in every checkpoint under ``"algorithm"``,
       restored by ``--resume`` and loaded by ``harness eval`` / ``analyze``
       (``plugins/algorithms/meta_sgd.py``, 40 lines, is the example);
+    - ``owns_parameters`` and ``owned_parameters()``: whether the run's instance
+      has parameters of its own, and which (default: it is an ``nn.Module``, and
+      its ``parameters()``); the core learns, saves and restores exactly these;
     - ``progress(step, iterations) -> float``: called before every training
       step with the steps done and the run's total; an algorithm anneals what
       depends on training progress there (MAML++'s loss weights and derivative
@@ -108,7 +111,8 @@ def register_algorithms(registry) -> None:
       ``config.json`` records them as not used (Prototypical Networks).
 
     :class:`harness.plugin.algorithm.ImageAlgorithm` gives every optional member its
-    default; subclassing :class:`harness.engine.meta_learning.GradientMetaLearner`
+    default; an algorithm that does not subclass it has each member it lacks set to
+    that default when it registers (``harness.plugin.algorithm.with_defaults``); subclassing :class:`harness.engine.meta_learning.GradientMetaLearner`
     (an ``ImageAlgorithm``) gives a vmapped inner loop; see
     ``plugins/algorithms/anil.py`` for a short example.
 

@@ -26,11 +26,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pluggy
 
 from harness.errors import HarnessError
 from harness.plugin import hookspecs
+from harness.plugin.protocols import Algorithm, Backbone, Command, Environment, Evaluator, TaskSampler, Tracker
 from harness.plugin.registry import Registry
 
 ENTRY_POINT_GROUP = "harness"
@@ -117,7 +119,7 @@ class LoadError:
 @dataclass
 class Plugins:
     manager: pluggy.PluginManager
-    registries: dict[str, Registry]
+    registries: dict[str, Registry[Any]]
     load_errors: list[LoadError] = field(default_factory=list)
     missing_extras: dict[str, str] = field(default_factory=dict)  # bundled plugin -> how to install what it needs
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> where it came from
@@ -155,11 +157,33 @@ class Plugins:
                 )
                 self.disable(name, error)
 
-    def __getattr__(self, kind: str) -> Registry:
-        registries = self.__dict__.get("registries", {})
-        if kind in registries:
-            return registries[kind]
-        raise AttributeError(kind)
+    @property
+    def algorithms(self) -> Registry[Algorithm]:
+        return self.registries["algorithms"]
+
+    @property
+    def backbones(self) -> Registry[Backbone]:
+        return self.registries["backbones"]
+
+    @property
+    def task_samplers(self) -> Registry[TaskSampler]:
+        return self.registries["task_samplers"]
+
+    @property
+    def environments(self) -> Registry[Environment]:
+        return self.registries["environments"]
+
+    @property
+    def evaluators(self) -> Registry[Evaluator]:
+        return self.registries["evaluators"]
+
+    @property
+    def trackers(self) -> Registry[Tracker]:
+        return self.registries["trackers"]
+
+    @property
+    def commands(self) -> Registry[Command]:
+        return self.registries["commands"]
 
 
 def ensure_bundled_package() -> None:

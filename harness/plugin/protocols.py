@@ -9,19 +9,40 @@ time, not when a run reaches its first test hours later.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
 class Algorithm(Protocol):
-    """An image meta-learning algorithm (``register_algorithms``); optional members are listed there."""
+    """A meta-learning algorithm as the core sees it (``register_algorithms``): the optional members are set to
+    ``harness.plugin.algorithm.ImageAlgorithm``'s defaults when it registers, so every one is present."""
 
     name: str
     description: str
+    domain: str
+    trains: bool
+    batch_kind: str
+    uses_body_features: bool
+    first_order: bool
+    ignored_options: Mapping[str, str]
+    adapt: Callable[..., Any] | None
+    adapts: Callable[[str], bool] | None
+    owns_parameters: bool
 
     def train_step(self, model, episodes, hp) -> dict: ...
 
     def predict(self, model, episodes, hp): ...
+
+    def head_outputs(self, spec, train_sampler) -> int: ...
+
+    def for_run(self, model, hp) -> Any: ...
+
+    def progress(self, step: int, iterations: int) -> float: ...
+
+    def initial_parameters(self, model, ways: int) -> dict: ...
+
+    def owned_parameters(self) -> Iterator: ...
 
 
 @runtime_checkable
@@ -63,6 +84,7 @@ class Environment(Protocol):
     observation_dim: int
     action_dim: int
     paper_defaults: dict
+    paper_returns: Mapping[str, Any]
 
     def sample_tasks(self, count: int, rng): ...
 
@@ -73,6 +95,7 @@ class Environment(Protocol):
 class Evaluator(Protocol):
     name: str
     description: str
+    options: Any  # a sequence of harness.evaluation.options.Option, or None: options passed as given
 
     def evaluate(self, run, options: dict) -> dict: ...
 
@@ -112,7 +135,7 @@ def missing_members(kind: str, obj: Any) -> list[str]:
     protocol = PROTOCOLS.get(kind)
     if protocol is None:
         return []
-    if kind == "algorithm" and getattr(obj, "domain", None) == "rl":
+    if kind == "algorithm" and obj.domain == "rl":  # set when it registered (harness.plugin.registry)
         protocol = MetaRLAlgorithm
     members = set(protocol.__dict__.get("__annotations__", {})) | {
         m for m, value in vars(protocol).items() if callable(value) and not m.startswith("_")

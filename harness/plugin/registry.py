@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 from harness.errors import HarnessError
+from harness.plugin.algorithm import with_defaults
 from harness.plugin.protocols import missing_members
 
+T = TypeVar("T")
 
-class Registry:
+#: Optional members of the other kinds with their defaults, set on an object that lacks them when it
+#: registers (an algorithm gets ``harness.plugin.algorithm.ImageAlgorithm``'s): the core reads them directly.
+OPTIONAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "environment": {"paper_returns": MappingProxyType({})},
+    "evaluator": {"options": None},  # None: options passed as given, untyped
+}
+
+
+def _with_defaults(kind: str, obj: Any) -> Any:
+    if kind == "algorithm":
+        obj = with_defaults(obj)
+    for member, default in {"description": "", **OPTIONAL_DEFAULTS.get(kind, {})}.items():
+        if not hasattr(obj, member):
+            try:
+                setattr(obj, member, default)
+            except (AttributeError, TypeError):
+                raise HarnessError(f"{kind} {obj.name!r} has no {member!r} and takes no default for it") from None
+    return obj
+
+
+class Registry(Generic[T]):
     """Objects of one kind (algorithms, backbones, ...) keyed by their ``name``.
 
     ``current_plugin`` is set by the plugin manager while it calls one
@@ -21,15 +44,16 @@ class Registry:
 
     def __init__(self, kind: str):
         self.kind = kind  # singular, e.g. "algorithm"
-        self._entries: dict[str, list[tuple[Any, str]]] = {}
+        self._entries: dict[str, list[tuple[T, str]]] = {}
         self.current_plugin = "<unknown>"
 
-    def add(self, obj: Any) -> Any:
+    def add(self, obj: T) -> T:
         name = getattr(obj, "name", None)
         if not isinstance(name, str) or not name:
             raise HarnessError(
                 f"plugin {self.current_plugin!r} registered a {self.kind} without a string 'name' attribute: {obj!r}"
             )
+        obj = _with_defaults(self.kind, obj)
         missing = missing_members(self.kind, obj)
         if missing:
             raise HarnessError(
@@ -39,7 +63,7 @@ class Registry:
         self._entries.setdefault(name, []).append((obj, self.current_plugin))
         return obj
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> T:
         entries = self._entries.get(name)
         if not entries:
             valid = ", ".join(sorted(self._entries)) or "(none registered)"
@@ -75,7 +99,7 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def items(self) -> Iterator[tuple[str, Any, str]]:
+    def items(self) -> Iterator[tuple[str, T, str]]:
         """``(name, object, plugin)``; a name two plugins registered comes once per plugin."""
         for name in sorted(self._entries):
             for obj, plugin in self._entries[name]:

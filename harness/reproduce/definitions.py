@@ -6,12 +6,23 @@ the file, the row and what is wrong, so a misspelt field never surfaces hours in
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from pathlib import Path
 
 from harness.errors import HarnessError
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+def _experiments_folder() -> Path:
+    """``experiments/``, installed as the data package ``harness_experiments`` (so a wheel install can
+    reproduce); a source tree run without installing reads the folder itself."""
+    spec = importlib.util.find_spec("harness_experiments")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "experiments"
+
+
+EXPERIMENTS = _experiments_folder()
 
 
 def load_definition(name: str) -> dict:

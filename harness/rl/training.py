@@ -67,9 +67,9 @@ class RLConfig(RecordedConfig):
 def resolve_rl_algorithm(plugins, name: str):
     """``maml`` means ``maml-rl`` for an environment: the RL version of an algorithm is ``<name>-rl``."""
     for candidate in (name, f"{name}-rl"):
-        if candidate in plugins.algorithms and getattr(plugins.algorithms.get(candidate), "domain", None) == "rl":
+        if candidate in plugins.algorithms and plugins.algorithms.get(candidate).domain == "rl":
             return plugins.algorithms.get(candidate)
-    valid = [n for n, obj, _ in plugins.algorithms.items() if getattr(obj, "domain", None) == "rl"]
+    valid = [n for n, obj, _ in plugins.algorithms.items() if obj.domain == "rl"]
     raise HarnessError(f"algorithm {name!r} has no reinforcement-learning version; RL algorithms: {', '.join(valid)}")
 
 
@@ -242,7 +242,7 @@ class RLTrainer:
             "train_seconds": round(self.train_seconds, 3),
             "seconds_per_iteration": round(self.train_seconds / max(self.step, 1), 4),
             "test_seconds": round(time.perf_counter() - started, 3),
-            "paper_return": getattr(self.env_plugin, "paper_returns", {}).get(self.config.algo),
+            "paper_return": self.env_plugin.paper_returns.get(self.config.algo),
             "environment": describe_device(torch.device("cpu")),
         }
         return self.life.finish(summary)

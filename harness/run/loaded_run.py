@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from harness.errors import HarnessError
+from harness.plugin.algorithm import with_defaults
 from harness.run.config import RunConfig
 from harness.run.integrity import refuse_foreign_checkpoint, verify_checkpoint
 from harness.run.rundir import load_torch, load_weights, read_json
@@ -62,8 +63,8 @@ def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
     head_outputs = geometry.get("head_outputs", spec.ways)
     model = backbone.build(geometry["in_channels"], geometry["image_size"], head_outputs, bn_mode=config.bn_mode)
     load_weights(model, state["model"], checkpoint_path)
-    if hasattr(algorithm, "for_run"):  # the algorithm's own learned parameters (Meta-SGD's step sizes)
-        algorithm = algorithm.for_run(model, config)
+    algorithm = with_defaults(algorithm.for_run(model, config))
+    if algorithm.owns_parameters:  # the algorithm's own learned parameters (Meta-SGD's step sizes)
         if "algorithm" not in state:
             raise HarnessError(
                 f"{checkpoint_path} has no 'algorithm' entry: {config.algo!r} keeps parameters of its own"

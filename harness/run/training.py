@@ -24,9 +24,11 @@ import torch
 
 from harness.data.root import resolve_data_root
 from harness.data.taskspec import parse_task_spec
-from harness.engine.side_by_side import fast_path_unavailable
+from harness.engine.meta_learning import Engine, inner_loop_route
+from harness.engine.side_by_side import fast_path_problem
 from harness.errors import HarnessError
 from harness.evaluation.fewshot import TEST_TASK_SEED, VAL_TASK_SEED, evaluate, progress_shown
+from harness.plugin.algorithm import with_defaults
 from harness.run.config import RunConfig
 from harness.run.devices import describe_device, resolve_device
 from harness.run.distributed import context_from_environment
@@ -75,7 +77,7 @@ class Trainer:
         self.plugins = plugins
         self.spec = parse_task_spec(config.data)
         self.algorithm = plugins.algorithms.get(config.algo)
-        if config.precision != "fp32" and not getattr(self.algorithm, "uses_body_features", False):
+        if config.precision != "fp32" and not self.algorithm.uses_body_features:
             raise HarnessError(
                 f"--precision {config.precision} lowers the precision of body features computed once per meta-batch; "
                 f"{config.algo!r} does not compute them that way (it adapts the body or trains it directly); "
@@ -123,16 +125,15 @@ class Trainer:
         }
         train = self.samplers["train"]
         # Pretraining regimes (multiclass) classify all training classes, not N ways.
-        head_outputs = (
-            self.algorithm.head_outputs(self.spec, train) if hasattr(self.algorithm, "head_outputs") else self.spec.ways
-        )
+        head_outputs = self.algorithm.head_outputs(self.spec, train)
         self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size, "head_outputs": head_outputs}
         torch.manual_seed(self.config.seed)
         self.model = self.backbone.build(train.in_channels, train.image_size, head_outputs, bn_mode=self.config.bn_mode)
         initialise_head(self.model, self.config.head_init)
         self.model.to(self.device)
-        if hasattr(self.algorithm, "for_run"):  # an algorithm with parameters of its own (Meta-SGD's step sizes)
-            self.algorithm = self.algorithm.for_run(self.model, self.config).to(self.device)
+        self.algorithm = with_defaults(self.algorithm.for_run(self.model, self.config))
+        if self.algorithm.owns_parameters:  # Meta-SGD's step sizes, learned with the model's
+            self.algorithm.to(self.device)
 
     def _refuse_oversized(self) -> None:
         """A meta-batch or evaluation chunk that cannot fit in memory is refused before any step."""
@@ -148,13 +149,12 @@ class Trainer:
 
     def meta_parameters(self) -> list[torch.nn.Parameter]:
         """What the outer loop learns: the model's parameters, then the algorithm's own (if any)."""
-        owned = list(self.algorithm.parameters()) if isinstance(self.algorithm, torch.nn.Module) else []
-        return [*self.model.parameters(), *owned]
+        return [*self.model.parameters(), *self.algorithm.owned_parameters()]
 
     # -- state ---------------------------------------------------------------
 
     def _owned_state(self) -> dict:
-        return {"algorithm": self.algorithm.state_dict()} if isinstance(self.algorithm, torch.nn.Module) else {}
+        return {"algorithm": self.algorithm.state_dict()} if self.algorithm.owns_parameters else {}
 
     def _state(self) -> dict:
         return {
@@ -205,7 +205,7 @@ class Trainer:
         self.life.truncate_metrics(self.step)
 
     def _restore_owned(self, state: dict, path: Path) -> None:
-        if isinstance(self.algorithm, torch.nn.Module):
+        if self.algorithm.owns_parameters:
             if "algorithm" not in state:
                 raise HarnessError(f"{path} has no 'algorithm' entry: {self.config.algo!r} keeps parameters of its own")
             load_weights(self.algorithm, state["algorithm"], path)
@@ -253,7 +253,7 @@ class Trainer:
         config = self.config
         last = {"loss": float("nan"), "accuracy": float("nan")}
         loop_started, steps_before = time.perf_counter(), self.step
-        while self.step < config.iterations and getattr(self.algorithm, "trains", True):
+        while self.step < config.iterations and self.algorithm.trains:
             done_here = self.step - steps_before
             # Stop early enough that one more iteration (validations averaged in) fits the time limit.
             self._stop_if_asked((time.perf_counter() - loop_started) / done_here if done_here else 0.0)
@@ -262,10 +262,8 @@ class Trainer:
             if self.distributed:
                 batch = self.distributed.shard(batch, config.meta_batch_size)
             self.optimizer.zero_grad(set_to_none=True)
-            progress = getattr(self.algorithm, "progress", None)
-            if progress is not None:  # annealed with training progress (MAML++): its outer lr factor
-                for group in self.optimizer.param_groups:
-                    group["lr"] = config.outer_lr * progress(self.step, config.iterations)
+            for group in self.optimizer.param_groups:  # annealed with training progress (MAML++), else 1.0
+                group["lr"] = config.outer_lr * self.algorithm.progress(self.step, config.iterations)
             last = self.algorithm.train_step(self.model, batch, self.hp)
             if self.distributed:
                 self.distributed.average_gradients(self.meta_parameters())
@@ -299,7 +297,7 @@ class Trainer:
                 logged = True
             if logged or (config.checkpoint_every and self.step % config.checkpoint_every == 0):
                 self.save_checkpoint()
-        if not getattr(self.algorithm, "trains", True):
+        if not self.algorithm.trains:
             self.save_checkpoint()  # the untrained initialisation is the model (random features)
         if self.distributed:
             self.distributed.close()  # rank 0 tests alone, without collectives
@@ -310,7 +308,7 @@ class Trainer:
     def _training_batch(self, rng: np.random.Generator | None = None):
         config, rng = self.config, rng or self.rng
         train = self.samplers["train"]
-        if getattr(self.algorithm, "batch_kind", "episodes") == "classification":
+        if self.algorithm.batch_kind == "classification":
             size = config.meta_batch_size * self.spec.ways * (self.spec.shots + config.queries)
             images, labels = train.sample_classification(size, rng)
             return images.to(self.device), labels.to(self.device)
@@ -328,17 +326,27 @@ class Trainer:
         """
         config = self.config
         if self.inner_loop is None:
-            if config.inner_loop != "auto":
-                self.inner_loop = {"path": config.inner_loop, "how": f"--inner-loop {config.inner_loop}"}
+            if config.inner_loop == "generic":
+                self.inner_loop = {"path": "generic", "how": "--inner-loop generic"}
             else:
-                missing = fast_path_unavailable(self.model)
-                self.inner_loop = (
-                    {"path": "fast", "how": "auto: the model has fast paths"}
-                    if missing is None
-                    else {"path": "generic", "how": f"auto: no fast path ({missing})"}
-                )
+                self.inner_loop = self._fast_or_fallback(config.inner_loop)
         self.hp = dataclasses.replace(config, inner_loop=self.inner_loop["path"])
         return self.inner_loop
+
+    def _fast_or_fallback(self, asked: str) -> dict:
+        """``auto`` / ``fast``: the fast paths if the model has them and the side-by-side check passes on two
+        training tasks (drawn from their own generator: the run's stream is untouched). Without them ``auto``
+        records the generic path; ``fast`` records what runs instead."""
+        sample = self.samplers["train"].sample(2, np.random.default_rng(0)).support_x.to(self.device)
+        missing = fast_path_problem(self.model, sample)
+        how = "auto: the model has fast paths" if asked == "auto" else "--inner-loop fast"
+        if missing is None:
+            return {"path": "fast", "how": how}
+        if asked == "auto":
+            return {"path": "generic", "how": f"auto: no fast path ({missing})"}
+        # Head-only inner loops (ANIL) keep their own fast path; this is what an all-layer loop runs.
+        runs = inner_loop_route(self.model, Engine(fast=True), sample)
+        return {"path": "fast", "how": f"{how}; no side-by-side fast path ({missing})", "runs": runs}
 
     def test(self) -> dict:
         best_path = self.run_dir / "best.pt"

@@ -29,17 +29,17 @@ DEFAULT_TOLERANCE = 0.25
 
 def reference_for(algorithm) -> str:
     """MAML for a second-order algorithm (or one without an inner loop), FOMAML for a first-order one."""
-    return "fomaml" if getattr(algorithm, "first_order", False) else "maml"
+    return "fomaml" if algorithm.first_order else "maml"
 
 
 def timed_phases(algorithm) -> tuple[str, ...]:
     """The Table 6 phases this algorithm has: an episodic training step (unless it never trains) and inference."""
     name = algorithm.name
-    if getattr(algorithm, "batch_kind", "episodes") != "episodes":
+    if algorithm.batch_kind != "episodes":
         raise HarnessError(
             f"{name} trains on {algorithm.batch_kind} batches, not episodes: the Table 6 steps are episodic"
         )
-    return PHASES if getattr(algorithm, "trains", True) else ("inference",)
+    return PHASES if algorithm.trains else ("inference",)
 
 
 def step_shapes(names: list[str] | None, backbone: str | None) -> list[BenchConfig]:

@@ -13,7 +13,7 @@ query per class, the project's training configuration. Inputs are uniform
 random images (never zeros, which would make BatchNorm degenerate) and fixed
 labels; BatchNorm uses batch statistics as in training.
 
-Used by ``tests/benchmarks`` (pytest-benchmark) and ``harness bench``.
+Used by ``harness/speed/suite`` (pytest-benchmark) and ``harness bench``.
 """
 
 from __future__ import annotations
@@ -174,9 +174,10 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
         precision="bf16" if path == "bf16" else "fp32",
     )
     parameters = list(model.parameters())
-    if hasattr(algorithm, "for_run"):  # parameters of its own (Meta-SGD's step sizes), learned with the model's
-        algorithm = algorithm.for_run(model, hp).to(device)
-        parameters += list(algorithm.parameters())
+    algorithm = algorithm.for_run(model, hp)
+    if algorithm.owns_parameters:  # parameters of its own (Meta-SGD's step sizes), learned with the model's
+        algorithm.to(device)
+        parameters += list(algorithm.owned_parameters())
     optimizer = torch.optim.Adam(parameters, lr=1e-3)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
@@ -226,11 +227,7 @@ def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORIT
     rows = []
     for config in configs or CONFIGS.values():
         for algorithm in algorithms:
-            paths = [
-                p
-                for p in PATHS
-                if p != "bf16" or getattr(plugins.algorithms.get(algorithm), "uses_body_features", False)
-            ]
+            paths = [p for p in PATHS if p != "bf16" or plugins.algorithms.get(algorithm).uses_body_features]
             for phase in PHASES:
                 steps = {p: make_step(plugins, algorithm, config, phase, device, p) for p in paths}
                 medians = interleaved_medians(steps, rounds)

@@ -7,7 +7,9 @@ import os
 import re
 from pathlib import Path
 
-SUITE = Path(__file__).resolve().parents[1] / "tests" / "benchmarks"
+#: The speed suite (pytest-benchmark), shipped in the package; measurements go to ``RESULTS`` under the working directory.
+SUITE = Path(__file__).resolve().parent / "suite"
+RESULTS = Path("results") / "benchmarks"
 
 #: Peer libraries on this 2-core CPU, torch 2.14.1 (issue 7's table): (MAML, FOMAML, ANIL) seconds.
 PEERS_LEARN2LEARN = {

@@ -74,7 +74,7 @@ class FreezeEvaluator:
     def evaluate(self, run, options) -> dict:
         require_body_head(run.model, f"evaluator {self.name!r}")
         algorithm = inner_loop_algorithm(run, options)
-        if getattr(algorithm, "adapts", None) is None:
+        if algorithm.adapts is None:
             raise HarnessError(
                 f"evaluator 'freeze' needs an algorithm with an inner loop; {run.config.algo!r} has none "
                 f"(-o adapt_as=maml adapts every layer instead)"

@@ -34,10 +34,10 @@ class StepTime:
 
     def evaluate(self, run, options) -> dict:
         algorithm = run.algorithm
-        if getattr(algorithm, "batch_kind", "episodes") != "episodes" or not getattr(algorithm, "trains", True):
+        if algorithm.batch_kind != "episodes" or not algorithm.trains:
             raise HarnessError(f"evaluator 'step-time' times episodic training; {run.config.algo!r} does not train so")
         model = copy.deepcopy(run.model)
-        algorithm = copy.deepcopy(algorithm) if isinstance(algorithm, torch.nn.Module) else algorithm
+        algorithm = copy.deepcopy(algorithm) if algorithm.owns_parameters else algorithm
         batch = run.open_split("train").sample(run.config.meta_batch_size, np.random.default_rng(SEED)).to(run.device)
         seconds = []
         for repeat in range(1 + options["steps"]):

@@ -9,8 +9,8 @@
     harness bench --peers                      # the peer libraries' steps beside the harness's, interleaved
     harness bench --algo boil --compare boil   # any algorithm, as ratios to MAML timed beside it (bench_algo)
 
-The suite itself is ``tests/benchmarks`` of a source checkout (pytest-benchmark);
-``--save``/``--compare`` map to ``--benchmark-save``/``--benchmark-compare`` and
+The suite itself is ``harness/speed/suite`` (pytest-benchmark), shipped in the package, so an installed
+harness times itself; results go under ``./results/benchmarks``. ``--save``/``--compare`` map to ``--benchmark-save``/``--benchmark-compare`` and
 ``--benchmark-compare-fail=median:<N>%``.
 """
 
@@ -28,7 +28,7 @@ from tabulate import tabulate
 import harness
 from harness.errors import HarnessError
 from harness.speed.benchmarks import PAPER_TABLE6, speedups
-from harness.speed.records import PEERS_LEARN2LEARN, SUITE, device_file_name, machine_description
+from harness.speed.records import PEERS_LEARN2LEARN, RESULTS, SUITE, device_file_name, machine_description
 
 
 def summarise(report: dict) -> tuple[list[list], dict]:
@@ -162,19 +162,21 @@ class BenchCommand:
             return print_paths(args)
         if args.peers:
             return print_peers(args)
-        if not SUITE.is_dir():
-            raise HarnessError(f"harness bench runs the suite of a source checkout; {SUITE} does not exist")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        out = (
-            Path(args.out)
-            if args.out
-            else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}.json"
-        )
+        out = Path(args.out) if args.out else RESULTS / f"{device_file_name(device)}.json"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise HarnessError(f"cannot write benchmark results to {out.parent}: {exc.strerror or exc}") from None
-        pytest_args = [str(SUITE), "-q", f"--benchmark-json={out}", "--benchmark-columns=mean,median,stddev,rounds"]
+        # no cache: an installed suite lives in site-packages, which pytest must not write to
+        pytest_args = [
+            str(SUITE),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--benchmark-json={out}",
+            "--benchmark-columns=mean,median,stddev,rounds",
+        ]
         if args.save:
             pytest_args.append(f"--benchmark-save={args.save}")
         if args.compare:

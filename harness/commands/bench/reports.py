@@ -13,7 +13,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from harness.errors import HarnessError
-from harness.speed.records import PEERS_LEARN2LEARN, SUITE, device_file_name, machine_description
+from harness.speed.records import PEERS_LEARN2LEARN, RESULTS, device_file_name, machine_description
 
 
 def print_paths(args) -> int:
@@ -26,11 +26,7 @@ def print_paths(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     plugins = get_plugins()
     suffix = f"-{args.backbone}" if args.backbone else ""
-    out = (
-        Path(args.out)
-        if args.out
-        else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}-paths{suffix}.json"
-    )
+    out = Path(args.out) if args.out else RESULTS / f"{device_file_name(device)}-paths{suffix}.json"
     for name in args.config or []:
         if name not in CONFIGS:
             raise HarnessError(f"unknown step shape {name!r}; shapes: {', '.join(CONFIGS)}")
@@ -131,11 +127,7 @@ def print_peers(args) -> int:
             tablefmt="github",
         )
     )
-    out = (
-        Path(args.out)
-        if args.out
-        else SUITE.parents[1] / "results" / "benchmarks" / f"{device_file_name(device)}-peers.json"
-    )
+    out = Path(args.out) if args.out else RESULTS / f"{device_file_name(device)}-peers.json"
     versions = {p: _version(p) for p in peers}
     write_json(
         out,

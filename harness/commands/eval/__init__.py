@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from tabulate import tabulate
 
 import harness
@@ -44,7 +43,7 @@ def open_run(plugins, run_dir, args, checkpoint=None):
     run = load_run(Path(run_dir), plugins, checkpoint or getattr(args, "checkpoint", None))
     run.device = resolve_device(args.device)
     run.model.to(run.device)
-    if isinstance(run.algorithm, torch.nn.Module):
+    if run.algorithm.owns_parameters:
         run.algorithm.to(run.device)
     run.data_root = resolve_data_root(args.data_root or run.config.data_root)
     run.download = not args.no_download

@@ -56,7 +56,7 @@ def evaluate_rl_runs(plugins, run_dirs, args) -> int:
                 tasks,
             ]
         )
-    paper = getattr(env_plugin, "paper_returns", {}).get(configs[0].algo)
+    paper = env_plugin.paper_returns.get(configs[0].algo)
     if len(returns) > 1:
         rows.append(
             ["mean +- std over runs", "", "", "", f"{np.mean(returns):.2f} +- {np.std(returns, ddof=1):.2f}", ""]

@@ -1,6 +1,6 @@
 """Table 6 speed suite: MAML / FOMAML / ANIL training and inference steps, and speedup gates.
 
-    pytest tests/benchmarks                       # all devices present; prints pytest-benchmark's table
+    pytest harness/speed/suite                       # all devices present; prints pytest-benchmark's table
     harness bench                                 # the same, plus a Table-6-style summary and JSON in results/benchmarks/
 
 Ratios (ANIL over MAML, FOMAML over MAML) are computed from the medians of

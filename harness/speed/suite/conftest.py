@@ -1,4 +1,4 @@
-"""The speed suite is collected only when asked for: ``pytest tests/benchmarks``."""
+"""The speed suite: ``harness bench``, or ``pytest harness/speed/suite`` (outside the unit tests' ``testpaths``)."""
 
 import pytest
 

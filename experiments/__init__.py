@@ -1,0 +1,1 @@
+"""The experiment definitions (one TOML file per paper table or figure), installed as ``harness_experiments``\nso that ``harness reproduce table2`` works from a wheel; ``harness.reproduce.definitions`` reads them."""
