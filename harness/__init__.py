@@ -38,6 +38,7 @@ _LAZY = {
     "NUM_TASKS": "harness.evaluation.options",
     "TEST_INNER_STEPS": "harness.evaluation.options",
     "ADAPT_AS": "harness.evaluation.options",
+    "ADAPT_LR": "harness.evaluation.options",
     "adapt_with": "harness.evaluation.fewshot",
     "mean_and_ci95": "harness.evaluation.fewshot",
     "per_task_accuracies": "harness.evaluation.fewshot",

@@ -90,6 +90,7 @@ def _main(argv: list[str] | None) -> int:
         report_load_errors(plugins)
         parser = build_parser(plugins)
         args = parser.parse_args(argv)
+        args.plugins = plugins  # commands use the plugins loaded here (a command's run(args) reads args.plugins)
         if getattr(args, "command", None) is None:
             parser.print_help()
             return 2

@@ -45,6 +45,7 @@ def test_a_wheel_install_reproduces_and_benches_from_an_empty_directory(tmp_path
     from a directory with no source tree in reach."""
     wheels, venv, empty = tmp_path / "wheels", tmp_path / "venv", tmp_path / "empty"
     empty.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     build = [
         sys.executable,
         "-m",
@@ -57,16 +58,15 @@ def test_a_wheel_install_reproduces_and_benches_from_an_empty_directory(tmp_path
         str(wheels),
         str(REPO),
     ]
-    subprocess.run(build, check=True, capture_output=True)
+    subprocess.run(build, check=True, capture_output=True, env=env)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q"]
-    subprocess.run([*install, *map(str, wheels.glob("*.whl"))], check=True, capture_output=True)
+    subprocess.run([*install, *map(str, wheels.glob("*.whl"))], check=True, capture_output=True, env=env)
     fresh_site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
     ).stdout.strip()
     (Path(fresh_site) / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
     def harness(*args: str) -> str:
         done = subprocess.run([venv / "bin" / "harness", *args], cwd=empty, env=env, capture_output=True, text=True)

@@ -62,8 +62,12 @@ def test_a_backbone_that_mixes_channels_is_caught_and_runs_on_the_generic_path(c
     )
     torch.testing.assert_close(logits, reference)
     warning = capsys.readouterr().err
-    assert warning.startswith("harness: ChannelMixing: no fast path (its forward mixes channels across tasks")
-    assert warning.rstrip().endswith("using the generic one")
+    assert warning.startswith(
+        "harness: ChannelMixing: no side-by-side fast path (its forward mixes channels across tasks"
+    )
+    assert warning.rstrip().endswith(
+        "its tasks run under vmap, or one by one where vmap's second-order meta-gradient is wrong"
+    )
     ml.adapt_and_predict(model, batch, 2, 0.3, lambda name: True, first_order=True)
     assert capsys.readouterr().err == ""  # checked once per model
 

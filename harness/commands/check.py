@@ -38,9 +38,8 @@ class CheckCommand:
         parser.add_argument("--keep-run", metavar="DIR", help="keep the training run here (default: deleted)")
 
     def run(self, args) -> int:
-        from harness.plugin.manager import get_plugins
 
-        plugins = get_plugins()
+        plugins = args.plugins
         plugins.algorithms.get(args.algo)
         budget = {**learning_check.BUDGET, "iterations": args.iterations, "seed": args.seed}
         identity = learning_check.check_identity(args.algo, args.data, budget)

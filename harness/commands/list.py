@@ -17,9 +17,8 @@ class ListCommand:
         parser.add_argument("--options", action="store_true", help="with evaluators: each one's -o KEY=VALUE options")
 
     def run(self, args) -> int:
-        from harness.plugin.manager import get_plugins
 
-        plugins = get_plugins()
+        plugins = args.plugins
         for kind in [args.kind] if args.kind else KINDS:
             registry = plugins.registries[kind]
             colliding = registry.colliding_names()

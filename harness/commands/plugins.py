@@ -31,9 +31,8 @@ class PluginsCommand:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
     def run(self, args) -> int:
-        from harness.plugin.manager import get_plugins
 
-        plugins = get_plugins()
+        plugins = args.plugins
         entries = describe_plugins(plugins)
         errors = [{"name": e.plugin, "source": e.source, "error": e.error} for e in plugins.load_errors]
         collisions = [c for kind in REGISTRY_HOOKS for c in plugins.registries[kind].collisions()]

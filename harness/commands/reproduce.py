@@ -67,7 +67,6 @@ class ReproduceCommand:
         )
 
     def run(self, args) -> int:
-        from harness.plugin.manager import get_plugins
         from harness.reproduce.definitions import load_definition
         from harness.reproduce.executors import run_all
         from harness.reproduce.planning import plan
@@ -78,7 +77,7 @@ class ReproduceCommand:
         if args.seeds < 1 or args.workers < 1:
             raise HarnessError("--seeds and --workers must be at least 1")
         stop = StopConditions(parse_duration(args.time_limit) if args.time_limit else None)
-        plugins = get_plugins()
+        plugins = args.plugins
         report_to = parse_report_to(args.report_to, plugins.trackers)
         run_flags = ("--report-to", ",".join(report_to) or "none") if report_to is not None else ()
         definition = load_definition(args.table)

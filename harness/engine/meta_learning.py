@@ -113,7 +113,9 @@ def step_size(lr, name: str):
     return lr[name] if isinstance(lr, dict) else lr
 
 
-def _sgd_step(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr, first_order: bool):
+def sgd_step(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr, first_order: bool = False):
+    """One inner-loop step, the only one in the harness: ``theta' = theta - step_size(lr, name) * grad`` for each
+    name of ``params`` (Finn et al. 2017, Eq. 1); ``first_order`` detaches the gradients."""
     if first_order:
         return {name: p - step_size(lr, name) * grads[name].detach() for name, p in params.items()}
     return {name: p - step_size(lr, name) * grads[name] for name, p in params.items()}
@@ -160,7 +162,7 @@ def adapt_and_predict(
     def one_task(start, support_x, support_y, query_x):
         fast = start
         for _ in range(steps):
-            fast = _sgd_step(fast, grad(support_loss)(fast, support_x, support_y), lr, first_order)
+            fast = sgd_step(fast, grad(support_loss)(fast, support_x, support_y), lr, first_order)
         return functional_call(model, {**fixed, **fast}, (query_x,)), fast
 
     logits, fast = vmap(one_task, in_dims=(None, 0, 0, 0))(
@@ -190,7 +192,7 @@ def _adapt_tasks_side_by_side(forward_tasks, episodes, steps, lr, params, adapte
                 F.cross_entropy(logits.flatten(0, 1), episodes.support_y.flatten(), reduction="sum") / logits.shape[1]
             )
             grads = torch.autograd.grad(loss, [fast[name] for name in adapted_names], create_graph=not first_order)
-            fast.update({name: fast[name] - step_size(lr, name) * g for name, g in zip(adapted_names, grads)})
+            fast.update(sgd_step({name: fast[name] for name in adapted_names}, dict(zip(adapted_names, grads)), lr))
     logits = forward_tasks(fast, episodes.query_x, channels_last)  # [tasks, ways*queries, ways]
     return (logits, {name: fast[name] for name in adapted_names}) if return_adapted else logits
 
@@ -243,7 +245,7 @@ def _adapt_task_by_task(model, episodes, steps, lr, params, adapted_names, retur
         for _ in range(steps):
             loss = F.cross_entropy(functional_call(model, fast, (episodes.support_x[task],)), episodes.support_y[task])
             grads = torch.autograd.grad(loss, [fast[name] for name in adapted_names], create_graph=True)
-            fast.update({name: fast[name] - step_size(lr, name) * g for name, g in zip(adapted_names, grads)})
+            fast.update(sgd_step({name: fast[name] for name in adapted_names}, dict(zip(adapted_names, grads)), lr))
         logits.append(functional_call(model, fast, (episodes.query_x[task],)))  # [ways*queries, ways]
         for name in adapted_names:
             adapted[name].append(fast[name])
@@ -268,9 +270,8 @@ def _adapt_linear_head(head, support_features, support_y, query_features, steps,
         dlogits = (logits.softmax(dim=-1) - onehot) / n
         dweight = dlogits.transpose(1, 2) @ support_features  # [tasks, ways, F]
         dbias = dlogits.sum(dim=1)  # [tasks, ways]
-        if first_order:
-            dweight, dbias = dweight.detach(), dbias.detach()
-        weight, bias = weight - step_size(lr, "weight") * dweight, bias - step_size(lr, "bias") * dbias
+        stepped = sgd_step({"weight": weight, "bias": bias}, {"weight": dweight, "bias": dbias}, lr, first_order)
+        weight, bias = stepped["weight"], stepped["bias"]
     logits = torch.baddbmm(bias.unsqueeze(1), query_features, weight.transpose(1, 2))  # [tasks, ways*queries, ways]
     return logits, {"weight": weight, "bias": bias}
 
@@ -294,7 +295,7 @@ def _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_ad
     def one_task(start, features_s, support_y, features_q):
         fast = start
         for _ in range(steps):
-            fast = _sgd_step(fast, grad(support_loss)(fast, features_s, support_y), lr, first_order)
+            fast = sgd_step(fast, grad(support_loss)(fast, features_s, support_y), lr, first_order)
         return functional_call(model.head, {**fixed_head, **fast}, (features_q,)), fast
 
     logits, fast = vmap(one_task, in_dims=(None, 0, 0, 0))(

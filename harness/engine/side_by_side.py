@@ -181,7 +181,7 @@ def mismatch(model: nn.Module, images: torch.Tensor) -> float:
     return float(max(differences))
 
 
-def _check(model: nn.Module, sample: torch.Tensor) -> str | None:
+def rules_problem(model: nn.Module, sample: torch.Tensor) -> str | None:
     """Why the rules do not run ``model`` correctly on ``sample`` (two tasks), or None. A model whose forward
     raises under the rules is a model without a fast path, never a failed run."""
     try:
@@ -211,7 +211,7 @@ def side_by_side_problem(model: nn.Module, images: torch.Tensor) -> str | None:
         if reason is None:
             if images.shape[0] < 2:
                 return None  # one task has nothing to mix with: check on a later call with more
-            reason = _check(model, images[:2, : min(images.shape[1], 4)])
+            reason = rules_problem(model, images[:2, : min(images.shape[1], 4)])
         if reason is not None:
             print(
                 f"harness: {type(model).__name__}: no side-by-side fast path ({reason}); its tasks run under vmap, "

@@ -10,6 +10,7 @@ standard deviation), the convention of Finn et al. (2017) and Raghu et al.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from collections.abc import Iterator
@@ -104,7 +105,7 @@ def adapt_with(algorithm, model, episodes: Episodes, steps: int, hp, frozen=froz
         model,
         episodes,
         steps,
-        hp.inner_lr,
+        algorithm.inner_lr(hp),
         lambda name: algorithm.adapts(name) and name not in frozen,
         True,
         return_adapted,
@@ -119,8 +120,10 @@ def inner_loop_algorithm(run, options: dict):
     ANIL-trained one, whose own inner loop leaves the body untouched by construction: does
     the body change when it is allowed to (Raghu et al. 2020, Figure 2 / Table 1 on ANIL)?
     """
-    name = options.get("adapt_as")
+    name, lr = options.get("adapt_as"), options.get("adapt_lr")
     if not name:
+        if lr is not None:
+            raise HarnessError("adapt_lr is the inner learning rate of adapt_as; give adapt_as too")
         return run.algorithm
     from harness.plugin.manager import get_plugins
 
@@ -132,4 +135,16 @@ def inner_loop_algorithm(run, options: dict):
             f"adapt_as={name}: {name!r} adapts with parameters it learns in each run (for_run); "
             f"evaluate a run trained with it instead"
         )
-    return algorithm
+    if lr is None and not run.algorithm.inner_lr_transfers:
+        raise HarnessError(
+            f"adapt_as={name}: the run's --inner-lr {run.config.inner_lr} is {run.config.algo}'s step on its own "
+            f"parameters, not on weights; give the inner learning rate with -o adapt_lr=X"
+        )
+    return algorithm if lr is None else _with_inner_lr(algorithm, float(lr))
+
+
+def _with_inner_lr(algorithm, lr: float):
+    """A copy of the registered ``algorithm`` whose inner loop steps with ``lr`` whatever the run's config says."""
+    adapted = copy.copy(algorithm)
+    adapted.inner_lr = lambda hp: lr
+    return adapted

@@ -146,6 +146,12 @@ TEST_INNER_STEPS = Option(
 ADAPT_AS = Option(
     "adapt_as", "adapt with this algorithm's inner loop instead of the run's (maml: every layer)", kind="algorithm"
 )
+ADAPT_LR = Option(
+    "adapt_lr",
+    "inner learning rate for adapt_as (default: the run's --inner-lr, where its algorithm's steps weights)",
+    kind="float",
+    minimum=0.0,
+)
 
 
 def describe_options(evaluator) -> str:

@@ -44,6 +44,18 @@ class ImageAlgorithm:
     #: one updates (``harness.evaluation.fewshot.adapt_with``); neither: no inner loop (Prototypical Networks).
     adapt: Callable[..., Any] | None = None
     adapts: Callable[[str], bool] | None = None
+    #: False when the run's ``--inner-lr`` is a step on something other than weights (CAVIA's context):
+    #: ``-o adapt_as=NAME`` on its runs then needs ``-o adapt_lr=X`` instead of reusing it.
+    inner_lr_transfers = True
+
+    def prepare_model(self, model):
+        """The model this algorithm trains, from the backbone's (add a context, wrap layers): applied wherever a
+        run's model is built (training, ``--resume``, ``harness eval``), before the checkpoint's weights load."""
+        return model
+
+    def inner_lr(self, hp) -> Any:
+        """The inner loop's step size: ``hp.inner_lr`` (a learned one: ``{name: tensor}``)."""
+        return hp.inner_lr
 
     def head_outputs(self, spec, train_sampler) -> int:
         """Size of the model's head: the task spec's ways (all training classes for pretraining regimes)."""
@@ -86,6 +98,9 @@ OPTIONAL_MEMBERS = (
     "ignored_options",
     "adapt",
     "adapts",
+    "inner_lr",
+    "inner_lr_transfers",
+    "prepare_model",
     "head_outputs",
     "for_run",
     "progress",

@@ -84,6 +84,16 @@ def register_algorithms(registry) -> None:
       model's; they are saved in every checkpoint under ``"algorithm"``,
       restored by ``--resume`` and loaded by ``harness eval`` / ``analyze``
       (``plugins/algorithms/meta_sgd.py``, 40 lines, is the example);
+    - ``prepare_model(model) -> nn.Module``: change the model the backbone
+      built before it trains (add a context vector, wrap layers; CAVIA). Called
+      wherever a run's model is built (training, ``--resume``, ``harness eval``,
+      the speed workloads: ``harness.run.assembly``), before a checkpoint loads,
+      so what it adds is saved and restored with the model. A parameter it adds
+      in a new body layer (``model.body.append(...)``) is a layer of its own for
+      the representation and weight-distance evaluators;
+    - ``inner_lr_transfers = False``: the run's ``--inner-lr`` steps something
+      other than weights (a context), so ``-o adapt_as=NAME`` on its runs needs
+      ``-o adapt_lr=X`` instead of reusing it;
     - ``owns_parameters`` and ``owned_parameters()``: whether the run's instance
       has parameters of its own, and which (default: it is an ``nn.Module``, and
       its ``parameters()``); the core learns, saves and restores exactly these;
@@ -214,14 +224,14 @@ def register_evaluators(registry) -> None:
 
     An evaluator has ``name``, ``description`` and
     ``evaluate(run, options) -> dict`` where ``run`` is a
-    :class:`harness.run.rundir.LoadedRun` (config, model, algorithm, task sampler).
+    :class:`harness.run.loaded_run.LoadedRun` (config, model, algorithm, task sampler).
     Return ``{"rows": [{"name", "mean", "ci95", "tasks", ...}, ...]}``; the
     command prints the rows as a table and writes them as JSON into the run
     directory. Raise ``HarnessError`` when the run does not fit the evaluator.
 
     Declare the ``-o KEY=VALUE`` options it takes as ``options``, a tuple of
     :class:`harness.evaluation.options.Option` (``NUM_TASKS``,
-    ``TEST_INNER_STEPS`` and ``ADAPT_AS`` are shared ones): ``evaluate`` then
+    ``TEST_INNER_STEPS``, ``ADAPT_AS`` and ``ADAPT_LR`` are shared ones): ``evaluate`` then
     receives every declared option, converted to its type or set to its
     default, and unknown keys, malformed and out-of-range values are refused
     with one line before anything runs (``--test-tasks`` and
@@ -253,8 +263,10 @@ def register_commands(registry) -> None:
 
     A command has ``name``, ``description`` (the one-line help),
     ``add_arguments(parser: argparse.ArgumentParser)`` and
-    ``run(args: argparse.Namespace) -> int`` (the exit status). Raise
-    ``HarnessError`` for bad input: the CLI prints it on one line and exits 2.
+    ``run(args: argparse.Namespace) -> int`` (the exit status). ``args.plugins``
+    holds the loaded plugins (:class:`harness.plugin.manager.Plugins`: the
+    registries ``algorithms``, ``backbones``, ...). Raise ``HarnessError`` for bad
+    input: the CLI prints it on one line and exits 2.
     """
 
 

@@ -29,6 +29,11 @@ class Algorithm(Protocol):
     adapt: Callable[..., Any] | None
     adapts: Callable[[str], bool] | None
     owns_parameters: bool
+    inner_lr_transfers: bool
+
+    def prepare_model(self, model) -> Any: ...
+
+    def inner_lr(self, hp) -> Any: ...
 
     def train_step(self, model, episodes, hp) -> dict: ...
 

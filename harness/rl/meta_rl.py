@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import kl_divergence
 
-from harness.engine.meta_learning import step_size
+from harness.engine.meta_learning import sgd_step
 from harness.rl.policy import distribution
 from harness.rl.rollouts import TaskEpisodes, policy_forward
 from harness.rl.trpo import trpo_step
@@ -54,8 +54,8 @@ class MetaRLAlgorithm:
         losses = -task_means(log_prob * episodes.advantages, episodes.mask)  # [tasks]
         adapted_names = [name for name in params if self.adapts(name)]
         grads = torch.autograd.grad(losses.sum(), [params[n] for n in adapted_names], create_graph=create_graph)
-        # The image inner loop's update rule: inner_lr may be one float or a tensor per parameter name.
-        return {**params, **{n: params[n] - step_size(inner_lr, n) * g for n, g in zip(adapted_names, grads)}}
+        adapted = sgd_step({n: params[n] for n in adapted_names}, dict(zip(adapted_names, grads)), inner_lr)
+        return {**params, **adapted}
 
     def adapt_detached(self, policy, episodes: TaskEpisodes, inner_lr: float) -> dict:
         """Adapted parameters without a graph (for sampling with the adapted policies)."""

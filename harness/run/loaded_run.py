@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from harness.errors import HarnessError
-from harness.plugin.algorithm import with_defaults
+from harness.run.assembly import build_model, run_algorithm
 from harness.run.config import RunConfig
 from harness.run.integrity import refuse_foreign_checkpoint, verify_checkpoint
 from harness.run.rundir import load_torch, load_weights, read_json
@@ -61,9 +61,11 @@ def load_run(path: Path, plugins, checkpoint: str | None = None) -> LoadedRun:
     refuse_foreign_checkpoint(checkpoint_path, state, read_json(path / "config.json"))
     geometry = state["geometry"]
     head_outputs = geometry.get("head_outputs", spec.ways)
-    model = backbone.build(geometry["in_channels"], geometry["image_size"], head_outputs, bn_mode=config.bn_mode)
+    model = build_model(
+        backbone, algorithm, geometry["in_channels"], geometry["image_size"], head_outputs, config.bn_mode
+    )
     load_weights(model, state["model"], checkpoint_path)
-    algorithm = with_defaults(algorithm.for_run(model, config))
+    algorithm = run_algorithm(algorithm, model, config)
     if algorithm.owns_parameters:  # the algorithm's own learned parameters (Meta-SGD's step sizes)
         if "algorithm" not in state:
             raise HarnessError(

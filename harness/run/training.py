@@ -28,7 +28,7 @@ from harness.engine.meta_learning import Engine, inner_loop_route
 from harness.engine.side_by_side import fast_path_problem
 from harness.errors import HarnessError
 from harness.evaluation.fewshot import TEST_TASK_SEED, VAL_TASK_SEED, evaluate, progress_shown
-from harness.plugin.algorithm import with_defaults
+from harness.run.assembly import build_model, run_algorithm
 from harness.run.config import RunConfig
 from harness.run.devices import describe_device, resolve_device
 from harness.run.distributed import context_from_environment
@@ -128,12 +128,12 @@ class Trainer:
         head_outputs = self.algorithm.head_outputs(self.spec, train)
         self.geometry = {"in_channels": train.in_channels, "image_size": train.image_size, "head_outputs": head_outputs}
         torch.manual_seed(self.config.seed)
-        self.model = self.backbone.build(train.in_channels, train.image_size, head_outputs, bn_mode=self.config.bn_mode)
+        self.model = build_model(
+            self.backbone, self.algorithm, train.in_channels, train.image_size, head_outputs, self.config.bn_mode
+        )
         initialise_head(self.model, self.config.head_init)
         self.model.to(self.device)
-        self.algorithm = with_defaults(self.algorithm.for_run(self.model, self.config))
-        if self.algorithm.owns_parameters:  # Meta-SGD's step sizes, learned with the model's
-            self.algorithm.to(self.device)
+        self.algorithm = run_algorithm(self.algorithm, self.model, self.config, self.device)
 
     def _refuse_oversized(self) -> None:
         """A meta-batch or evaluation chunk that cannot fit in memory is refused before any step."""

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import torch
 
 from harness.data.episodes import Episodes
+from harness.run.assembly import build_model, run_algorithm
 
 #: Paper speedups of ANIL over MAML (Section 4 text, rounded from Table 6; TensorFlow, Titan Xp): a floor for our ratios.
 PAPER_SPEEDUP = {"train": 1.7, "inference": 4.1}
@@ -161,9 +162,10 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
 
         full_float32_on_cuda()
     torch.manual_seed(0)
-    model = plugins.backbones.get(config.backbone).build(config.channels, config.image_size, config.ways).to(device)
-    torch.nn.init.normal_(model.head.weight, std=0.01)  # a zero head would make the first inner step trivially cheap
     algorithm = plugins.algorithms.get(algorithm_name)
+    backbone = plugins.backbones.get(config.backbone)
+    model = build_model(backbone, algorithm, config.channels, config.image_size, config.ways).to(device)
+    torch.nn.init.normal_(model.head.weight, std=0.01)  # a zero head would make the first inner step trivially cheap
     episodes = random_episodes(config, device)
     hp = SimpleNamespace(
         inner_steps=config.inner_steps,
@@ -173,12 +175,8 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
         inner_loop="generic" if path == "generic" else "fast",
         precision="bf16" if path == "bf16" else "fp32",
     )
-    parameters = list(model.parameters())
-    algorithm = algorithm.for_run(model, hp)
-    if algorithm.owns_parameters:  # parameters of its own (Meta-SGD's step sizes), learned with the model's
-        algorithm.to(device)
-        parameters += list(algorithm.owned_parameters())
-    optimizer = torch.optim.Adam(parameters, lr=1e-3)
+    algorithm = run_algorithm(algorithm, model, hp, device)  # Meta-SGD's step sizes, learned with the model's
+    optimizer = torch.optim.Adam([*model.parameters(), *algorithm.owned_parameters()], lr=1e-3)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     def train_step():

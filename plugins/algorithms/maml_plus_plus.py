@@ -39,7 +39,7 @@ from torch import nn
 from torch.func import functional_call
 
 import harness
-from harness.engine.meta_learning import Engine, GradientMetaLearner, query_accuracy
+from harness.engine.meta_learning import Engine, GradientMetaLearner, query_accuracy, sgd_step
 from harness.engine.side_by_side import tasks_side_by_side
 
 ITERATIONS_PER_EPOCH = 500  # total_iter_per_epoch
@@ -139,7 +139,7 @@ class MAMLPlusPlus(nn.Module, GradientMetaLearner):
                     / logits.shape[1]
                 )
                 grads = torch.autograd.grad(loss, [fast[n] for n in adapted], create_graph=not first_order)
-                fast.update({n: fast[n] - rates[n] * g for n, g in zip(adapted, grads)})
+                fast.update(sgd_step({n: fast[n] for n in adapted}, dict(zip(adapted, grads)), rates))
                 per_step.append(
                     _forward(model, {**fast, **bn}, episodes.query_x, engine)
                 )  # [tasks, ways*queries, ways]

@@ -33,7 +33,7 @@ from harness.evaluation.fewshot import (
     mean_and_ci95,
     per_task_accuracies,
 )
-from harness.evaluation.options import ADAPT_AS, NUM_TASKS, TEST_INNER_STEPS, Option
+from harness.evaluation.options import ADAPT_AS, ADAPT_LR, NUM_TASKS, TEST_INNER_STEPS, Option
 from harness.reproduce.figures import new_figure, save_figure
 from harness.run.rundir import load_torch, load_weights
 
@@ -67,6 +67,7 @@ class FreezeEvaluator:
         NUM_TASKS,
         TEST_INNER_STEPS,
         ADAPT_AS,
+        ADAPT_LR,
         Option("layers", "one setting only: none, i or i-j (layers numbered from 1)"),
         Option("all_checkpoints", "also evaluate every checkpoints/step-*.pt (Figure 3)", kind="bool", default=False),
     )

@@ -44,7 +44,7 @@ from harness.evaluation.fewshot import (
     inner_loop_algorithm,
     mean_and_ci95,
 )
-from harness.evaluation.options import ADAPT_AS, Option
+from harness.evaluation.options import ADAPT_AS, ADAPT_LR, Option
 from harness.evaluation.similarity import MEASURES, as_neurons_by_datapoints
 from harness.reproduce.figures import new_figure, save_figure
 
@@ -64,6 +64,7 @@ TASKS = (
         default=lambda run: run.config.test_inner_steps,
     ),
     ADAPT_AS,
+    ADAPT_LR,
 )
 AGAINST = Option("against", "the second run directory", kind="run")
 
@@ -163,10 +164,11 @@ class WeightDistance:
         for _, _, adapted in pre_post(
             run.model, inner_loop_algorithm(run, options), episodes, _steps(run, options), run.config
         ):
+            for name in adapted:  # an adapted tensor outside the analysed layers (a context) gets a row of its own
+                per_layer.setdefault(layer_of(name), [])
             squared: dict[str, float] = {layer: 0.0 for layer in per_layer}
             for name, value in adapted.items():
-                if layer_of(name) in squared:
-                    squared[layer_of(name)] += float(((value.detach() - base[name]) ** 2).sum())
+                squared[layer_of(name)] += float(((value.detach() - base[name]) ** 2).sum())
             for layer, total in squared.items():
                 per_layer[layer].append(total**0.5)
             body.append(sum(total for layer, total in squared.items() if layer != "head") ** 0.5)

@@ -24,13 +24,12 @@ def bench_algorithm(args, max_regression: float | None) -> int:
     """Validate everything, then time; 1 when a step regressed against ``--compare``'s baseline."""
     import torch
 
-    from harness.plugin.manager import get_plugins
     from harness.run.devices import describe_device
 
     given = [f"--{mode.replace('keyword', 'k')}" for mode in OTHER_MODES if getattr(args, mode)]
     if given:
         raise HarnessError(f"--algo times one algorithm against a reference; {given[0]} does not apply to it")
-    plugins = get_plugins()
+    plugins = args.plugins
     algorithm = plugins.algorithms.get(args.algo)
     reference = args.reference or algorithm_speed.reference_for(algorithm)
     plugins.algorithms.get(reference)

@@ -19,12 +19,11 @@ from harness.speed.records import PEERS_LEARN2LEARN, RESULTS, device_file_name, 
 def print_paths(args) -> int:
     import torch
 
-    from harness.plugin.manager import get_plugins
     from harness.run.rundir import write_json
     from harness.speed.benchmarks import CONFIGS, compare_paths
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    plugins = get_plugins()
+    plugins = args.plugins
     suffix = f"-{args.backbone}" if args.backbone else ""
     out = Path(args.out) if args.out else RESULTS / f"{device_file_name(device)}-paths{suffix}.json"
     for name in args.config or []:
@@ -92,7 +91,6 @@ def paths_table(rows: list[dict], backbone: str | None, device: str) -> list[lis
 def print_peers(args) -> int:
     import torch
 
-    from harness.plugin.manager import get_plugins
     from harness.run.rundir import write_json
     from harness.speed.benchmarks import CONFIGS
     from harness.speed.peers import PEERS, available, compare
@@ -108,7 +106,7 @@ def print_peers(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     configs = [config for name, config in CONFIGS.items() if not args.config or name in args.config]
     peers = args.peer or available()
-    rows = compare(get_plugins(), rounds=args.rounds or 3, configs=configs, peers=peers, device=device)
+    rows = compare(args.plugins, rounds=args.rounds or 3, configs=configs, peers=peers, device=device)
     table = [
         [
             row["config"],
@@ -146,11 +144,10 @@ def print_peers(args) -> int:
 def print_floor(args) -> int:
     import torch
 
-    from harness.plugin.manager import get_plugins
     from harness.speed.floors import FAMILIES, floor_rows, matmul_rate, memory_bandwidth
 
     rate, bandwidth = matmul_rate(), memory_bandwidth()
-    rows = floor_rows(get_plugins(), rate, bandwidth, rounds=(args.rounds or 3) if args.measure else 0)
+    rows = floor_rows(args.plugins, rate, bandwidth, rounds=(args.rounds or 3) if args.measure else 0)
     print(
         f"float32 matmul rate (1024x1024, torch.mm, {torch.get_num_threads()} threads): {rate / 1e9:.1f} GFLOP/s; "
         f"memory bandwidth (torch.add of 128 MiB tensors): {bandwidth / 1e9:.1f} GB/s"

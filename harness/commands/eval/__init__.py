@@ -89,9 +89,8 @@ class EvalCommand:
         )
 
     def run(self, args) -> int:
-        from harness.plugin.manager import get_plugins
 
-        plugins = get_plugins()
+        plugins = args.plugins
         run_dirs = [Path(args.run_dir), *map(Path, args.more_runs)]
         if (run_dirs[0] / "config.json").exists() and read_json(run_dirs[0] / "config.json").get("kind") == "rl":
             from harness.commands.eval.rl import evaluate_rl_runs

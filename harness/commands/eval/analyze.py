@@ -44,9 +44,8 @@ class AnalyzeCommand:
         parser.add_argument("--no-download", action="store_true")
 
     def run(self, args) -> int:
-        from harness.plugin.manager import get_plugins
 
-        plugins = get_plugins()
+        plugins = args.plugins
         name = ANALYSES[args.analysis]
         if args.analysis == "similarity" and args.against:
             name = "run-similarity"

@@ -98,9 +98,8 @@ class RunCommand:
             parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
 
     def run(self, args) -> int:
-        from harness.plugin.manager import get_plugins
 
-        plugins = get_plugins()
+        plugins = args.plugins
         stop = StopConditions(parse_duration(args.time_limit) if args.time_limit else None)
         args.report_to = parse_report_to(args.report_to, plugins.trackers)
         if args.env and args.data:
