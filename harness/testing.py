@@ -25,7 +25,7 @@ from harness.engine.side_by_side import TOLERANCE, rules_problem, unsupported
 from harness.plugin.manager import Plugins, load_plugins
 from harness.plugin.registry import Registry
 from harness.run.config import resolve_config
-from harness.run.rundir import load_torch
+from harness.run.files import load_torch
 from harness.run.training import Trainer
 
 #: Fields of metrics rows and summaries that time the machine, not the run.

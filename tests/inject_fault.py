@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import harness.run.rundir as rundir
+import harness.run.files as run_files
 import harness.run.stopping as stopping
 import harness.run.training as training
 from harness.cli import main
@@ -40,7 +40,7 @@ def _kill() -> None:
 def install(fault: str) -> None:
     name, _, count = fault.partition(":")
     target = int(count or 0)
-    real_write = rundir._atomic_write
+    real_write = run_files._atomic_write
     seen = {"n": 0}
 
     def matches(path) -> bool:
@@ -70,15 +70,15 @@ def install(fault: str) -> None:
         real_write(path, data)
 
     if name in ("kill-writing-checkpoint", "kill-writing-periodic", "enospc-writing-checkpoint"):
-        rundir._atomic_write = faulty_write
+        run_files._atomic_write = faulty_write
     elif name == "kill-after-first-row":
-        real_append = rundir.MetricsLog.append
+        real_append = run_files.MetricsLog.append
 
         def append_then_die(self, row):
             real_append(self, row)
             _kill()
 
-        rundir.MetricsLog.append = append_then_die
+        run_files.MetricsLog.append = append_then_die
     elif name == "kill-in-test":
         real_evaluate = training.evaluate
 
@@ -105,7 +105,7 @@ def install(fault: str) -> None:
 
 
 def _pause_after_step(target: int) -> None:
-    real_append, real_on_signal = rundir.MetricsLog.append, stopping.StopConditions._on_signal
+    real_append, real_on_signal = run_files.MetricsLog.append, stopping.StopConditions._on_signal
     heard = []
 
     def on_signal(self, signum, frame):
@@ -122,7 +122,7 @@ def _pause_after_step(target: int) -> None:
                 time.sleep(0.01)  # a signal interrupts the sleep and its handler runs
 
     stopping.StopConditions._on_signal = on_signal
-    rundir.MetricsLog.append = append_then_wait
+    run_files.MetricsLog.append = append_then_wait
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from test_runs import small_config
 import harness
 from harness.evaluation.options import resolve_options
 from harness.plugin.manager import load_plugins
+from harness.run.files import load_torch
 from harness.run.loaded_run import load_run
-from harness.run.rundir import load_torch
 from harness.run.training import Trainer
 
 

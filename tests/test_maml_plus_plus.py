@@ -26,7 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 from harness.plugin.manager import get_plugins
-from harness.run.rundir import load_torch
+from harness.run.files import load_torch
 from harness_plugins.algorithms.maml_plus_plus import MIN_OUTER_LR, MAMLPlusPlus, step_loss_weights
 
 REPO = Path(__file__).resolve().parents[1]

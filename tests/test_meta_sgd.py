@@ -18,7 +18,7 @@ from tiny_model import tiny_setup
 from torch.func import functional_call
 
 from harness.plugin.manager import get_plugins
-from harness.run.rundir import load_torch
+from harness.run.files import load_torch
 
 
 def meta_loss(model, episodes, params, rates, steps):

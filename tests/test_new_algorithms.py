@@ -12,8 +12,8 @@ from test_meta_gradients import meta_loss_reference
 from tiny_model import tiny_setup
 
 from harness.plugin.manager import get_plugins
+from harness.run.assembly import initialise_head
 from harness.run.config import HEAD_INITS
-from harness.run.training import initialise_head
 from harness_plugins.algorithms.protonet import prototype_logits
 
 HP = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=2)

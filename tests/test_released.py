@@ -10,7 +10,7 @@ import torch
 from conftest import REPO, run_cli
 
 from harness.errors import HarnessError
-from harness.run.rundir import load_torch
+from harness.run.files import load_torch
 
 SUMS = REPO / "results" / "SHA256SUMS"
 

@@ -246,24 +246,24 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(args, message, finished,
 def test_failed_write_is_one_line_naming_the_file_and_the_full_disk(tmp_path, monkeypatch):
     import errno
 
-    import harness.run.rundir as rundir
+    import harness.run.files as run_files
 
     def full(_fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(rundir.os, "fsync", full)
-    with pytest.raises(rundir.DiskFullError) as error:
-        rundir.write_json(tmp_path / "summary.json", {"a": 1})
-    mount = rundir._mount_point(tmp_path)
+    monkeypatch.setattr(run_files.os, "fsync", full)
+    with pytest.raises(run_files.DiskFullError) as error:
+        run_files.write_json(tmp_path / "summary.json", {"a": 1})
+    mount = run_files._mount_point(tmp_path)
     assert str(error.value) == f"no space left on {mount} writing {tmp_path / 'summary.json'}"
     assert list(tmp_path.iterdir()) == []  # the temporary file is removed too
 
     def read_only(_fd):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(rundir.os, "fsync", read_only)
-    with pytest.raises(rundir.HarnessError) as error:
-        rundir.write_json(tmp_path / "eval-fewshot.json", {"a": 1})
+    monkeypatch.setattr(run_files.os, "fsync", read_only)
+    with pytest.raises(run_files.HarnessError) as error:
+        run_files.write_json(tmp_path / "eval-fewshot.json", {"a": 1})
     assert (
         str(error.value) == f"cannot write {tmp_path / 'eval-fewshot.json'}: {tmp_path} is on a read-only file system"
     )
@@ -341,7 +341,7 @@ def test_a_full_disk_stops_with_one_line_and_resume_loses_nothing(finished, data
         "enospc-writing-checkpoint:2", out, data_root, "run", *FLAGS, "--data-root", str(data_root), "--out", str(out)
     )
     assert full.returncode == 2, full.stderr
-    from harness.run.rundir import _mount_point
+    from harness.run.files import _mount_point
 
     last = full.stderr.splitlines()[-1]
     assert last == (

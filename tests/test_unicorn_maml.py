@@ -21,7 +21,7 @@ from torch.func import functional_call
 from harness.data.episodes import Episodes
 from harness.evaluation.activations import starting_point
 from harness.plugin.manager import get_plugins
-from harness.run.rundir import load_torch
+from harness.run.files import load_torch
 
 HP = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=3)
 

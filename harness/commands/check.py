@@ -18,7 +18,8 @@ from pathlib import Path
 import harness
 from harness.errors import HarnessError
 from harness.run import learning_check
-from harness.run.rundir import run_state, write_json
+from harness.run.files import write_json
+from harness.run.rundir import run_state
 
 
 class CheckCommand:

@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.reproduce.figures import discard_figure, new_figure, save_figure
 from harness.reproduce.rendering import checked_rows, render_table
 from harness.reproduce.scoreboard import is_scoreboard, plot_scoreboard
-from harness.run.rundir import read_json, read_metrics
+from harness.run.files import read_json, read_metrics
 
 START, END = "<!-- reproduced:start -->", "<!-- reproduced:end -->"
 

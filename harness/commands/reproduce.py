@@ -26,7 +26,7 @@ from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
-from harness.run.rundir import write_json
+from harness.run.files import write_json
 
 RESULTS = Path("results")
 
@@ -150,7 +150,7 @@ def refuse_unmeasuring(out: Path, result: dict, root: str) -> None:
     """``--no-train`` rebuilds a table from the runs it finds; it never turns a measured row into "not run"."""
     if not out.exists():
         return
-    from harness.run.rundir import read_json
+    from harness.run.files import read_json
 
     measured = {row["label"] for row in read_json(out).get("rows", []) if row.get("mean") is not None}
     lost = [row["label"] for row in result["rows"] if row["label"] in measured and row.get("mean") is None]

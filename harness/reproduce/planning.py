@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.run.rundir import held_by, read_metrics
+from harness.run.files import read_metrics
+from harness.run.rundir import held_by
 
 #: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
 #: where each value came from (rewording a source must not orphan finished runs).

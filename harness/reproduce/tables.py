@@ -16,8 +16,8 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.reproduce.executors import execute
 from harness.reproduce.planning import PlannedRun
+from harness.run.files import read_json
 from harness.run.provenance import file_sha256, given_suffix, option_text, same_source
-from harness.run.rundir import read_json
 
 
 def _evaluated_here(out: Path, run: PlannedRun) -> bool:
@@ -143,11 +143,9 @@ def agrees(mean: float, ci: float, paper: list | None, compare: str = "interval"
 
 def speed_table(definition: dict, budget: str) -> list[dict]:
     """Rows of a ``kind = "speed"`` definition: speedup over MAML from step medians measured now."""
-    import statistics
-    import time
 
     from harness.plugin.manager import get_plugins
-    from harness.speed.benchmarks import CONFIGS, make_step
+    from harness.speed.benchmarks import CONFIGS, interleaved_medians, make_step
 
     rounds = int(definition["budgets"][budget].get("rounds", 5))
     medians: dict[tuple, float] = {}
@@ -157,13 +155,7 @@ def speed_table(definition: dict, budget: str) -> list[dict]:
             if config not in CONFIGS:
                 raise HarnessError(f"unknown benchmark config {config!r}; configs: {', '.join(CONFIGS)}")
             step = make_step(get_plugins(), algorithm, CONFIGS[config], phase, "cpu")
-            step()  # warm-up
-            times = []
-            for _ in range(rounds):
-                started = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - started)
-            medians[(algorithm, config, phase)] = statistics.median(times)
+            medians[(algorithm, config, phase)] = interleaved_medians({"step": step}, rounds)["step"]
         return medians[(algorithm, config, phase)]
 
     rows = []

@@ -25,11 +25,8 @@ from harness.rl.policy import GaussianMLPPolicy
 from harness.rl.rollouts import collect
 from harness.run.config import RecordedConfig
 from harness.run.devices import describe_device
+from harness.run.files import load_torch, load_weights
 from harness.run.lifecycle import RunLifecycle
-from harness.run.rundir import (
-    load_torch,
-    load_weights,
-)
 from harness.run.stopping import StopConditions
 
 EVAL_TASK_SEED = 2  # new tasks for evaluation, the same for every run (training tasks come from ``seed``)

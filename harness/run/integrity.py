@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.run.files import read_json
 from harness.run.provenance import file_sha256
-from harness.run.rundir import read_json
 
 IDENTITY = ("algo", "data", "backbone")  # what makes a checkpoint another run's
 MAY_DIFFER_ON_RESUME = {"iterations", "device", "data_root", "sources", "eval_batch_size"}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
-from harness.run.rundir import read_json, read_metrics
+from harness.run.files import read_json, read_metrics
 
 BASELINE_KIND = "harness-check-baseline"
 #: The stated budget: on Omniglot 5w1s, 100 iterations of 4 tasks, then 100 test tasks: 8-20 s per

@@ -24,7 +24,8 @@ from typing import Any
 
 from harness.errors import NonFiniteLossError
 from harness.run import stopping
-from harness.run.rundir import DiskFullError, MetricsLog, load_torch, prepare_run_dir, save_torch, write_json
+from harness.run.files import DiskFullError, MetricsLog, load_torch, save_torch, write_json
+from harness.run.rundir import prepare_run_dir
 from harness.run.stopping import RunStopped, StopConditions
 from harness.run.trackers import RunTrackers
 

@@ -15,8 +15,8 @@ import torch
 from harness.errors import HarnessError
 from harness.run.assembly import build_model, run_algorithm
 from harness.run.config import RunConfig
+from harness.run.files import load_torch, load_weights, read_json
 from harness.run.integrity import refuse_foreign_checkpoint, verify_checkpoint
-from harness.run.rundir import load_torch, load_weights, read_json
 
 
 @dataclass

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.run.rundir import load_torch, read_json
+from harness.run.files import load_torch, read_json
 
 _HASHED: dict[tuple[Path, int, int], str] = {}  # (file, size, mtime_ns) -> sha256: a checkpoint is hashed once
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.run.rundir import load_torch, read_json, read_metrics
+from harness.run.files import load_torch, read_json, read_metrics
 
 RESUME_NEEDS = ("model", "optimizer", "step", "rng", "best", "train_seconds")
 _PERIODIC = re.compile(r"step-(\d+)\.pt")

@@ -86,7 +86,7 @@ def interrupted_message(how: str) -> str:
     if not checkpoint.exists():
         return f"{how} before the first checkpoint of {run_dir}; start the same command again"
     try:
-        from harness.run.rundir import load_torch
+        from harness.run.files import load_torch
 
         step = f"step {load_torch(checkpoint)['step']}"
     except (HarnessError, KeyError, TypeError):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.run.rundir import read_json, write_json
+from harness.run.files import read_json, write_json
 
 #: Where a run keeps which trackers it reports to, and what each needs to continue its tracker run.
 STATE_FILE = "trackers.json"

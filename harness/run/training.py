@@ -24,42 +24,18 @@ import torch
 
 from harness.data.root import resolve_data_root
 from harness.data.taskspec import parse_task_spec
-from harness.engine.meta_learning import Engine, inner_loop_route
-from harness.engine.side_by_side import fast_path_problem
 from harness.errors import HarnessError
 from harness.evaluation.fewshot import TEST_TASK_SEED, VAL_TASK_SEED, evaluate, progress_shown
-from harness.run.assembly import build_model, run_algorithm
+from harness.run.assembly import build_model, fast_or_fallback, initialise_head, run_algorithm
 from harness.run.config import RunConfig
 from harness.run.devices import describe_device, resolve_device
 from harness.run.distributed import context_from_environment
+from harness.run.files import copy_file, load_torch, load_weights
 from harness.run.lifecycle import RunLifecycle
 from harness.run.memory_estimate import activation_bytes_per_image, refuse_if_too_big
 from harness.run.provenance import file_sha256
 from harness.run.resuming import newest_checkpoint
-from harness.run.rundir import (
-    copy_file,
-    load_torch,
-    load_weights,
-)
 from harness.run.stopping import StopConditions
-
-
-def initialise_head(model: torch.nn.Module, how: str) -> None:
-    """``--head-init`` (``harness.run.config.HEAD_INITS``) on the network's linear ``head``; ``zero`` draws no random numbers."""
-    head = getattr(model, "head", None)
-    if not isinstance(head, torch.nn.Linear):
-        if how != "zero":
-            raise HarnessError(f"--head-init {how} needs a network whose head is an nn.Linear")
-        return
-    with torch.no_grad():
-        if how == "zero":
-            head.weight.zero_()
-            head.bias.zero_()
-        elif how == "normal":
-            head.weight.normal_(0.0, 1.0)
-            head.bias.zero_()
-        else:
-            head.reset_parameters()
 
 
 class Trainer:
@@ -328,25 +304,11 @@ class Trainer:
         if self.inner_loop is None:
             if config.inner_loop == "generic":
                 self.inner_loop = {"path": "generic", "how": "--inner-loop generic"}
-            else:
-                self.inner_loop = self._fast_or_fallback(config.inner_loop)
+            else:  # two training tasks for the side-by-side check, from their own generator: the run's is untouched
+                sample = self.samplers["train"].sample(2, np.random.default_rng(0)).support_x.to(self.device)
+                self.inner_loop = fast_or_fallback(self.model, config.inner_loop, sample)
         self.hp = dataclasses.replace(config, inner_loop=self.inner_loop["path"])
         return self.inner_loop
-
-    def _fast_or_fallback(self, asked: str) -> dict:
-        """``auto`` / ``fast``: the fast paths if the model has them and the side-by-side check passes on two
-        training tasks (drawn from their own generator: the run's stream is untouched). Without them ``auto``
-        records the generic path; ``fast`` records what runs instead."""
-        sample = self.samplers["train"].sample(2, np.random.default_rng(0)).support_x.to(self.device)
-        missing = fast_path_problem(self.model, sample)
-        how = "auto: the model has fast paths" if asked == "auto" else "--inner-loop fast"
-        if missing is None:
-            return {"path": "fast", "how": how}
-        if asked == "auto":
-            return {"path": "generic", "how": f"auto: no fast path ({missing})"}
-        # Head-only inner loops (ANIL) keep their own fast path; this is what an all-layer loop runs.
-        runs = inner_loop_route(self.model, Engine(fast=True), sample)
-        return {"path": "fast", "how": f"{how}; no side-by-side fast path ({missing})", "runs": runs}
 
     def test(self) -> dict:
         best_path = self.run_dir / "best.pt"

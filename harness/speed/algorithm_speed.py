@@ -18,7 +18,7 @@ from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
-from harness.run.rundir import read_json, write_json
+from harness.run.files import read_json, write_json
 from harness.speed.benchmarks import CONFIGS, PHASES, BenchConfig, interleaved_medians, make_step
 
 BASELINE_KIND = "harness-bench-ratios"

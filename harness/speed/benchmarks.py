@@ -109,7 +109,7 @@ def record_ratios(path, ratios: dict[str, float], source: str) -> None:
     import json
     from pathlib import Path
 
-    from harness.run.rundir import write_json
+    from harness.run.files import write_json
 
     path = Path(path)
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
@@ -199,10 +199,10 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
 PATHS = ("generic", "fast", "bf16")
 
 
-def interleaved_medians(steps: dict, rounds: int) -> dict[str, float]:
-    """Median seconds of each named step: one warm-up each, then ``rounds`` rounds of all steps in turn,
-    so that machine drift hits every step alike."""
-    import statistics
+def interleaved_times(steps: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each named step in each of ``rounds`` rounds: one warm-up each, then all steps in turn, so
+    that machine drift hits every step alike. The one timing loop of the harness (one step: a dict of one);
+    a step synchronises its device itself (``make_step``)."""
     import time
 
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -213,7 +213,14 @@ def interleaved_medians(steps: dict, rounds: int) -> dict[str, float]:
             started = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(steps: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each named step (:func:`interleaved_times`)."""
+    import statistics
+
+    return {name: statistics.median(t) for name, t in interleaved_times(steps, rounds).items()}
 
 
 def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORITHMS) -> list[dict]:

@@ -22,8 +22,6 @@ Used by ``harness bench --floor``.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -32,7 +30,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from harness.speed.benchmarks import ALGORITHMS, CONFIGS, PAPER_TRAINING, PHASES, BenchConfig, make_step
+from harness.speed.benchmarks import (
+    ALGORITHMS,
+    CONFIGS,
+    PAPER_TRAINING,
+    PHASES,
+    BenchConfig,
+    interleaved_medians,
+    make_step,
+)
 
 #: Kernel families named in the memory-traffic breakdown (aten name prefixes); the rest is "other".
 FAMILIES = {
@@ -86,32 +92,14 @@ def step_cost(plugins, algorithm_name: str, config: BenchConfig, phase: str) -> 
 def matmul_rate(size: int = 1024, repeats: int = 10) -> float:
     """Measured float32 matrix-multiply rate of this machine in FLOP/s."""
     a, b = torch.rand(size, size), torch.rand(size, size)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+    return 2 * size**3 / interleaved_medians({"matmul": lambda: a @ b}, repeats)["matmul"]
 
 
 def memory_bandwidth(megabytes: int = 128, repeats: int = 10) -> float:
     """Measured bytes per second of an elementwise kernel (``add`` of two large float32 tensors)."""
     n = megabytes * 2**20 // 4
     a, b, c = torch.rand(n), torch.rand(n), torch.empty(n)
-    torch.add(a, b, out=c)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        torch.add(a, b, out=c)
-    return 3 * n * 4 * repeats / (time.perf_counter() - started)
-
-
-def median_seconds(step, rounds: int) -> float:
-    step()  # warm-up, not timed
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return 3 * n * 4 / interleaved_medians({"add": lambda: torch.add(a, b, out=c)}, repeats)["add"]
 
 
 def floor_steps() -> list[tuple[BenchConfig, str]]:
@@ -139,7 +127,9 @@ def floor_rows(plugins, rate: float, bandwidth: float, rounds: int = 0, steps=No
             }
             row["floor_s"] = row["compute_floor_s"] + row["memory_floor_s"]
             if rounds:
-                row["measured_s"] = median_seconds(make_step(plugins, algorithm, config, phase, "cpu"), rounds)
+                row["measured_s"] = interleaved_medians(
+                    {"step": make_step(plugins, algorithm, config, phase, "cpu")}, rounds
+                )["step"]
                 row["distance"] = row["measured_s"] / row["floor_s"]
             rows.append(row)
     return rows

@@ -35,7 +35,7 @@ from harness.evaluation.fewshot import (
 )
 from harness.evaluation.options import ADAPT_AS, ADAPT_LR, NUM_TASKS, TEST_INNER_STEPS, Option
 from harness.reproduce.figures import new_figure, save_figure
-from harness.run.rundir import load_torch, load_weights
+from harness.run.files import load_torch, load_weights
 
 
 def parse_layers(text: str, body_layers: int, backbone: str) -> tuple[int, int] | None:

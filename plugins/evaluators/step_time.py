@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ import torch
 import harness
 from harness.errors import HarnessError
 from harness.evaluation.options import Option
+from harness.speed.benchmarks import interleaved_times
 
 SEED = 7  # the measured batches: the same for every run
 
@@ -39,15 +39,14 @@ class StepTime:
         model = copy.deepcopy(run.model)
         algorithm = copy.deepcopy(algorithm) if algorithm.owns_parameters else algorithm
         batch = run.open_split("train").sample(run.config.meta_batch_size, np.random.default_rng(SEED)).to(run.device)
-        seconds = []
-        for repeat in range(1 + options["steps"]):
+
+        def step():
             model.zero_grad(set_to_none=True)
-            started = time.perf_counter()
             algorithm.train_step(model, batch, run.config)
             if run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)
-            if repeat:  # the first one warms up
-                seconds.append(time.perf_counter() - started)
+
+        seconds = interleaved_times({"step": step}, options["steps"])["step"]  # after one warm-up
         median = statistics.median(seconds)
         row = {
             "name": f"{run.config.algo} training step",

@@ -162,6 +162,7 @@ class BenchCommand:
             return print_paths(args)
         if args.peers:
             return print_peers(args)
+        compare = compare_flags(args.compare, args.max_regression or "10%") if args.compare else []  # before any write
         device = "cuda" if torch.cuda.is_available() else "cpu"
         out = Path(args.out) if args.out else RESULTS / f"{device_file_name(device)}.json"
         try:
@@ -179,8 +180,7 @@ class BenchCommand:
         ]
         if args.save:
             pytest_args.append(f"--benchmark-save={args.save}")
-        if args.compare:
-            pytest_args += compare_flags(args.compare, args.max_regression or "10%")
+        pytest_args += compare
         if args.keyword:
             pytest_args += ["-k", args.keyword]
         if args.rounds:

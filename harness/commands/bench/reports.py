@@ -19,7 +19,7 @@ from harness.speed.records import PEERS_LEARN2LEARN, RESULTS, device_file_name, 
 def print_paths(args) -> int:
     import torch
 
-    from harness.run.rundir import write_json
+    from harness.run.files import write_json
     from harness.speed.benchmarks import CONFIGS, compare_paths
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -91,7 +91,7 @@ def paths_table(rows: list[dict], backbone: str | None, device: str) -> list[lis
 def print_peers(args) -> int:
     import torch
 
-    from harness.run.rundir import write_json
+    from harness.run.files import write_json
     from harness.speed.benchmarks import CONFIGS
     from harness.speed.peers import PEERS, available, compare
 

@@ -13,10 +13,11 @@ from harness.errors import HarnessError
 from harness.evaluation.fewshot import progress_shown
 from harness.evaluation.options import resolve_options
 from harness.run.devices import DEVICE_CHOICES, resolve_device
+from harness.run.files import read_json, write_json
 from harness.run.loaded_run import load_run
 from harness.run.memory_estimate import activation_bytes_per_image, refuse_if_too_big
 from harness.run.provenance import evaluation_provenance, given_suffix, keep_earlier
-from harness.run.rundir import prepare_run_dir, read_json, write_json
+from harness.run.rundir import prepare_run_dir
 
 
 def format_rows(rows: list[dict], percent: bool = True) -> str:

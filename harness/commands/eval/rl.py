@@ -18,7 +18,7 @@ from tabulate import tabulate
 from harness.errors import HarnessError
 from harness.rl.policy import GaussianMLPPolicy
 from harness.rl.training import RLConfig, evaluate_returns, resolve_rl_algorithm
-from harness.run.rundir import load_torch, load_weights, read_json, write_json
+from harness.run.files import load_torch, load_weights, read_json, write_json
 
 
 def evaluate_rl_runs(plugins, run_dirs, args) -> int:

@@ -12,9 +12,10 @@ from harness.errors import HarnessError
 from harness.plugin.algorithm import mark_ignored_options, refuse_ignored_options
 from harness.run.config import HEAD_INITS, INNER_LOOPS, RunConfig, resolve_config
 from harness.run.devices import DEVICE_CHOICES
+from harness.run.files import read_json
 from harness.run.integrity import refuse_changed_config
 from harness.run.resuming import newest_checkpoint, refuse_unresumable
-from harness.run.rundir import read_json, refuse_taken, removed_if_start_fails
+from harness.run.rundir import refuse_taken, removed_if_start_fails
 from harness.run.stopping import StopConditions, parse_duration
 from harness.run.trackers import parse_report_to
 

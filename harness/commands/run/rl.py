@@ -15,7 +15,8 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.rl.training import RLConfig, RLTrainer, resolve_rl_algorithm
-from harness.run.rundir import read_json, refuse_taken, removed_if_start_fails
+from harness.run.files import read_json
+from harness.run.rundir import refuse_taken, removed_if_start_fails
 
 #: ``harness run`` flags an RL run takes; the image-only ones are refused rather than ignored.
 IMAGE_ONLY_FLAGS = (
