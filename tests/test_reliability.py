@@ -163,7 +163,7 @@ CATALOGUE = [
     (
         ["analyze", "weights", "{run}", "--measure", "cka"],
         "evaluator 'weight-distance' has no --measure (option 'measure'); its options: num_tasks, queries, "
-        "test_inner_steps, adapt_as (harness list evaluators --options)",
+        "test_inner_steps, adapt_as, adapt_lr (harness list evaluators --options)",
     ),
     (["analyze", "seeds", "{run}"], "this analysis compares two runs: pass --against OTHER_RUN_DIR"),
     (
