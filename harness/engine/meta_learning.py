@@ -66,7 +66,7 @@ class Engine:
 
     @classmethod
     def of(cls, hp) -> Engine:
-        """The engine a run's config asks for (``hp.inner_loop``, ``hp.precision``); ``auto`` not yet measured: fast."""
+        """The engine a run's config asks for (``hp.inner_loop``, ``hp.precision``); ``auto`` not yet decided: fast."""
         path = getattr(hp, "inner_loop", "auto")
         return cls(
             fast=_FAST_BY_DEFAULT if path == "auto" else path == "fast", precision=getattr(hp, "precision", "fp32")
@@ -231,12 +231,11 @@ def inner_loop_route(model: nn.Module, engine: Engine, images: torch.Tensor) -> 
 def _adapt_task_by_task(model, episodes, steps, lr, params, adapted_names, return_adapted):
     """Second-order inner loop with plain autograd, one task at a time.
 
-    For backbones with normalisation layers and no ``forward_tasks``: under vmap,
-    the second-order meta-gradient through batch-statistics BatchNorm is wrong
-    by 0.2-0.6 % relative (measured on Conv4 in float64 against this loop and
-    ``forward_tasks``, which agree to 1e-15; first order and BatchNorm-free models
-    agree exactly); functorch's batching rule for normalisation backward is the
-    suspect (pytorch/functorch#534). Correct first, then fast.
+    For models with a layer of ``VMAP_SECOND_ORDER_WRONG`` and no side-by-side path: under vmap, the
+    second-order meta-gradient through batch statistics or instance norm is wrong, while this loop
+    and ``forward_tasks`` agree to rounding (float64: ``tests/test_inner_loop_choice.py``);
+    functorch's batching rule for normalisation backward is the suspect (pytorch/functorch#534).
+    Correct first, then fast.
     """
     logits, adapted = [], {name: [] for name in adapted_names}
     params = _differentiable(params, adapted_names)

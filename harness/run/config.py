@@ -22,7 +22,7 @@ INNER_LOOPS = (
     "auto",
     "fast",
     "generic",
-)  # harness.engine.meta_learning.Engine; auto is measured by harness.run.training
+)  # harness.engine.meta_learning.Engine; auto is decided by a rule in harness.run.assembly.fast_or_fallback
 #: The head's initial weights (``--head-init``), applied after the backbone builds the network:
 #: ``zero`` (weights and bias 0: every task starts from the uniform prediction; the "zeroing trick"
 #: of Kao et al., ICLR 2022), ``normal`` (weights ~ N(0, 1), bias 0: the reference TF code's w5/b5,
