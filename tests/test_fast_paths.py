@@ -13,7 +13,10 @@ from test_meta_gradients import meta_loss_reference
 from test_runs import SMALL, small_config
 
 import harness.engine.meta_learning as ml
+from harness.engine import side_by_side
+from harness.engine.kernels.batch_norm import batch_norm
 from harness.plugin.manager import get_plugins, load_plugins
+from harness.run.assembly import run_algorithm
 from harness.run.training import Trainer
 from harness_plugins.backbones.resnet12 import ResNet12
 
@@ -238,3 +241,42 @@ def test_partial_adaptation_and_adapted_parameters_match_the_generic_path(monkey
     for name in adapted:
         assert adapted[name].shape == (3, *dict(model.named_parameters())[name].shape)
         torch.testing.assert_close(adapted[name], want_adapted[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
+SECOND_ORDER = ["maml", "maml++", "boil", "unicorn-maml", "meta-sgd"]
+
+
+@pytest.mark.parametrize("algo", SECOND_ORDER)
+@pytest.mark.parametrize("backbone,channels,size", BACKBONES)
+def test_fused_layer_kernels_give_the_composite_meta_gradient(algo, backbone, channels, size, monkeypatch):
+    """``--layer-kernels fused`` (the default) against PyTorch's composite double backwards, every second-order
+    algorithm on every bundled backbone, float64."""
+    model = build(backbone, channels, size)
+    episodes = tiny_episodes(channels, size)
+    fused_calls = []
+    monkeypatch.setattr(
+        side_by_side,
+        "batch_norm",
+        lambda *args: fused_calls.append(1) or batch_norm(*args),  # noqa: B023
+    )
+
+    def meta_gradient(kernels):
+        hp = SimpleNamespace(inner_steps=2, inner_lr=0.3, test_inner_steps=2, outer_lr=1e-3, layer_kernels=kernels)
+        algorithm = run_algorithm(get_plugins().algorithms.get(algo), model, hp, DEVICE)
+        if algorithm.owns_parameters:
+            algorithm.double()
+        model.zero_grad()
+        algorithm.train_step(model, episodes, hp)
+        owned = {f"algorithm.{i}": p for i, p in enumerate(algorithm.owned_parameters())}
+        everything = {**dict(model.named_parameters()), **owned}
+        return {name: p.grad.clone() for name, p in everything.items() if p.grad is not None}
+
+    fused = meta_gradient("fused")
+    assert fused_calls, "the fused BatchNorm was not used"
+    fused_calls.clear()
+    composite = meta_gradient("composite")
+    assert not fused_calls
+    assert set(fused) == set(composite) and any(name.startswith("body.0") for name in fused)
+    scale = max(g.abs().max() for g in composite.values())
+    for name, want in composite.items():
+        torch.testing.assert_close(fused[name], want, rtol=1e-10, atol=1e-10 * scale, msg=name)

@@ -2,7 +2,7 @@
 
 from conftest import run_cli
 
-from harness.speed.benchmarks import record_ratios, reference_ratios, speed_gate_failures
+from harness.speed.benchmarks import COMPOSITE_MAML, record_ratios, reference_ratios, speed_gate_failures, speedups
 
 
 def test_reference_is_the_lowest_recorded_run(tmp_path):
@@ -13,18 +13,38 @@ def test_reference_is_the_lowest_recorded_run(tmp_path):
     assert reference_ratios(path) == {"fomaml/maml mini-5w1s train": 1.88, "anil/maml mini-5w1s train": 7.1}
 
 
+def test_speedups_are_over_maml_and_the_fused_kernels_ratio_is_composite_over_fused():
+    medians = {
+        ("maml", "omniglot-20w1s", "train", "cpu"): 1.0,
+        (COMPOSITE_MAML, "omniglot-20w1s", "train", "cpu"): 1.6,
+        ("anil", "omniglot-20w1s", "train", "cpu"): 0.125,
+        ("fomaml", "omniglot-20w1s", "inference", "cpu"): 0.5,  # MAML's own inference step: no ratio
+        ("maml", "omniglot-20w1s", "inference", "cpu"): 0.5,
+    }
+    assert speedups(medians) == {
+        "fused/composite maml omniglot-20w1s train": 1.6,
+        "anil/maml omniglot-20w1s train": 8.0,
+    }
+
+
 def test_gate_failures_name_the_ratio_and_the_reason():
-    reference = {"fomaml/maml mini-5w1s train": 2.0, "anil/maml omniglot-20w1s train": 10.0}
+    reference = {
+        "fomaml/maml mini-5w1s train": 2.0,
+        "anil/maml omniglot-20w1s train": 10.0,
+        "fused/composite maml omniglot-20w1s train": 1.6,
+    }
     measured = {
         "fomaml/maml mini-5w1s train": 1.6,  # 20 % below: noise, passes
         "anil/maml omniglot-20w1s train": 7.4,  # 26 % below the record
         "anil/maml mini-5w5s inference": 4.0,  # below the paper's 4.1x
         "fomaml/maml omniglot-20w1s train": 0.9,  # first order slower than second order
+        "fused/composite maml omniglot-20w1s train": 1.1,  # the fused kernels' lead gone
     }
     assert speed_gate_failures(measured, reference) == [
         "anil/maml mini-5w5s inference: 4.00x is below the paper's 4.1x",
         "anil/maml omniglot-20w1s train: 7.40x is more than 25% below the lowest recorded 10.00x",
         "fomaml/maml omniglot-20w1s train: first-order MAML is not faster than MAML (0.90x)",
+        "fused/composite maml omniglot-20w1s train: 1.10x is more than 25% below the lowest recorded 1.60x",
     ]
     assert speed_gate_failures({"fomaml/maml mini-5w1s train": 1.6}, reference) == []
 

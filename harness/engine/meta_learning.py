@@ -63,13 +63,17 @@ class Engine:
 
     fast: bool = _FAST_BY_DEFAULT
     precision: str = "fp32"
+    fused_layers: bool = True  # the fast paths' BatchNorm and activations: harness.engine.kernels, else PyTorch's
 
     @classmethod
     def of(cls, hp) -> Engine:
-        """The engine a run's config asks for (``hp.inner_loop``, ``hp.precision``); ``auto`` not yet decided: fast."""
+        """The engine a run's config asks for (``hp.inner_loop``, ``hp.precision``, ``hp.layer_kernels``); ``auto``
+        not yet decided: fast."""
         path = getattr(hp, "inner_loop", "auto")
         return cls(
-            fast=_FAST_BY_DEFAULT if path == "auto" else path == "fast", precision=getattr(hp, "precision", "fp32")
+            fast=_FAST_BY_DEFAULT if path == "auto" else path == "fast",
+            precision=getattr(hp, "precision", "fp32"),
+            fused_layers=getattr(hp, "layer_kernels", "fused") == "fused",
         )
 
     @property
@@ -87,7 +91,7 @@ def body_features(
 
     ``image_sets``: tensors ``[tasks, n_i, C, H, W]`` -> ``[tasks, n_i, features]`` each.
     """
-    per_set = body_once(model, image_sets[0]) if engine.fast else None
+    per_set = body_once(model, image_sets[0], engine.fused_layers) if engine.fast else None
     dtype = image_sets[0].dtype  # features come back in the input's dtype (autocast or not)
     body_dtype = engine.body_dtype
     autocast = torch.autocast(
@@ -147,10 +151,11 @@ def adapt_and_predict(
 
     if all(name.startswith("head.") for name in adapted_names):
         return _adapt_head_only(model, episodes, steps, lr, initial, first_order, return_adapted, engine)
-    side_by_side = tasks_side_by_side(model, episodes.support_x) if engine.fast else None
+    side_by_side = tasks_side_by_side(model, episodes.support_x, engine.fused_layers) if engine.fast else None
     if side_by_side is not None:
+        channels_last = first_order or engine.fused_layers
         return _adapt_tasks_side_by_side(
-            side_by_side, episodes, steps, lr, params, adapted_names, first_order, return_adapted
+            side_by_side, episodes, steps, lr, params, adapted_names, first_order, return_adapted, channels_last
         )
     if engine.fast and not first_order and _normalises(model):
         return _adapt_task_by_task(model, episodes, steps, lr, params, adapted_names, return_adapted)
@@ -171,15 +176,20 @@ def adapt_and_predict(
     return (logits, fast) if return_adapted else logits
 
 
-def _adapt_tasks_side_by_side(forward_tasks, episodes, steps, lr, params, adapted_names, first_order, return_adapted):
+def _adapt_tasks_side_by_side(
+    forward_tasks, episodes, steps, lr, params, adapted_names, first_order, return_adapted, channels_last
+):
     """The same inner loop without vmap: ``forward_tasks(params, images, channels_last)`` (``harness.engine.side_by_side``).
+
+    ``channels_last``: the maps' layout. Faster for first-order graphs; for second-order ones only with the fused
+    BatchNorm double backward, PyTorch's composite being 1.1-2x slower on channels-last maps
+    (``results/benchmarks/NOTES.md``).
 
     Every parameter is expanded to one copy per task (``[tasks, *shape]``, a view);
     since tasks do not interact, one ``autograd.grad`` of the summed support losses
     gives each task's gradient with respect to its own copy.
     """
     tasks = episodes.support_x.shape[0]
-    channels_last = first_order  # faster for first-order graphs, slower for second-order ones (NOTES.md)
     with torch.enable_grad():  # the inner loop needs gradients even when predicting under no_grad
         fast = {
             name: p.unsqueeze(0).expand(tasks, *p.shape)  # views, [tasks, *shape]

@@ -10,12 +10,15 @@ while each parametrised layer is temporarily given a per-task rule:
   ``tasks*C`` channels, so each task's images are normalised by their own statistics;
 - ``nn.Linear``: a batched matrix product per task on ``[n, tasks*F]`` features (task-major);
 - ``nn.MaxPool2d`` (no rule needed for correctness): on a contiguous CPU map, pooled through the
-  channels-last kernel (``harness.engine.kernels.max_pool``), an order of magnitude faster on large maps.
+  channels-last kernel (``harness.engine.kernels.max_pool``), an order of magnitude faster on large maps;
+- ``nn.ReLU`` / ``nn.LeakyReLU`` (no rule needed for correctness): see below.
 
 Convolutions use ``harness.engine.kernels.grouped_conv.grouped_conv2d``, whose double backward (MAML's second
-order) is three whole-tensor convolutions instead of PyTorch's loop over groups.
+order) is three whole-tensor convolutions instead of PyTorch's loop over groups. With ``fused_layers`` (the
+default; a run's ``--layer-kernels``), BatchNorm and the activations go through ``harness.engine.kernels.batch_norm``
+and ``.activation``, whose double backwards are a few fused passes instead of PyTorch's composites.
 
-Every other module and every operation in a backbone's ``forward`` (ReLU, LeakyReLU, max-pool, average
+Every other module and every operation in a backbone's ``forward`` (activations, max-pool, average
 pool, flatten, spatial means, residual additions) must act on each channel or each image separately,
 which holds for the standard layers and keeps the task-major channel order intact. A backbone that
 mixes channels otherwise (a channel concatenation, ``view(n, C, -1)`` with a fixed ``C``) would give
@@ -43,6 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from harness.engine.kernels import activation
+from harness.engine.kernels.batch_norm import batch_norm
 from harness.engine.kernels.grouped_conv import grouped_conv2d
 from harness.engine.kernels.max_pool import max_pool2d
 
@@ -84,7 +89,28 @@ def _forwards(rules: dict[nn.Module, Callable]) -> Iterator[None]:
             module.__dict__.pop("forward", None)
 
 
-def _task_rules(model: nn.Module, params: dict[str, torch.Tensor], tasks: int) -> dict[nn.Module, Callable]:
+def _batch_norm(x: torch.Tensor, weight, bias, eps: float, fused: bool) -> torch.Tensor:
+    if fused:
+        return batch_norm(x, weight, bias, eps)
+    return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+
+
+def _activation_rules(model: nn.Module, fused: bool) -> dict[nn.Module, Callable]:
+    """ReLU and LeakyReLU modules through ``harness.engine.kernels.activation`` (no zero map in the double backward)."""
+    if not fused:
+        return {}
+    rules: dict[nn.Module, Callable] = {}
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            rules[module] = activation.relu
+        elif isinstance(module, nn.LeakyReLU) and module.negative_slope > 0:
+            rules[module] = lambda x, m=module: activation.leaky_relu(x, m.negative_slope)
+    return rules
+
+
+def _task_rules(
+    model: nn.Module, params: dict[str, torch.Tensor], tasks: int, fused: bool
+) -> dict[nn.Module, Callable]:
     rules: dict[nn.Module, Callable] = {}
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
@@ -100,7 +126,7 @@ def _task_rules(model: nn.Module, params: dict[str, torch.Tensor], tasks: int) -
 
             def norm(x, m=module, w=weight, b=bias):
                 w, b = (None, None) if w is None else (w.flatten(), b.flatten())
-                return F.batch_norm(x, None, None, w, b, True, 0.0, m.eps)
+                return _batch_norm(x, w, b, m.eps, fused)
 
             rules[module] = norm
         elif isinstance(module, nn.Linear):  # [n, tasks*F] -> [n, tasks*out], weight [tasks, out, F]
@@ -123,33 +149,43 @@ def _task_rules(model: nn.Module, params: dict[str, torch.Tensor], tasks: int) -
                 return max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
 
             rules[module] = pool
+    rules.update(_activation_rules(model, fused))
     return rules
 
 
 def run_forward_tasks(
-    model: nn.Module, params: dict[str, torch.Tensor], images: torch.Tensor, channels_last: bool
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    channels_last: bool,
+    fused_layers: bool = True,
 ) -> torch.Tensor:
-    """Every task with its own parameters ``{name: [tasks, *shape]}`` on ``[tasks, n, C, ...]`` -> ``[tasks, n, out]``."""
+    """Every task with its own parameters ``{name: [tasks, *shape]}`` on ``[tasks, n, C, ...]`` -> ``[tasks, n, out]``.
+
+    ``fused_layers``: BatchNorm and activations through ``harness.engine.kernels`` (else PyTorch's composites)."""
     tasks, n = images.shape[:2]
     x = images.transpose(0, 1).reshape(n, tasks * images.shape[2], *images.shape[3:])  # [n, tasks*C, H, W]
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    with _forwards(_task_rules(model, params, tasks)):
+    with _forwards(_task_rules(model, params, tasks, fused_layers)):
         out = model(x)  # [n, tasks*out]
     return out.view(n, tasks, -1).transpose(0, 1)
 
 
-def run_body_per_set(body: nn.Module, images: torch.Tensor, set_sizes: list[int]) -> torch.Tensor:
+def run_body_per_set(
+    body: nn.Module, images: torch.Tensor, set_sizes: list[int], fused_layers: bool = True
+) -> torch.Tensor:
     """``body`` on consecutive image sets ``[sum(set_sizes), C, H, W]``, each set its own BatchNorm batch."""
     rules: dict[nn.Module, Callable] = {
         m: (
             lambda x, m=m: torch.cat(
-                [F.batch_norm(part, None, None, m.weight, m.bias, True, 0.0, m.eps) for part in x.split(set_sizes)]
+                [_batch_norm(part, m.weight, m.bias, m.eps, fused_layers) for part in x.split(set_sizes)]
             )
         )
         for m in body.modules()
         if isinstance(m, NORMS)
     }
+    rules.update(_activation_rules(body, fused_layers))
     x = images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
     with _forwards(rules):
         return body(x)
@@ -226,17 +262,17 @@ def _verified(model: nn.Module, images: torch.Tensor) -> bool:
     return side_by_side_problem(model, images) is None
 
 
-def tasks_side_by_side(model: nn.Module, images: torch.Tensor) -> Callable | None:
+def tasks_side_by_side(model: nn.Module, images: torch.Tensor, fused_layers: bool = True) -> Callable | None:
     """``forward_tasks(params, images, channels_last)`` for ``model``: its own, else the rules, else None."""
     own = getattr(model, "forward_tasks", None)
     if own is not None:
         return own
     if not _verified(model, images):
         return None
-    return lambda params, x, channels_last: run_forward_tasks(model, params, x, channels_last)
+    return lambda params, x, channels_last: run_forward_tasks(model, params, x, channels_last, fused_layers)
 
 
-def body_once(model: nn.Module, images: torch.Tensor) -> Callable | None:
+def body_once(model: nn.Module, images: torch.Tensor, fused_layers: bool = True) -> Callable | None:
     """``body_per_set(images, set_sizes)`` for ``model``: its own, else the rules, else None.
 
     ``images``: one image set ``[tasks, n, C, H, W]`` of the call, for the first-use check.
@@ -247,4 +283,4 @@ def body_once(model: nn.Module, images: torch.Tensor) -> Callable | None:
     if not hasattr(model, "body") or not _verified(model, images):
         return None
     body = model.get_submodule("body")
-    return lambda x, set_sizes: run_body_per_set(body, x, set_sizes)
+    return lambda x, set_sizes: run_body_per_set(body, x, set_sizes, fused_layers)

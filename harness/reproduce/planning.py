@@ -45,7 +45,7 @@ from harness.run.rundir import held_by
 
 #: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
 #: where each value came from (rewording a source must not orphan finished runs).
-NOT_IN_KEY = {"device", "data_root", "eval_batch_size", "log_every", "sources", "inner_loop"}
+NOT_IN_KEY = {"device", "data_root", "eval_batch_size", "log_every", "sources", "inner_loop", "layer_kernels"}
 
 
 @dataclass

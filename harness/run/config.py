@@ -23,6 +23,9 @@ INNER_LOOPS = (
     "fast",
     "generic",
 )  # harness.engine.meta_learning.Engine; auto is decided by a rule in harness.run.assembly.fast_or_fallback
+#: The fast paths' BatchNorm and activation kernels (``--layer-kernels``): ``fused`` (``harness.engine.kernels``:
+#: an explicit double backward of a few passes) or ``composite`` (PyTorch's own); equal to rounding.
+LAYER_KERNELS = ("fused", "composite")
 #: The head's initial weights (``--head-init``), applied after the backbone builds the network:
 #: ``zero`` (weights and bias 0: every task starts from the uniform prediction; the "zeroing trick"
 #: of Kao et al., ICLR 2022), ``normal`` (weights ~ N(0, 1), bias 0: the reference TF code's w5/b5,
@@ -74,6 +77,7 @@ class RunConfig(RecordedConfig):
     precision: str = "fp32"  # body features' compute dtype; the paper's code trains in float32
     head_init: str = "zero"  # see HEAD_INITS; zero: the backbones' own (conv4.py measures why)
     inner_loop: str = "auto"  # fast paths or generic vmap; auto: fast wherever the model has them (a rule, no timing)
+    layer_kernels: str = "fused"  # see LAYER_KERNELS
     split: str = "default"  # dataset-specific class split (omniglot: "maml" or "vinyals")
     val_every: int = 500  # iterations between validations (0: never)
     val_tasks: int = 100  # validation tasks (fixed seed, same tasks every time)
@@ -119,6 +123,8 @@ class RunConfig(RecordedConfig):
             raise HarnessError(f"unknown head initialisation {self.head_init!r}; valid: {', '.join(HEAD_INITS)}")
         if self.inner_loop not in INNER_LOOPS:
             raise HarnessError(f"unknown inner loop {self.inner_loop!r}; valid: {', '.join(INNER_LOOPS)}")
+        if self.layer_kernels not in LAYER_KERNELS:
+            raise HarnessError(f"unknown layer kernels {self.layer_kernels!r}; valid: {', '.join(LAYER_KERNELS)}")
         if not self.inner_lr >= 0 or not self.outer_lr > 0:
             raise HarnessError(f"learning rates must be positive: inner {self.inner_lr}, outer {self.outer_lr}")
 

@@ -63,19 +63,45 @@ ALGORITHMS = ("maml", "fomaml", "anil")
 PHASES = ("train", "inference")
 
 
-def speedups(medians: dict) -> dict[str, float]:
-    """``{"anil/maml mini-5w1s train": ratio, ...}`` from medians keyed ``(algorithm, config, phase, device)``.
+#: The gate's step with PyTorch's composite BatchNorm and activation double backwards (``make_step``'s
+#: ``"composite"`` path), timed beside MAML's for the ``fused/composite`` ratio.
+COMPOSITE_MAML = "maml composite"
 
-    FOMAML's inference step is MAML's (no outer graph either way), so only its
-    training ratio is reported. Keys carry no device: the ratio file is per device.
+
+def speedups(medians: dict) -> dict[str, float]:
+    """``{"anil/maml mini-5w1s train": ratio, ...}`` from medians keyed ``(step, config, phase, device)``.
+
+    FOMAML's inference step is MAML's (no outer graph either way), so only its training ratio is
+    reported; a ``COMPOSITE_MAML`` step gives ``fused/composite maml <config> train``, how much faster
+    the fused kernels make MAML. Keys carry no device: the ratio file is per device.
     """
     ratios = {}
-    for (algorithm, config, phase, device), seconds in medians.items():
+    for (step, config, phase, device), seconds in medians.items():
         maml = medians.get(("maml", config, phase, device))
-        if algorithm == "maml" or not maml or (algorithm == "fomaml" and phase == "inference"):
+        if step == "maml" or not maml or (step == "fomaml" and phase == "inference"):
             continue
-        ratios[f"{algorithm}/maml {config} {phase}"] = maml / seconds
+        if step == COMPOSITE_MAML:
+            ratios[f"fused/composite maml {config} {phase}"] = seconds / maml
+        else:
+            ratios[f"{step}/maml {config} {phase}"] = maml / seconds
     return ratios
+
+
+def gate_medians(plugins, device, rounds: int) -> dict[tuple[str, str, str, str], float]:
+    """Median seconds of every step the speed gate compares, keyed ``(step, config, phase, device)``.
+
+    The steps of one shape and phase are timed in interleaved rounds (:func:`interleaved_medians`), so
+    whatever else runs on the machine slows them alike and their ratios keep their meaning.
+    """
+    medians = {}
+    for config in CONFIGS.values():
+        for phase in PHASES:
+            steps = {algorithm: make_step(plugins, algorithm, config, phase, device) for algorithm in ALGORITHMS}
+            if phase == "train":
+                steps[COMPOSITE_MAML] = make_step(plugins, "maml", config, phase, device, "composite")
+            for step, seconds in interleaved_medians(steps, rounds).items():
+                medians[(step, config.name, phase, str(device))] = seconds
+    return medians
 
 
 #: How far a ratio may fall below the lowest recorded value before the gate fails. Repeat
@@ -152,8 +178,9 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
     """A zero-argument callable running one step; synchronises CUDA so timings are complete.
 
     ``path``: ``"fast"`` (the default code path), ``"generic"`` (backbone fast paths off,
-    ``--inner-loop generic``: the code before the fast-path work) or ``"bf16"`` (fast path,
-    body features under bfloat16 autocast).
+    ``--inner-loop generic``: the code before the fast-path work), ``"composite"`` (fast path with
+    PyTorch's composite BatchNorm and activation double backwards, ``--layer-kernels composite``)
+    or ``"bf16"`` (fast path, body features under bfloat16 autocast).
     """
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
@@ -174,6 +201,7 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
         outer_lr=1e-3,
         inner_loop="generic" if path == "generic" else "fast",
         precision="bf16" if path == "bf16" else "fp32",
+        layer_kernels="composite" if path == "composite" else "fused",
     )
     algorithm = run_algorithm(algorithm, model, hp, device)  # Meta-SGD's step sizes, learned with the model's
     optimizer = torch.optim.Adam([*model.parameters(), *algorithm.owned_parameters()], lr=1e-3)
@@ -196,7 +224,7 @@ def make_step(plugins, algorithm_name: str, config: BenchConfig, phase: str, dev
 
 
 #: Code paths ``compare_paths`` times against each other (see ``make_step``).
-PATHS = ("generic", "fast", "bf16")
+PATHS = ("generic", "fast", "composite", "bf16")
 
 
 def interleaved_times(steps: dict, rounds: int) -> dict[str, list[float]]:
@@ -223,16 +251,26 @@ def interleaved_medians(steps: dict, rounds: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in interleaved_times(steps, rounds).items()}
 
 
+def path_applies(path: str, algorithm) -> bool:
+    """Whether timing ``path`` says anything about ``algorithm`` (else it runs the same kernels as ``fast``)."""
+    if path == "bf16":
+        return algorithm.uses_body_features
+    if path == "composite":
+        return not algorithm.first_order and not algorithm.uses_body_features
+    return True
+
+
 def compare_paths(plugins, device, rounds: int, configs=None, algorithms=ALGORITHMS) -> list[dict]:
     """Median seconds of every step on each code path, rounds interleaved so machine drift hits all alike.
 
-    bf16 is timed only for algorithms whose body features go through ``body_features``.
+    bf16 is timed only for algorithms whose body features go through ``body_features``; composite only for
+    those whose meta-gradient differentiates the body's backward (second order through the body).
     """
 
     rows = []
     for config in configs or CONFIGS.values():
         for algorithm in algorithms:
-            paths = [p for p in PATHS if p != "bf16" or plugins.algorithms.get(algorithm).uses_body_features]
+            paths = [p for p in PATHS if path_applies(p, plugins.algorithms.get(algorithm))]
             for phase in PHASES:
                 steps = {p: make_step(plugins, algorithm, config, phase, device, p) for p in paths}
                 medians = interleaved_medians(steps, rounds)

@@ -58,6 +58,8 @@ PATHS_HEADERS = [
     "generic s",
     "fast s",
     "fast speedup",
+    "composite s",
+    "fused / composite",
     "bf16 s",
     "bf16 speedup",
     "learn2learn s",
@@ -65,10 +67,11 @@ PATHS_HEADERS = [
 
 
 def paths_table(rows: list[dict], backbone: str | None, device: str) -> list[list]:
-    """``--paths`` rows as the printed table: each step's generic, fast and bf16 medians and speedups."""
+    """``--paths`` rows as the printed table: each step's generic, fast, composite and bf16 medians and speedups."""
     table = []
     for row in rows:
         generic, fast, bf16 = row["generic_median_s"], row["fast_median_s"], row.get("bf16_median_s")
+        composite = row.get("composite_median_s")
         # learn2learn was measured on the paper's Conv4 only
         peers = None if backbone else PEERS_LEARN2LEARN.get((row["config"], row["phase"]))
         peer = peers[("maml", "fomaml", "anil").index(row["algorithm"])] if peers and device == "cpu" else None
@@ -80,6 +83,8 @@ def paths_table(rows: list[dict], backbone: str | None, device: str) -> list[lis
                 f"{generic:.4f}",
                 f"{fast:.4f}",
                 f"{generic / fast:.2f}x",
+                f"{composite:.4f}" if composite else "",
+                f"{composite / fast:.2f}x" if composite else "",
                 f"{bf16:.4f}" if bf16 else "",
                 f"{generic / bf16:.2f}x" if bf16 else "",
                 peer or "",

@@ -10,7 +10,7 @@ import harness
 from harness.data.taskspec import parse_task_spec
 from harness.errors import HarnessError
 from harness.plugin.algorithm import mark_ignored_options, refuse_ignored_options
-from harness.run.config import HEAD_INITS, INNER_LOOPS, RunConfig, resolve_config
+from harness.run.config import HEAD_INITS, INNER_LOOPS, LAYER_KERNELS, RunConfig, resolve_config
 from harness.run.devices import DEVICE_CHOICES
 from harness.run.files import read_json
 from harness.run.integrity import refuse_changed_config
@@ -40,6 +40,7 @@ OVERRIDES = {
     "log_every": int,
     "head_init": str,
     "inner_loop": str,
+    "layer_kernels": str,
     "device": str,
     "data_root": str,
 }
@@ -95,6 +96,12 @@ class RunCommand:
                 help_text = (
                     "auto (default): the backbone's fast paths wherever the model has them, else the generic vmap "
                     "inner loop (a rule, so the same command gives the same numbers); fast or generic: that one"
+                )
+            if field == "layer_kernels":
+                extra = {"choices": LAYER_KERNELS}
+                help_text = (
+                    "the fast paths' BatchNorm and activations: fused (default; a double backward of a few passes, "
+                    "harness.engine.kernels) or composite (PyTorch's own)"
                 )
             parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
 

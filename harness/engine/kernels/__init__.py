@@ -1,1 +1,2 @@
-"""Layer kernels of the side-by-side (task-batched) model: grouped convolution and max-pooling."""
+"""Layer kernels of the fast paths: grouped convolution, max-pooling, and BatchNorm and activations with fused
+double backwards (MAML's second order)."""
