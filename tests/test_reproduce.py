@@ -142,8 +142,8 @@ def test_agreement_and_aggregation():
     assert agrees(0.45, 0.01, [0.5], "at_most") == "yes" and agrees(0.55, 0.01, [0.5], "at_most") == "no"
     assert agrees(0.95, 0.01, [0.9], "at_least") == "yes"
     assert aggregate([{"mean": 90.0, "ci95": 0.7}]) == (90.0, 0.7)
-    mean, ci = aggregate([{"mean": 90.0, "ci95": 0.7}, {"mean": 92.0, "ci95": 0.7}])
-    assert mean == 91.0 and ci == pytest.approx(1.96 * 2**0.5 / 2**0.5)
+    mean, spread = aggregate([{"mean": 90.0, "ci95": 0.7}, {"mean": 92.0, "ci95": 0.7}, {"mean": 94.0, "ci95": 0.7}])
+    assert mean == 92.0 and spread == pytest.approx(2.0)  # the sample standard deviation, as the paper's tables
 
 
 def test_bad_definitions_are_one_line_errors(tmp_path):

@@ -47,6 +47,9 @@ def render_table(result: dict) -> str:
                 continue
         else:
             measured = format_value(row["mean"], row["ci95"], row["unit"])
+            for unfinished in row.get("unfinished", []):  # a row measured on the seeds finished so far
+                line = f"- {row['group'] if scoreboard else row['label']}, seed not finished: {unfinished}"
+                not_run += [line] if line not in not_run else []
         rows.append([row["label"], measured, format_paper(row), row["agree"], row["seeds"], row["tasks"]])
     machine = result.get("machine", {})
     lines = [
@@ -54,7 +57,8 @@ def render_table(result: dict) -> str:
         "",
         f"Budget `{result['budget']}`: {result.get('budget_note', '')}. Measured {result.get('date', '')} on "
         f"{machine.get('device_name', 'this machine')} ({machine.get('torch_threads', '?')} threads, "
-        f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or over seeds"
+        f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or the standard deviation over "
+        f"seeds (several, as the paper's tables)"
         f"{'; speedups are ratios of step medians, agree = at least the paper' if any(r['unit'] == 'x' for r in result['rows']) else ''}. "
         f"Paper: {result.get('source', '')} (± as published; ≥ / ≤: a bound stated in the paper's text).",
         "",

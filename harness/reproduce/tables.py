@@ -2,8 +2,9 @@
 beside the published value (``harness reproduce``; the plan is ``harness.reproduce.planning``).
 
 A row's value is the run's own test result for ``fewshot``, else the row of its evaluator's output named by
-``result`` (``row_keys``); several seeds give the mean over seeds with 1.96 x the standard error, one seed
-its interval over test tasks. ``agrees`` compares with the paper as the definition says (``compare``).
+``result`` (``row_keys``); several seeds give the mean and standard deviation over seeds (what the paper's
+tables print: "mean and standard deviation of performance over three random initializations", Raghu et al.
+2020, Section 4), one seed its interval over test tasks. ``agrees`` compares with the paper as the definition says (``compare``).
 """
 
 from __future__ import annotations
@@ -113,13 +114,12 @@ def row_keys(rows: list[dict]) -> list[str]:
 
 
 def aggregate(values: list[dict]) -> tuple[float, float]:
-    """One seed: its mean and CI over test tasks. Several: mean over seeds and 1.96 x standard error."""
+    """One seed: its mean and CI over test tasks. Several: mean and sample standard deviation over seeds."""
     means = [v["mean"] for v in values]
     if len(means) == 1:
         return means[0], values[0]["ci95"]
     mean = sum(means) / len(means)
-    std = math.sqrt(sum((m - mean) ** 2 for m in means) / (len(means) - 1))
-    return mean, 1.96 * std / math.sqrt(len(means))
+    return mean, math.sqrt(sum((m - mean) ** 2 for m in means) / (len(means) - 1))
 
 
 def paper_interval(paper: list | None) -> float:
@@ -196,15 +196,19 @@ def measured_row(row: dict, mine: list[PlannedRun], data_root: str | None, parti
         "runs": [str(run.run_dir) for run in mine],
         **{key: row[key] for key in ("group", "column") if key in row},  # a scoreboard's cell
     }
+    ready = [run for run in mine if not run.skipped and run.done and all(other.done for other in run.needs)]
     missing = [run for run in mine if run.skipped or not run.done] or [
         other for run in mine for other in run.needs if not other.done
     ]
-    if missing:
+    if missing and not (partial and ready):
         entry.update(not_run(missing[0].skipped or f"{missing[0].run_dir.name}: {missing[0].state}"))
         entry["runs"] = [str(run.run_dir) for run in mine if run.done]
         return entry
+    if missing:  # --no-train: the seeds finished so far, and the others named
+        entry["runs"] = [str(run.run_dir) for run in ready]
+        entry["unfinished"] = [f"{run.run_dir.name}: {run.skipped or run.state}" for run in missing]
     try:
-        values = [evaluate_run(run, data_root) for run in mine]
+        values = [evaluate_run(run, data_root) for run in ready]
     except HarnessError as exc:
         if not partial:
             raise

@@ -49,6 +49,26 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def source_commit() -> str:
+    """The git commit of the harness source a run imported (``+ changes`` when its tracked files differ from
+    it), or why there is none (an installed wheel has no repository): results name the code that made them."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(harness.__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+        if commit.returncode != 0:
+            return "not a git checkout"
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({type(exc).__name__})"
+    return commit.stdout.strip() + (" + changes" if changed.stdout.strip() else "")
+
+
 def describe_device(device: torch.device) -> dict:
     info = {
         "device": str(device),
@@ -56,6 +76,7 @@ def describe_device(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "harness": harness.__version__,
+        "harness_source": source_commit(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
