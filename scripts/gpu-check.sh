@@ -7,11 +7,12 @@
 #   dry run on a CPU (checks the script, times nothing useful):
 #                 DEVICE=cpu ITERATIONS=2 OUT=/tmp/gpu-dry bash scripts/gpu-check.sh
 #
-# 1. the side-by-side kernels and fast paths against PyTorch / per-task autograd on CUDA (float64);
+# 1. the side-by-side kernels (grouped convolution, max-pool, fused BatchNorm and activation double backwards)
+#    and fast paths against PyTorch / per-task autograd / the composite layers on CUDA (float64);
 # 2. the Table 6 suite on CUDA (harness bench, pytest-benchmark JSON);
 # 3. the peers' steps beside the harness's on CUDA (harness bench --peers);
 # 4. 1,000 timed training iterations of ANIL and MAML at Omniglot 20w1s and the paper's MiniImageNet
-#    5w1s shapes, on random episodes: the real data do not fit the device tool's 64 MiB carry
+#    5w1s shapes (MAML with the fused layer kernels and with PyTorch's composites), on random episodes: the real data do not fit the device tool's 64 MiB carry
 #    (Omniglot is 134 MB of PNGs), and a step's time does not depend on the pixels.
 # Each part has its own time limit, so one slow part cannot take the others' results with it.
 set -uo pipefail
@@ -55,7 +56,7 @@ plugins, rows = get_plugins(), []
 for config in (CONFIGS["omniglot-20w1s"], PAPER_TRAINING["paper mini-5w1s"]):
     count = iterations if config.name == "omniglot-20w1s" else max(iterations // 5, 1)  # MiniImageNet: 200
     for algorithm in ("anil", "maml"):
-        for precision in ("fast", "bf16") if algorithm == "anil" else ("fast",):
+        for precision in ("fast", "bf16") if algorithm == "anil" else ("fast", "composite"):
             step = make_step(plugins, algorithm, config, "train", device, path=precision)
             for _ in range(3):
                 step()  # warm-up: cuDNN autotuning, allocator

@@ -91,7 +91,7 @@ def body_features(
 
     ``image_sets``: tensors ``[tasks, n_i, C, H, W]`` -> ``[tasks, n_i, features]`` each.
     """
-    per_set = body_once(model, image_sets[0], engine.fused_layers) if engine.fast else None
+    per_set = body_once(model, image_sets[0]) if engine.fast else None
     dtype = image_sets[0].dtype  # features come back in the input's dtype (autocast or not)
     body_dtype = engine.body_dtype
     autocast = torch.autocast(

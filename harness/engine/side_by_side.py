@@ -172,20 +172,20 @@ def run_forward_tasks(
     return out.view(n, tasks, -1).transpose(0, 1)
 
 
-def run_body_per_set(
-    body: nn.Module, images: torch.Tensor, set_sizes: list[int], fused_layers: bool = True
-) -> torch.Tensor:
-    """``body`` on consecutive image sets ``[sum(set_sizes), C, H, W]``, each set its own BatchNorm batch."""
+def run_body_per_set(body: nn.Module, images: torch.Tensor, set_sizes: list[int]) -> torch.Tensor:
+    """``body`` on consecutive image sets ``[sum(set_sizes), C, H, W]``, each set its own BatchNorm batch.
+
+    PyTorch's own BatchNorm: the body's graph here is first order (nothing differentiates its backward), where
+    the fused kernels run the same aten kernels behind a little more Python."""
     rules: dict[nn.Module, Callable] = {
         m: (
             lambda x, m=m: torch.cat(
-                [_batch_norm(part, m.weight, m.bias, m.eps, fused_layers) for part in x.split(set_sizes)]
+                [F.batch_norm(part, None, None, m.weight, m.bias, True, 0.0, m.eps) for part in x.split(set_sizes)]
             )
         )
         for m in body.modules()
         if isinstance(m, NORMS)
     }
-    rules.update(_activation_rules(body, fused_layers))
     x = images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
     with _forwards(rules):
         return body(x)
@@ -272,7 +272,7 @@ def tasks_side_by_side(model: nn.Module, images: torch.Tensor, fused_layers: boo
     return lambda params, x, channels_last: run_forward_tasks(model, params, x, channels_last, fused_layers)
 
 
-def body_once(model: nn.Module, images: torch.Tensor, fused_layers: bool = True) -> Callable | None:
+def body_once(model: nn.Module, images: torch.Tensor) -> Callable | None:
     """``body_per_set(images, set_sizes)`` for ``model``: its own, else the rules, else None.
 
     ``images``: one image set ``[tasks, n, C, H, W]`` of the call, for the first-use check.
@@ -283,4 +283,4 @@ def body_once(model: nn.Module, images: torch.Tensor, fused_layers: bool = True)
     if not hasattr(model, "body") or not _verified(model, images):
         return None
     body = model.get_submodule("body")
-    return lambda x, set_sizes: run_body_per_set(body, x, set_sizes, fused_layers)
+    return lambda x, set_sizes: run_body_per_set(body, x, set_sizes)

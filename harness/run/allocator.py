@@ -27,14 +27,24 @@ import sys
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 2**31 - 1  # mallopt takes an int
+_switched = False  # mirrors the process-wide malloc state that keep_freed_memory sets
 
 
 def keep_freed_memory() -> bool:
     """Switch glibc malloc to keep and reuse large freed blocks; whether it was switched."""
+    global _switched
     if os.environ.get("HARNESS_MALLOC") == "default" or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # musl and others: no glibc mallopt
         return False
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    _switched = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return _switched
+
+
+def malloc_setting() -> str:
+    """What malloc does in this process, for every library in it (timings say which they ran with)."""
+    if _switched:
+        return "glibc malloc keeps freed blocks (M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB: harness.run.allocator)"
+    return "the C library's default malloc"

@@ -96,6 +96,7 @@ def paths_table(rows: list[dict], backbone: str | None, device: str) -> list[lis
 def print_peers(args) -> int:
     import torch
 
+    from harness.run.allocator import malloc_setting
     from harness.run.files import write_json
     from harness.speed.benchmarks import CONFIGS
     from harness.speed.peers import PEERS, available, compare
@@ -111,6 +112,7 @@ def print_peers(args) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     configs = [config for name, config in CONFIGS.items() if not args.config or name in args.config]
     peers = args.peer or available()
+    print(f"malloc, the same for the harness and every peer in this process: {malloc_setting()}")
     rows = compare(args.plugins, rounds=args.rounds or 3, configs=configs, peers=peers, device=device)
     table = [
         [
@@ -138,6 +140,7 @@ def print_peers(args) -> int:
             "machine": machine_description(device),
             "torch": torch.__version__,
             "peers": versions,
+            "malloc": malloc_setting(),
             "date": time.strftime("%Y-%m-%d"),
             "rows": rows,
         },

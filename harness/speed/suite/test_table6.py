@@ -65,6 +65,9 @@ def test_speedups_hold(device):
     print("\n".join(f"{k}: {v:.2f}x" for k, v in sorted(measured.items())))
     record = os.environ.get("HARNESS_RECORD_RATIOS")
     if record:
-        source = f"harness bench --record on {machine_description(device)}, torch {torch.__version__}, {date.today()}"
+        source = (
+            f"speed gate ({rounds} interleaved rounds) on {machine_description(device)}, torch {torch.__version__}, "
+            f"{date.today()}"
+        )
         record_ratios(Path(record).with_name(f"{device_file_name(device)}-ratios.json"), measured, source)
     assert not failures, "; ".join(failures)
