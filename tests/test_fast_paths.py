@@ -280,3 +280,15 @@ def test_fused_layer_kernels_give_the_composite_meta_gradient(algo, backbone, ch
     scale = max(g.abs().max() for g in composite.values())
     for name, want in composite.items():
         torch.testing.assert_close(fused[name], want, rtol=1e-10, atol=1e-10 * scale, msg=name)
+
+
+def test_an_unknown_layer_kernel_choice_is_refused_before_any_work(tmp_path):
+    result = run_cli(
+        "run", "--algo", "maml", "--data", "omniglot-5w1s", "--layer-kernels", "fast", "--out", tmp_path / "r"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "harness: error: harness run: argument --layer-kernels: invalid choice: 'fast' (choose from 'fused', "
+        "'composite') (see harness run --help)"
+    )
+    assert not (tmp_path / "r").exists()

@@ -114,3 +114,18 @@ def test_reproduce_uses_an_evaluation_only_when_its_provenance_matches(data_root
     unchanged = (run / "eval-nil.json").read_bytes()
     assert run_cli(*args, "--no-train").returncode == 0
     assert (run / "eval-nil.json").read_bytes() == unchanged  # a matching evaluation is reused as it is
+
+
+@pytest.mark.realdata
+def test_a_run_records_the_commit_of_the_code_that_ran_it(finished):
+    """From a git checkout (the tests' own), the summary names HEAD, with ``+ changes`` when tracked files differ."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the tests do not run from a git checkout")
+    source = json.loads((finished / "summary.json").read_text())["environment"]["harness_source"]
+    assert source.split(" + ")[0] == head.stdout.strip()
+    assert source in (head.stdout.strip(), head.stdout.strip() + " + changes")

@@ -718,3 +718,18 @@ def test_no_train_never_turns_a_measured_table_into_not_run(tmp_path):
         f"(first: '2D-Navigation, MAML'); not rewritten: point --root at the runs, or move tiny-cpu.json away\n",
     )
     assert json.loads(out.read_text()) == measured
+
+
+def test_no_train_reports_a_row_on_the_seeds_finished_so_far_and_names_the_others(tmp_path):
+    definition = tiny_definition(tmp_path)
+    common = ["--root", tmp_path / "root", "--results", tmp_path / "results"]
+    assert run_cli("reproduce", definition, *common).returncode == 0  # seed 0 of both rows
+    result = run_cli("reproduce", definition, "--seeds", "2", "--no-train", *common)
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "results" / "reproduced" / "tiny-cpu.json").read_text())
+    maml = table["rows"][0]
+    assert maml["seeds"] == 1 and maml["mean"] is not None and len(maml["runs"]) == 1
+    assert len(maml["unfinished"]) == 1 and "-seed1-" in maml["unfinished"][0]
+    assert maml["unfinished"][0].endswith(": to run")
+    assert "- 2D-Navigation, MAML, seed not finished: maml-rl-2d-navigation-seed1-" in result.stdout
+    assert not any(p.name.startswith("maml-rl-2d-navigation-seed1") for p in (tmp_path / "root" / "runs").iterdir())
