@@ -65,8 +65,13 @@ def test_two_processes_train_exactly_like_one(algo, data_root, tmp_path):
             # A convolution bias followed by BatchNorm has a gradient of exactly 0 in exact arithmetic;
             # Adam rescales its rounding noise (which depends on the reduction order) into full steps.
             continue
-        # Two Adam steps on the averaged second-order meta-gradient land on the same weights.
-        assert torch.allclose(value, two["model"][name], atol=1e-5, rtol=1e-4), name
+        # Two Adam steps on the averaged second-order meta-gradient land on the same weights. Adam's first
+        # steps move a weight by about lr * sign(gradient), so the odd weight whose meta-gradient is rounding
+        # noise (the tasks are split across processes, so reductions run in another order) may land up to
+        # two steps away; a wrongly averaged meta-gradient (a task lost or counted twice) moves most weights.
+        off = ~torch.isclose(value, two["model"][name], atol=1e-5, rtol=1e-4)
+        assert off.sum() <= max(1, value.numel() // 10_000), (name, int(off.sum()))
+        assert (value - two["model"][name]).abs().max() <= 2 * 1e-3 * 1.01, name  # two Adam steps of lr 1e-3
     rows = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
     rows_two = [json.loads(line) for line in (double / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == len(rows_two) == 2
