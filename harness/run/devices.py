@@ -58,15 +58,18 @@ def source_commit() -> str:
     root = Path(harness.__file__).resolve().parent.parent
     git = ["git", "-C", str(root)]
     try:
-        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
-        if commit.returncode != 0:
+        found = subprocess.run(
+            [*git, "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True, timeout=30
+        )
+        # an installed package inside some other repository (a venv in a project) is not that repository's code
+        if found.returncode != 0 or Path(found.stdout.split()[0]).resolve() != root:
             return "not a git checkout"
         changed = subprocess.run(
             [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({type(exc).__name__})"
-    return commit.stdout.strip() + (" + changes" if changed.stdout.strip() else "")
+    return found.stdout.split()[1] + (" + changes" if changed.stdout.strip() else "")
 
 
 def describe_device(device: torch.device) -> dict:
