@@ -559,9 +559,14 @@ def test_a_grid_definition_expands_to_one_row_per_cell_and_skips_inner_loop_colu
     for row in rows:
         by_group.setdefault(row["group"], []).append(row["column"])
     assert by_group["omniglot-20w1s, MAML"][:3] == ["accuracy", "body frozen", "NIL"]
-    assert len(by_group["omniglot-20w1s, MAML"]) == 10
+    assert len(by_group["omniglot-20w1s, MAML"]) == 11
     # No inner loop: no freezing, similarity or distance cells.
-    assert by_group["omniglot-20w1s, Prototypical Networks"] == ["accuracy", "NIL", "s/iteration"]
+    assert by_group["omniglot-20w1s, Prototypical Networks"] == [
+        "accuracy",
+        "NIL",
+        "s/iteration",
+        "val gain, last quarter",
+    ]
     boil_default = next(r for r in rows if r["group"] == "omniglot-20w1s, BOIL (PyTorch default head)")
     assert boil_default["overrides"] == {"head_init": "default"} and boil_default["algo"] == "boil"
     runs = plan(get_plugins(), definition, "cpu", 1, tmp_path)
@@ -570,6 +575,21 @@ def test_a_grid_definition_expands_to_one_row_per_cell_and_skips_inner_loop_colu
     boil_dirs = {run.run_dir for run in runs if run.algo == "boil" and run.task == "omniglot-20w1s"}
     assert len(boil_dirs) == 2  # the head initialisation is part of the run's key
     assert all(run.skipped for run in runs if run.task == "miniimagenet-5w1s")
+
+
+def test_the_converged_budget_trains_omniglot_5w1s_only_and_the_quick_board_skips_the_plateau_column(tmp_path):
+    definition = load_definition("feature-reuse")
+    converged = plan(get_plugins(), definition, "converged", 1, tmp_path)
+    assert {run.task for run in converged if not run.skipped} == {"omniglot-5w1s"}
+    assert len({run.run_dir for run in converged if not run.skipped}) == 10  # one training run per algorithm
+    quick = plan(get_plugins(), definition, "cpu", 1, tmp_path)
+    plateau = [run for run in quick if run.label.endswith(": val gain, last quarter")]
+    assert plateau and all(run.skipped for run in plateau)
+    assert plateau[0].skipped.startswith("500 iterations validate twice")  # the column's reason
+    mini = next(run for run in plateau if run.task == "miniimagenet-5w1s")
+    assert mini.skipped.startswith("MiniImageNet at the paper's budget")  # the data set's reason comes first
+    ran = [run for run in quick if not run.skipped]
+    assert {run.task for run in ran} == {"omniglot-20w1s"} and not any("val gain" in run.label for run in ran)
 
 
 def test_a_malformed_grid_is_one_line_naming_what_is_wrong(tmp_path):
@@ -610,6 +630,7 @@ def test_report_lays_a_scoreboard_out_one_line_per_algorithm_and_places_each_on_
         _cell("o, ProtoNets", "accuracy", 90.0),
         _cell("m, MAML", "accuracy", None),
         _cell("m, MAML", "body frozen", None),
+        _cell("o, MAML", "val gain", None),  # a column this budget skips everywhere
     ]
     fixture = {
         "name": "board",
@@ -629,6 +650,7 @@ def test_report_lays_a_scoreboard_out_one_line_per_algorithm_and_places_each_on_
     assert "| o, MAML      | 80.0 ± 1.0     | 60.0 ± 1.0        | 0.800 ± 0.020 |" in markdown
     assert "| o, ProtoNets | 90.0 ± 1.0     | —                 | —             |" in markdown
     assert "| m, MAML" not in markdown  # nothing of it was run: named once under "Not run"
+    assert "val gain (%)" not in markdown  # nor a column no algorithm has
     assert markdown.count("- m, MAML: too slow here") == 1
     assert (tmp_path / "reproduced" / "board-axis.png").exists()  # only MAML has all three cells
 

@@ -80,6 +80,7 @@ BUILTIN_PLUGINS = (
     "harness_plugins.evaluators.freeze",
     "harness_plugins.evaluators.maml_head",
     "harness_plugins.evaluators.nil",
+    "harness_plugins.evaluators.plateau",
     "harness_plugins.evaluators.representations",
     "harness_plugins.evaluators.step_time",
     "harness_plugins.trackers.mlflow",

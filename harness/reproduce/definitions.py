@@ -123,13 +123,14 @@ def expand_grid(grid: dict, path: Path) -> list[dict]:
 
     ``grid.data``: ``[{ data, eval_data, skip }]`` (``eval_data``: evaluate the runs trained on ``data`` on
     this task spec's test classes instead, ``harness eval --data``; shown as ``"DATA on EVAL_DATA"``); ``grid.algorithms``: ``[{ group, algo, overrides, inner_loop }]``;
-    ``grid.columns``: ``[{ column, evaluator, options, result, unit, needs_inner_loop }]``;
+    ``grid.columns``: ``[{ column, evaluator, options, result, unit, needs_inner_loop, skip }]``;
     ``grid.published`` (optional): ``[{ data, group, column, paper }]``, a published value for one cell
     (each must name a cell of the grid, so a typo cannot leave a value silently unattached). A row's
     label is ``"DATA, GROUP: COLUMN"``; it carries ``group`` and ``column`` so the report lays the rows
     out as one line per algorithm. A column with ``needs_inner_loop = true`` (freezing, similarity
     before vs after adaptation, weight distance) has no cell for an algorithm with
-    ``inner_loop = false``: nothing adapts at test time.
+    ``inner_loop = false``: nothing adapts at test time. A cell is skipped under a budget when its data set
+    or its column skips it (``skip = { BUDGET = "why" }``; the data set's reason is shown when both do).
     """
     for key in ("data", "algorithms", "columns"):
         if not isinstance(grid.get(key), list) or not grid[key] or not all(isinstance(e, dict) for e in grid[key]):
@@ -156,9 +157,11 @@ def expand_grid(grid: dict, path: Path) -> list[dict]:
                 for key in ("evaluator", "options", "result", "unit"):
                     if key in column:
                         row[key] = column[key]
-                for key in ("skip", "eval_data"):
-                    if key in data:
-                        row[key] = data[key]
+                if "eval_data" in data:
+                    row["eval_data"] = data["eval_data"]
+                skip = {**column.get("skip", {}), **data.get("skip", {})}
+                if skip:
+                    row["skip"] = skip
                 rows.append(row)
     by_cell = {tuple(row["group"].split(", ", 1)) + (row["column"],): row for row in rows}
     for entry in grid.get("published", []):

@@ -49,6 +49,8 @@ def render_scoreboard(result: dict) -> str:
     from tabulate import tabulate
 
     groups, columns, cells = _grid(result)
+    # a column this budget skips everywhere (listed under "Not run" with its reason) is left out
+    columns = [c for c in columns if any(cells.get((g, c), {}).get("mean") is not None for g in groups)]
     units = {column: next(cells[g, column]["unit"] for g in groups if (g, column) in cells) for column in columns}
     headers = ["algorithm"] + [f"{c} ({units[c]})" if units[c] not in ("CCA", "CKA") else c for c in columns]
     lines = []

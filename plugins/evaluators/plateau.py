@@ -1,0 +1,71 @@
+"""Plateau evidence from a run's own validation curve: is its accuracy still rising at the end of training?
+
+Reads the validations in the run's ``metrics.jsonl`` and compares the last ``fraction`` of training with
+the ``fraction`` before it (``harness.evaluation.plateau``): the gain in validation accuracy with its
+95% interval, and the verdict ``plateau`` (not significantly rising). Nothing is recomputed and no data
+are read, so it costs nothing; the feature-reuse scoreboard shows it beside each algorithm, as the
+evidence that a budget trained every algorithm to its plateau.
+
+    harness eval RUN_DIR --evaluator plateau -o fraction=0.25
+"""
+
+from __future__ import annotations
+
+import json
+
+import harness
+from harness.errors import HarnessError
+from harness.evaluation.options import Option
+from harness.evaluation.plateau import plateau_gain
+
+
+def validation_curve(run_dir) -> tuple[list[int], list[float]]:
+    """The ``(steps, accuracies)`` of a run's validations, in training order (a resumed run's repeats dropped)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        raise HarnessError(f"{run_dir} has no metrics.jsonl: nothing to read a validation curve from")
+    curve: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("split") == "val":
+            curve[int(record["step"])] = float(record["accuracy"])
+    steps = sorted(curve)
+    return steps, [curve[s] for s in steps]
+
+
+class Plateau:
+    name = "plateau"
+    description = "validation gain over the last part of training with its 95% CI: on its plateau or still rising"
+    options = (
+        Option(
+            "fraction", "compare the last FRACTION of training with the FRACTION before", kind="float", default=0.25
+        ),
+    )
+
+    def evaluate(self, run, options) -> dict:
+        steps, accuracies = validation_curve(run.path)
+        result = plateau_gain(steps, accuracies, options["fraction"])
+        before, last = result["validations"]
+        start, end = (round(s) for s in result["windows"]["last"])
+        rows = [
+            {
+                "key": "gain",
+                "name": f"validation gain, steps {start}-{end} over the {before} validations before",
+                "mean": result["gain"],
+                "ci95": result["ci95"],
+                "tasks": run.config.val_tasks,
+            },
+            {
+                "key": "last",
+                "name": f"validation accuracy, steps {start}-{end} ({last} validations)",
+                "mean": result["last"],
+                "ci95": result["last_ci95"],
+                "tasks": run.config.val_tasks,
+            },
+        ]
+        return {"rows": rows, "plateau": result["plateau"], "windows": result["windows"], "steps": steps[-1]}
+
+
+@harness.hookimpl
+def register_evaluators(registry):
+    registry.add(Plateau())
