@@ -228,6 +228,15 @@ def test_label_references_and_seed_offsets_resolve_to_run_directories(tmp_path):
     assert result.stderr.strip() == "harness: error: row 'A' of bad: option against = '@B' names no row; rows: A"
 
 
+def test_a_chosen_row_brings_the_rows_it_compares_against(tmp_path):
+    from harness.commands.reproduce import chosen_runs
+
+    runs = plan(get_plugins(), load_definition("table3"), "cpu", 1, tmp_path)
+    chosen = chosen_runs(runs, ["Omniglot analogue: body CCA, MAML vs ANIL (same seed)"])
+    assert sorted(run.label for run in chosen) == ["ANIL", "Omniglot analogue: body CCA, MAML vs ANIL (same seed)"]
+    assert [run.label for run in chosen_runs(runs, ["MAML"])] == ["MAML"]
+
+
 def test_speed_table_measures_speedups_against_the_paper_floor(tmp_path):
     from harness.reproduce.tables import speed_table
 
@@ -683,11 +692,42 @@ def test_the_continue_line_repeats_every_flag_given_shell_quoted():
     from harness.commands.reproduce import continue_command
 
     args = Namespace(table="my table.toml", budget="paper", seeds=3, executor="local", workers=2, address=None)
-    args.__dict__.update(root="runs here", results="results", data_root="/data/it's", time_limit="2h")
+    args.__dict__.update(root="runs here", results="results", data_root="/data/it's", time_limit="2h", row=None)
     assert continue_command(args) == (
         "harness reproduce 'my table.toml' --budget paper --seeds 3 --workers 2 --root 'runs here' "
         """--data-root '/data/it'"'"'s' --time-limit 2h"""
     )
+    args.row = ["Omniglot 20w1s, MAML", "Omniglot 20w5s, ANIL"]
+    assert continue_command(args).endswith("--time-limit 2h --row 'Omniglot 20w1s, MAML' --row 'Omniglot 20w5s, ANIL'")
+
+
+def test_row_trains_only_that_row_and_builds_the_rest_of_the_table_from_finished_runs(tmp_path):
+    definition = tiny_definition(tmp_path)
+    common = ["--root", tmp_path / "root", "--results", tmp_path / "results"]
+    result = run_cli("reproduce", definition, "--row", "2D-Navigation, ANIL", *common)
+    assert result.returncode == 0, result.stderr
+    runs = sorted(p.name for p in (tmp_path / "root" / "runs").iterdir() if p.is_dir())
+    assert len(runs) == 1 and runs[0].startswith("anil-rl-2d-navigation-seed0-")
+    table = json.loads((tmp_path / "results" / "reproduced" / "tiny-cpu.json").read_text())
+    assert [row["agree"] == "not run" for row in table["rows"]] == [True, False]
+    assert table["rows"][0]["not_run"].endswith(": to run")
+
+    anil_log = (tmp_path / "root" / "runs" / f"{runs[0]}.log").read_text()
+    assert run_cli("reproduce", definition, *common).returncode == 0  # now the MAML row; ANIL is finished
+    assert (tmp_path / "root" / "runs" / f"{runs[0]}.log").read_text() == anil_log
+    table = json.loads((tmp_path / "results" / "reproduced" / "tiny-cpu.json").read_text())
+    assert all(row["mean"] is not None for row in table["rows"])
+
+
+def test_a_row_the_table_does_not_have_is_one_line_before_any_work(tmp_path):
+    definition = tiny_definition(tmp_path)
+    result = run_cli("reproduce", definition, "--row", "2D-Navigation, BOIL", "--root", tmp_path / "root")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "harness: error: --row '2D-Navigation, BOIL' names no row of this table; "
+        "its rows: 2D-Navigation, MAML; 2D-Navigation, ANIL\n",
+    )
+    assert not (tmp_path / "root").exists()
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,7 @@
     harness reproduce table2 --budget paper --seeds 3 --executor ray --address auto
     harness reproduce table4 --budget paper --time-limit 2h --data-root DATA  # stop cleanly; run again to continue
     harness reproduce table2 --budget paper --no-train                        # the table from finished runs only
+    harness reproduce table2 --budget paper --row "Omniglot 20w1s, MAML"      # train one row; table as --no-train
 
 Finished runs are skipped (keyed by a hash of the resolved config), started
 ones resumed, so an interrupted sweep continues where it stopped. The table
@@ -56,6 +57,12 @@ class ReproduceCommand:
             help="train nothing: build the table from finished runs, the others reported as not run",
         )
         parser.add_argument(
+            "--row",
+            action="append",
+            metavar="LABEL",
+            help="train only this row (repeatable) and the rows it needs; the table is then built as with --no-train",
+        )
+        parser.add_argument(
             "--time-limit",
             metavar="DURATION",
             help="stop all runs cleanly before this much wall time (e.g. 90m); run again to continue",
@@ -82,12 +89,13 @@ class ReproduceCommand:
         run_flags = ("--report-to", ",".join(report_to) or "none") if report_to is not None else ()
         definition = load_definition(args.table)
         runs = plan(plugins, definition, args.budget, args.seeds, Path(args.root))
+        chosen = chosen_runs(runs, args.row) if args.row else runs
         if args.plan:
-            print_plan(definition, runs, args.budget)
+            print_plan(definition, chosen, args.budget)
             return 0
         if not args.no_train:
             failures, stopped = run_all(
-                runs, args.data_root, args.executor, args.workers, args.address, stop, run_flags
+                chosen, args.data_root, args.executor, args.workers, args.address, stop, run_flags
             )
             if failures:
                 raise HarnessError(f"{len(failures)} run(s) failed, the others are kept: " + "; ".join(failures))
@@ -97,8 +105,25 @@ class ReproduceCommand:
                     f"stopped ({stop.reason or 'time limit reached'}): {stopped} run(s) unfinished, their "
                     f"checkpoints kept; continue with: {again}"
                 )
-        write_table(table(definition, runs, args.data_root, args.budget, partial=args.no_train), definition, args)
+        partial = args.no_train or bool(args.row)
+        write_table(table(definition, runs, args.data_root, args.budget, partial=partial), definition, args)
         return 0
+
+
+def chosen_runs(runs: list, labels: list[str]) -> list:
+    """The runs of the rows ``--row`` names and, transitively, the runs they evaluate (``@LABEL`` options)."""
+    known = list(dict.fromkeys(run.label for run in runs))
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise HarnessError(f"--row {unknown[0]!r} names no row of this table; its rows: {'; '.join(known)}")
+    wanted = {id(run) for run in runs if run.label in labels}
+    pending = [run for run in runs if id(run) in wanted]
+    while pending:
+        for needed in pending.pop().needs:
+            if id(needed) not in wanted:
+                wanted.add(id(needed))
+                pending.append(needed)
+    return [run for run in runs if id(run) in wanted]
 
 
 def print_plan(definition: dict, runs: list, budget: str) -> None:
@@ -137,7 +162,7 @@ def write_table(result: dict, definition: dict, args) -> None:
         {"seeds": args.seeds, "date": time.strftime("%Y-%m-%d"), "machine": describe_device(torch.device("cpu"))}
     )
     out = Path(args.results) / "reproduced" / f"{definition['name']}-{args.budget}.json"  # one file per budget
-    if args.no_train:
+    if args.no_train or args.row:
         refuse_unmeasuring(out, result, args.root)
     write_json(out, result)
     markdown = render_table(result)
@@ -184,6 +209,8 @@ def continue_command(args) -> str:
         value = getattr(args, name)
         if value is not None and value != defaults.get(name):
             words += [flag, str(value)]
+    for label in args.row or ():
+        words += ["--row", label]
     return shlex.join(words)
 
 
