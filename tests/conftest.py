@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.plugin.manager import ensure_bundled_package
 
@@ -31,10 +32,28 @@ def data_root() -> Path:
     return DATA_ROOT
 
 
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (``-n N``) each worker, and every command it starts, gets its share of the cores:
+    N processes each with a thread per core would fight over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores_between_workers()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def decoded_cache(tmp_path_factory):
-    """One decoded-image cache per test session, shared with CLI subprocesses."""
-    path = tmp_path_factory.mktemp("decoded-cache")
+    """One decoded-image cache per test session, shared with CLI subprocesses and, under pytest-xdist, between
+    the workers (the cache's lock makes one of them decode each split while the others wait)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "decoded-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("decoded-cache")
     previous = os.environ.get("HARNESS_CACHE_DIR")
     os.environ["HARNESS_CACHE_DIR"] = str(path)
     yield path

@@ -580,3 +580,65 @@ def test_two_rows_with_one_label_are_refused(tmp_path):
         2,
         f"harness: error: {definition}: two rows are labelled 'Omniglot 20w1s'; every row needs a label of its own\n",
     )
+
+
+# -- processes sharing the decoded-image cache ---------------------------------------------------------------------
+
+DECODER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from harness.data.root import load_or_build_array
+
+marks = Path(sys.argv[1])
+
+def build(allocate):
+    with open(marks / "builds", "a") as log:
+        log.write(sys.argv[2] + "\\n")
+    (marks / "building").touch()
+    while not (marks / "release").exists():  # held open until the test has seen the other process wait
+        time.sleep(0.01)
+    pixels = allocate((4, 3), np.uint8)
+    pixels[:] = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    return pixels
+
+print(int(load_or_build_array("shared", "k1", build).sum()))
+"""
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + HANG_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"hung waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_two_processes_decode_a_shared_cache_once(tmp_path):
+    """``reproduce --workers 2`` starts both runs at once on a cold cache: the second waits for the first's
+    decoding and reads its file, instead of decoding too (or removing the file the first is about to open)."""
+    cache, marks = tmp_path / "cache", tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(cache)}
+    logs = {name: open(marks / f"{name}.err", "w+") for name in ("first", "second")}
+
+    def decoder(name: str) -> subprocess.Popen:
+        command = [sys.executable, "-c", DECODER, str(marks), name]
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=logs[name], text=True)
+
+    builds = marks / "builds"
+    first = decoder("first")
+    _wait_for((marks / "building").exists, "the first process to start decoding")
+    second = decoder("second")
+    _wait_for(
+        lambda: "waiting" in (marks / "second.err").read_text() or builds.read_text().count("\n") == 2,
+        "the second process to wait for the first, or to decode too",
+    )
+    (marks / "release").touch()
+    outputs = [process.communicate(timeout=HANG_SECONDS)[0] for process in (first, second)]
+    errors = {name: (marks / f"{name}.err").read_text() for name in logs}
+    assert [process.returncode for process in (first, second)] == [0, 0], errors
+    assert builds.read_text() == "first\n"
+    assert errors["second"] == f"harness: waiting for another process decoding into {cache / 'shared-k1.npy'}\n"
+    assert outputs == ["66\n", "66\n"]
+    for log in logs.values():
+        log.close()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -86,20 +88,65 @@ def load_or_build_array(name: str, key: str, build) -> np.ndarray:
     an array ``build`` makes itself is saved instead. Each cache file has a SHA-256 of its contents
     beside it (``.npy.sha256``), checked on every open: a damaged, truncated or half-written cache
     (disk error, a killed writer, a copy gone wrong) is decoded again with a one-line notice, never
-    trained on.
+    trained on. Processes sharing the cache (``reproduce --workers``, parallel tests) decode a key once:
+    the first holds a lock file beside it, the others wait and then read what it wrote.
     """
     path = cache_dir() / f"{name}-{key}.npy"
-    checksum = path.with_name(path.name + ".sha256")
-    if path.exists():
-        reason = _damage(path, checksum)
-        if reason is None:
-            try:
-                return np.load(path, mmap_mode="r")
-            except (OSError, ValueError, EOFError) as exc:
-                reason = f"numpy cannot read it ({exc})"
-        print(f"harness: decoded-image cache {path} cannot be trusted ({reason}); decoding again", file=sys.stderr)
-        path.unlink(missing_ok=True)
-        checksum.unlink(missing_ok=True)
+    cached = _trusted(path)
+    if cached is not None:
+        return cached
+    with _exclusive(path):
+        cached = _trusted(path)  # another process may have written it while this one waited
+        if cached is not None:
+            return cached
+        return _build_and_save(path, build)
+
+
+def _checksum_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _trusted(path: Path) -> np.ndarray | None:
+    """The cache file ``path`` memory-mapped, or None when it is absent or damaged (then removed, with a notice)."""
+    if not path.exists():
+        return None
+    checksum = _checksum_file(path)
+    reason = _damage(path, checksum)
+    if reason is None:
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:
+            reason = f"numpy cannot read it ({exc})"
+    print(f"harness: decoded-image cache {path} cannot be trusted ({reason}); decoding again", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    checksum.unlink(missing_ok=True)
+    return None
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold the lock file beside ``path`` (``fcntl.flock``: released by the kernel when its holder dies). Without
+    ``fcntl`` (Windows) or a writable cache directory, no lock: each process then decodes on its own."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(f".{path.name}.lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"harness: waiting for another process decoding into {path}", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _build_and_save(path: Path, build) -> np.ndarray:
+    """``build(allocate)`` into a temporary memory map, then its checksum and the file itself put in place, in that
+    order: a reader that finds ``path`` finds its checksum beside it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
     def allocate(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -121,11 +168,11 @@ def load_or_build_array(name: str, key: str, build) -> np.ndarray:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as handle:
                 np.save(handle, array)
-        digest = _digest(tmp)
-        os.replace(tmp, path)
+        checksum = _checksum_file(path)
         tmp_checksum = checksum.with_name(f".{checksum.name}.{os.getpid()}.tmp")
-        tmp_checksum.write_text(f"{digest}  {path.name}\n")  # the sha256sum format: `sha256sum -c` checks it too
+        tmp_checksum.write_text(f"{_digest(tmp)}  {path.name}\n")  # the sha256sum format: `sha256sum -c` checks it too
         os.replace(tmp_checksum, checksum)
+        os.replace(tmp, path)
     except OSError:
         return array  # caching is an optimisation; an unwritable cache dir must not stop a run
     del array  # from now on the memory map: a pool larger than RAM is read image by image
