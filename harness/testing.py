@@ -23,6 +23,7 @@ from torch.func import functional_call
 from harness.data.taskspec import parse_task_spec
 from harness.engine.side_by_side import TOLERANCE, rules_problem, unsupported
 from harness.plugin.manager import Plugins, load_plugins
+from harness.plugin.protocols import OwnForwardTasks
 from harness.plugin.registry import Registry
 from harness.run.config import resolve_config
 from harness.run.files import load_torch
@@ -44,13 +45,12 @@ def check_fast_path(model: nn.Module, images: torch.Tensor) -> str | None:
     """None when ``model``'s side-by-side fast path (its own ``forward_tasks``, else the harness's rules) gives
     what a forward per task gives on ``images`` ``[tasks >= 2, n, C, H, W]``; else why not. Never raises: a
     model the fast path cannot run is one the harness runs without it."""
-    own = getattr(model, "forward_tasks", None)
-    if own is None:
+    if not isinstance(model, OwnForwardTasks):
         return unsupported(model) or rules_problem(model, images)
     try:
         with torch.no_grad():
             params = {name: p.unsqueeze(0).expand(images.shape[0], *p.shape) for name, p in model.named_parameters()}
-            got = own(params, images, False)  # [tasks, n, out]
+            got = model.forward_tasks(params, images, False)  # [tasks, n, out]
             want = torch.stack([functional_call(model, dict(model.named_parameters()), (x,)) for x in images])
     except Exception as exc:  # the model is the plugin's: report, never propagate
         return f"its forward_tasks raised {type(exc).__name__}: {exc}"

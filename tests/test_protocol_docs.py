@@ -3,9 +3,9 @@
 Every optional member of an algorithm has its default on ``harness.plugin.algorithm.ImageAlgorithm`` and is
 set on an algorithm that lacks it when it registers, so the core reads ``algorithm.trains`` directly. These
 tests fail when an optional member is missing from ``register_algorithms``' docstring, when the core or a
-bundled plugin probes a registered object with ``getattr``/``hasattr`` again, when a model capability the
-core does probe (backbones' models are built per run, not registered) is undocumented, and when a hook is
-missing from ``docs/plugins.md``.
+bundled plugin probes a registered object or a model with ``getattr``/``hasattr`` again, when a model's
+optional capability (a protocol: backbones' models are built per run, not registered) is undocumented, and
+when a hook is missing from ``docs/plugins.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 from harness.plugin import hookspecs
 from harness.plugin.algorithm import OPTIONAL_MEMBERS
+from harness.plugin.protocols import OwnBodyPerSet, OwnForwardTasks
 from harness.plugin.registry import OPTIONAL_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,11 +40,16 @@ def probes() -> list[tuple[str, str, str]]:
 
 def test_the_probe_finder_finds_a_probe():
     assert PROBE.findall('if getattr(self.algorithm, "trains", True):') == [("algorithm", "trains")]
-    assert ("model", "forward_tasks", "harness/engine/side_by_side.py") in probes()
+    assert PROBE.findall('own = getattr(model, "forward_tasks", None)') == [("model", "forward_tasks")]
 
 
 def test_no_registered_plugin_object_is_probed():
     assert [p for p in probes() if p[0].endswith(REGISTERED) or p[0].rstrip("s").endswith(REGISTERED)] == []
+
+
+def test_no_model_is_probed():
+    """A model's optional fast paths are the protocols below, its split ``harness.engine.network``."""
+    assert [p for p in probes() if p[0] == "model"] == []
 
 
 @pytest.mark.parametrize("member", [m for m in OPTIONAL_MEMBERS if m != "description"])
@@ -59,11 +65,12 @@ def test_every_optional_member_of_the_other_kinds_is_documented(hook, member):
     assert f"``{member}" in getattr(hookspecs, hook).__doc__
 
 
-@pytest.mark.parametrize("variable, attribute, where", [p for p in probes() if p[0] == "model"])
-def test_every_model_capability_the_core_probes_is_documented(variable, attribute, where):
-    assert f"``{attribute}" in hookspecs.register_backbones.__doc__, (
-        f"{where} reads {attribute!r}, which register_backbones' docstring in harness/plugin/hookspecs.py does not name"
-    )
+@pytest.mark.parametrize("protocol", [OwnForwardTasks, OwnBodyPerSet], ids=lambda protocol: protocol.__name__)
+def test_every_optional_model_capability_is_documented(protocol):
+    members = [name for name in vars(protocol) if not name.startswith("_")]
+    assert len(members) == 1
+    assert f"``{members[0]}(" in hookspecs.register_backbones.__doc__
+    assert protocol.__name__ in hookspecs.register_backbones.__doc__
 
 
 def test_every_hook_is_in_the_plugin_docs():

@@ -30,8 +30,8 @@ registered backbone).
 ``body_per_set`` uses the same device for ANIL-style algorithms: the body runs once on all support and
 query sets of a meta-batch with each BatchNorm call split per set.
 
-A backbone may still define ``forward_tasks`` / ``body_per_set`` itself (``harness.plugin.hookspecs``); these
-are used instead.
+A backbone may still define ``forward_tasks`` / ``body_per_set`` itself (``harness.plugin.hookspecs``; typed as
+``harness.plugin.protocols.OwnForwardTasks`` / ``OwnBodyPerSet``); these are used instead.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ from harness.engine.kernels import activation
 from harness.engine.kernels.batch_norm import batch_norm
 from harness.engine.kernels.grouped_conv import grouped_conv2d
 from harness.engine.kernels.max_pool import max_pool2d
+from harness.engine.network import body_and_head
+from harness.plugin.protocols import OwnBodyPerSet, OwnForwardTasks
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 RULES = (nn.Conv2d, nn.Linear, *NORMS)
@@ -72,7 +74,7 @@ def unsupported(model: nn.Module) -> str | None:
 
 def fast_path_unavailable(model: nn.Module) -> str | None:
     """Why ``model`` has no fast path (neither its own ``forward_tasks`` nor rules for every layer), or None."""
-    if getattr(model, "forward_tasks", None) is not None:
+    if isinstance(model, OwnForwardTasks):
         return None
     return unsupported(model)
 
@@ -209,8 +211,9 @@ def mismatch(model: nn.Module, images: torch.Tensor) -> float:
             [functional_call(model, {k: v[t] for k, v in params.items()}, (images[t],)) for t in range(tasks)]
         )
         differences = [(got - want).abs().max() / want.abs().max().clamp_min(1e-12)]
-        body = model.get_submodule("body") if hasattr(model, "body") else None
-        if body is not None:
+        split = body_and_head(model)
+        if split is not None:
+            body = split[0]
             got_body = run_body_per_set(body, images.flatten(0, 1), [images.shape[1]] * tasks)
             want_body = torch.cat([body(images[t]) for t in range(tasks)])
             differences.append((got_body - want_body).abs().max() / want_body.abs().max().clamp_min(1e-12))
@@ -234,7 +237,7 @@ def rules_problem(model: nn.Module, sample: torch.Tensor) -> str | None:
 def fast_path_problem(model: nn.Module, images: torch.Tensor) -> str | None:
     """Why ``model`` has no fast path that runs correctly: None for its own ``forward_tasks``, else the rules'
     :func:`side_by_side_problem` (``images``: ``[tasks, n, C, H, W]`` with two tasks or more)."""
-    if getattr(model, "forward_tasks", None) is not None:
+    if isinstance(model, OwnForwardTasks):
         return None
     return side_by_side_problem(model, images)
 
@@ -264,9 +267,8 @@ def _verified(model: nn.Module, images: torch.Tensor) -> bool:
 
 def tasks_side_by_side(model: nn.Module, images: torch.Tensor, fused_layers: bool = True) -> Callable | None:
     """``forward_tasks(params, images, channels_last)`` for ``model``: its own, else the rules, else None."""
-    own = getattr(model, "forward_tasks", None)
-    if own is not None:
-        return own
+    if isinstance(model, OwnForwardTasks):
+        return model.forward_tasks
     if not _verified(model, images):
         return None
     return lambda params, x, channels_last: run_forward_tasks(model, params, x, channels_last, fused_layers)
@@ -277,10 +279,10 @@ def body_once(model: nn.Module, images: torch.Tensor) -> Callable | None:
 
     ``images``: one image set ``[tasks, n, C, H, W]`` of the call, for the first-use check.
     """
-    own = getattr(model, "body_per_set", None)
-    if own is not None:
-        return own
-    if not hasattr(model, "body") or not _verified(model, images):
+    if isinstance(model, OwnBodyPerSet):
+        return model.body_per_set
+    split = body_and_head(model)
+    if split is None or not _verified(model, images):
         return None
-    body = model.get_submodule("body")
+    body = split[0]
     return lambda x, set_sizes: run_body_per_set(body, x, set_sizes)

@@ -15,12 +15,13 @@ from torch import nn
 from torch.func import functional_call
 
 from harness.data.episodes import Episodes
+from harness.engine.network import body_and_head
 from harness.errors import HarnessError
 from harness.evaluation.fewshot import adapt_with
 
 
 def require_body_head(model: nn.Module, needed_by: str) -> None:
-    if not (hasattr(model, "body") and hasattr(model, "head")):
+    if body_and_head(model) is None:
         raise HarnessError(f"{needed_by} needs a model with a body/head split; {type(model).__name__} has none")
 
 

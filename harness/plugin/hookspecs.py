@@ -151,7 +151,8 @@ def register_backbones(registry) -> None:
     and ANIL-style bodies once per meta-batch through the rules of
     ``harness.engine.side_by_side``, checked against running each task on its own at
     first use (a mismatch falls back to ``torch.func.vmap`` with a warning).
-    A module may override either with its own method:
+    A module may override either with its own method (typed as
+    ``harness.plugin.protocols.OwnBodyPerSet`` / ``OwnForwardTasks``):
 
     - ``body_per_set(images, set_sizes) -> [sum(set_sizes), features]``: the
       body on consecutive image sets, each normalised as its own batch (ANIL,

@@ -71,6 +71,22 @@ class Backbone(Protocol):
 
 
 @runtime_checkable
+class OwnForwardTasks(Protocol):
+    """A model with its own side-by-side forward, used instead of ``harness.engine.side_by_side``'s rules:
+    ``params`` ``{name: [tasks, *shape]}``, ``images`` ``[tasks, n, C, H, W]`` -> logits ``[tasks, n, ways]``."""
+
+    def forward_tasks(self, params: dict, images: Any, channels_last: bool) -> Any: ...
+
+
+@runtime_checkable
+class OwnBodyPerSet(Protocol):
+    """A model with its own body-once forward: ``images`` ``[sum(set_sizes), C, H, W]``, each consecutive set
+    normalised as its own batch -> features ``[sum(set_sizes), features]``."""
+
+    def body_per_set(self, images: Any, set_sizes: list[int]) -> Any: ...
+
+
+@runtime_checkable
 class TaskSampler(Protocol):
     name: str
     description: str

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from harness.engine.meta_learning import Engine, inner_loop_route
+from harness.engine.network import body_and_head
 from harness.engine.side_by_side import fast_path_problem
 from harness.errors import HarnessError
 from harness.plugin.algorithm import with_defaults
@@ -36,7 +37,8 @@ def run_algorithm(algorithm, model: nn.Module, hp, device=None) -> Any:
 
 def initialise_head(model: torch.nn.Module, how: str) -> None:
     """``--head-init`` (``harness.run.config.HEAD_INITS``) on the network's linear ``head``; ``zero`` draws no random numbers."""
-    head = getattr(model, "head", None)
+    split = body_and_head(model)
+    head = None if split is None else split[1]
     if not isinstance(head, torch.nn.Linear):
         if how != "zero":
             raise HarnessError(f"--head-init {how} needs a network whose head is an nn.Linear")
