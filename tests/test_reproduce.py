@@ -414,6 +414,9 @@ def test_reproduce_time_limit_stops_runs_and_the_next_call_resumes_them(tmp_path
     started = [p for p in (tmp_path / "root" / "runs").iterdir() if p.is_dir()]
     assert len(started) == 1 and not (started[0] / "summary.json").exists()  # the second run never started
     assert json.loads((started[0] / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
+    plan = run_cli(*args, "--plan")
+    assert plan.returncode == 0, plan.stderr
+    assert re.search(r"\| started \(step [1-7] of 40\) +\|", plan.stdout), plan.stdout  # where it continues
 
     finished = run_cli(*args)
     assert finished.returncode == 0, finished.stderr

@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.run.files import read_metrics
-from harness.run.rundir import held_by
+from harness.run.rundir import held_by, run_state
 
 #: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
 #: where each value came from (rewording a source must not orphan finished runs).
@@ -79,13 +78,7 @@ class PlannedRun:
             return "done"
         holder = held_by(self.run_dir) if self.run_dir.exists() else None
         in_use = f"; in use by {holder}" if holder else ""
-        checkpoint = self.run_dir / "checkpoint.pt"
-        if checkpoint.exists():
-            metrics = self.run_dir / "metrics.jsonl"
-            rows = read_metrics(metrics) if metrics.exists() else []
-            step = rows[-1]["step"] if rows else 0
-            return f"started (step {step}){in_use}"
-        return f"to run{in_use}"
+        return f"{run_state(self.run_dir) or 'to run'}{in_use}"
 
     def command(
         self, data_root: str | None, time_limit: float | None = None, run_flags: tuple[str, ...] = ()

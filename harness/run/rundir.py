@@ -15,6 +15,7 @@ Their files are written atomically (``harness.run.files``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -123,13 +124,24 @@ def refuse_taken(run_dir: Path) -> None:
 
 
 def run_state(path: Path) -> str | None:
-    """``"finished"`` / ``"started (step N)"`` for a run directory that holds a run, None for one that does not."""
+    """``"finished"`` / ``"started (step N of M)"`` for a run directory that holds a run, None for one that
+    does not. N is the checkpoint's step, where a continued run starts again; M the run's iterations."""
     path = Path(path)
     if (path / "summary.json").exists():
         return "finished"
     if (path / "checkpoint.pt").exists():
         try:
-            return f"started (step {load_torch(path / 'checkpoint.pt')['step']})"
+            step = load_torch(path / "checkpoint.pt")["step"]
         except HarnessError:
             return "started"
+        total = _iterations(path / "config.json")
+        return f"started (step {step:,})" if total is None else f"started (step {step:,} of {total:,})"
     return None
+
+
+def _iterations(config: Path) -> int | None:
+    try:
+        total = json.loads(config.read_text()).get("iterations")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return total if isinstance(total, int) else None
