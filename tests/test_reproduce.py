@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
+from harness.commands.report import learning_curves, plot_curves
 from harness.plugin.manager import get_plugins
 from harness.reproduce.definitions import load_definition
 from harness.reproduce.planning import plan
@@ -799,3 +800,37 @@ def test_no_train_reports_a_row_on_the_seeds_finished_so_far_and_names_the_other
     assert maml["unfinished"][0].endswith(": to run")
     assert "- 2D-Navigation, MAML, seed not finished: maml-rl-2d-navigation-seed1-" in result.stdout
     assert not any(p.name.startswith("maml-rl-2d-navigation-seed1") for p in (tmp_path / "root" / "runs").iterdir())
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> str:
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(run_dir)
+
+
+def test_learning_curves_one_per_run_with_labels_a_reader_can_tell_apart(tmp_path):
+    few_shot = [
+        {"split": "train", "step": 5, "accuracy": 0.4},
+        {"split": "val", "step": 10, "accuracy": 0.5, "ci95": 0.1},
+    ]
+    zero_head = write_metrics(tmp_path / "boil-omniglot-5w1s-seed0-aaa", few_shot)
+    default_head = write_metrics(tmp_path / "boil-omniglot-5w1s-seed0-bbb", few_shot)
+    no_validation = write_metrics(tmp_path / "maml-omniglot-5w1s-seed0-ccc", few_shot[:1])
+    rl = write_metrics(tmp_path / "maml-rl-2d-navigation-seed0-ddd", [{"split": "train", "step": 1, "return": -9.0}])
+    rows = [
+        {"group": "5w1s, BOIL", "runs": [zero_head]},
+        {"group": "5w1s, BOIL", "runs": [zero_head]},  # another column of the same line: the same run, drawn once
+        {"group": "5w1s, BOIL", "runs": [default_head]},
+        {"label": "MAML", "runs": [no_validation, str(tmp_path / "never-started")]},
+        {"label": "navigation", "runs": [rl]},
+    ]
+    curves = learning_curves({"title": "t", "rows": rows})
+    assert [(c.label, c.rl) for c in curves] == [
+        ("5w1s, BOIL", False),
+        ("5w1s, BOIL (boil-omniglot-5w1s-seed0-bbb)", False),
+        ("maml-rl-2d-navigation-seed0", True),
+    ]
+    assert curves[0].points == [(10, 50.0)] and curves[0].training == [(5, 40.0)]
+    assert plot_curves({"title": "t", "rows": rows[:3]}, tmp_path / "few-shot.png").stat().st_size > 10_000
+    assert plot_curves({"title": "t", "rows": rows[3:4]}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

@@ -10,11 +10,12 @@ when missing); the rest of the file is left as it is.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
-from harness.reproduce.figures import discard_figure, new_figure, save_figure
+from harness.reproduce.figures import new_figure, save_figure
 from harness.reproduce.rendering import checked_rows, render_table
 from harness.reproduce.scoreboard import is_scoreboard, plot_scoreboard
 from harness.run.files import read_json, read_metrics
@@ -22,41 +23,60 @@ from harness.run.files import read_json, read_metrics
 START, END = "<!-- reproduced:start -->", "<!-- reproduced:end -->"
 
 
-def plot_curves(result: dict, out: Path) -> Path | None:
-    """Validation accuracy (few-shot) or post-adaptation return (RL) against iteration, one line per run."""
-    figure, axes = new_figure(1, 2, figsize=(11, 4))
-    drawn = set()
+@dataclass
+class Curve:
+    """One run's learning curve: validation accuracy (%) or, for meta-RL, post-adaptation return."""
+
+    label: str
+    rl: bool
+    points: list[tuple[int, float]]
+    training: list[tuple[int, float]]  # few-shot: accuracy on the meta-batch's query sets (Figures 5 and 10)
+
+
+def learning_curves(result: dict) -> list[Curve]:
+    """The curve of every run the table's rows read, once each, labelled by its scoreboard line (``group``) or
+    its run name; a label two runs would share names the run directory too."""
+    curves: list[Curve] = []
+    seen: set[str] = set()
     for row in result["rows"]:
         for run_dir in row.get("runs", []):
             metrics = Path(run_dir) / "metrics.jsonl"
-            if run_dir in drawn or not metrics.exists():
+            if run_dir in seen or not metrics.exists():
                 continue
-            drawn.add(run_dir)
+            seen.add(run_dir)
             rows = read_metrics(metrics)
-            if any("return" in r for r in rows):  # a meta-RL run
+            label = row.get("group") or Path(run_dir).name.rsplit("-", 1)[0]
+            if any(curve.label == label for curve in curves):
+                label = f"{label} ({Path(run_dir).name})"
+            if any("return" in r for r in rows):
                 points = [(r["step"], r["return"]) for r in rows if r.get("split") == "train"]
-                axis = axes[1]
+                curves.append(Curve(label, True, points, []))
             else:
                 points = [(r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "val"]
-                axis = axes[0]
-            if points:
-                name = Path(run_dir).name.rsplit("-", 1)[0]
-                (line,) = axis.plot(*zip(*points), label=f"{name} val" if axis is axes[0] else name)
-                train = [
+                training = [
                     (r["step"], 100 * r["accuracy"]) for r in rows if r.get("split") == "train" and "accuracy" in r
                 ]
-                if axis is axes[0] and train:  # training accuracy (query sets of the meta-batch), as Figures 5 and 10
-                    axis.plot(
-                        *zip(*train), linestyle="--", linewidth=0.8, color=line.get_color(), label=f"{name} train"
-                    )
-    if not drawn:
-        discard_figure(figure)
+                curves.append(Curve(label, False, points, training))
+    return [curve for curve in curves if curve.points]
+
+
+def plot_curves(result: dict, out: Path) -> Path | None:
+    """Learning curves, one line per run, on a panel per kind present (few-shot, meta-RL); None without any."""
+    curves = learning_curves(result)
+    kinds = [rl for rl in (False, True) if any(curve.rl == rl for curve in curves)]
+    if not kinds:
         return None
-    axes[0].set(title="few-shot: validation (solid) and training (dashed) accuracy", xlabel="iteration", ylabel="%")
-    axes[1].set(title="meta-RL: return after adaptation (training tasks)", xlabel="iteration", ylabel="return")
-    for axis in axes:
-        if axis.lines:
-            axis.legend(fontsize=7)
+    figure, axes = new_figure(1, len(kinds), figsize=(8 * len(kinds), 4.5), squeeze=False)
+    for axis, rl in zip(axes[0], kinds):
+        for curve in (c for c in curves if c.rl == rl):
+            (line,) = axis.plot(*zip(*curve.points), label=curve.label)
+            if curve.training:
+                axis.plot(*zip(*curve.training), linestyle="--", linewidth=0.8, color=line.get_color())
+        if rl:
+            axis.set(title="meta-RL: return after adaptation (training tasks)", xlabel="iteration", ylabel="return")
+        else:
+            axis.set(title="few-shot: validation (solid), training (dashed) accuracy", xlabel="iteration", ylabel="%")
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     figure.suptitle(result["title"])
     return save_figure(figure, out, dpi=110)
 

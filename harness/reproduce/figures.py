@@ -30,9 +30,3 @@ def save_figure(figure, path: Path, dpi: int = 120) -> Path:
     finally:
         plt.close(figure)
     return Path(path)
-
-
-def discard_figure(figure) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
