@@ -71,8 +71,11 @@ def render_scoreboard(result: dict) -> str:
     )
 
 
+MARKERS = ("o", "s", "^", "D")
+
+
 def plot_scoreboard(result: dict, axes: dict, out: Path) -> Path | None:
-    """Each group as a point at (column ``x``, column ``y`` - column ``y_minus``), labelled; None if no point."""
+    """Each group as a point at (column ``x``, column ``y`` - column ``y_minus``), in the legend; None if no point."""
     groups, _, cells = _grid(result)
     points = []
     for group in groups:
@@ -81,10 +84,11 @@ def plot_scoreboard(result: dict, axes: dict, out: Path) -> Path | None:
             points.append((group, x["mean"], y["mean"] - minus["mean"]))
     if not points:
         return None
-    figure, axis = new_figure(figsize=(7, 4.5))
-    for group, x, y in points:
-        axis.scatter([x], [y], color="#4c72b0")
-        axis.annotate(group.split(", ", 1)[-1], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    figure, axis = new_figure(figsize=(9, 4.5))
+    for number, (group, x, y) in enumerate(points):  # a colour and marker each, named in the legend: labels overlap
+        marker = MARKERS[number // 10 % len(MARKERS)]
+        axis.scatter([x], [y], color=f"C{number % 10}", marker=marker, s=40, label=group.split(", ", 1)[-1])
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     axis.set_xlabel(axes.get("x_label", axes["x"]))
     axis.set_ylabel(axes.get("y_label", f"{axes['y']} - {axes['y_minus']}"))
     axis.axhline(0, color="grey", linewidth=0.6)
