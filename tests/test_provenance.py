@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 from harness.run.rundir import lock_holder, prepare_run_dir
 
@@ -129,3 +130,33 @@ def test_a_run_records_the_commit_of_the_code_that_ran_it(finished):
     source = json.loads((finished / "summary.json").read_text())["environment"]["harness_source"]
     assert source.split(" + ")[0] == head.stdout.strip()
     assert source in (head.stdout.strip(), head.stdout.strip() + " + changes")
+
+
+def backfill_script():
+    spec = importlib.util.spec_from_file_location("backfill", REPO / "scripts" / "backfill-provenance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_backfill_reads_the_given_options_from_the_file_name_as_harness_eval_writes_them():
+    given = backfill_script().given_options
+    assert given("eval-freeze-adapt_as=maml-all_checkpoints=1.json", "freeze") == {
+        "adapt_as": "maml",
+        "all_checkpoints": "1",
+    }
+    assert given("eval-nil.json", "nil") == {}
+    assert given(
+        "eval-run-similarity-against=anil-omniglot-20w1s-seed1-0da3f35d4ece-measure=cca.json", "run-similarity"
+    ) == {"against": "anil-omniglot-20w1s-seed1-0da3f35d4ece", "measure": "cca"}
+    assert given("eval-nil.json", "freeze") is None  # another evaluator's file
+    assert given("eval-nilx.json", "nil") is None
+
+
+def test_every_committed_evaluation_of_a_released_checkpoint_records_its_provenance():
+    """The tables built from released runs reuse these files; without a record they would be evaluated again."""
+    released = [line.split()[-1] for line in (REPO / "results" / "SHA256SUMS").read_text().splitlines() if line]
+    for checkpoint in released:
+        for evaluation in (REPO / checkpoint).parent.glob("eval-*.json"):
+            if "@" not in evaluation.name:
+                assert "provenance" in json.loads(evaluation.read_text()), evaluation
