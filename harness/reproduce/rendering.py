@@ -55,9 +55,10 @@ def render_table(result: dict) -> str:
     lines = [
         f"### {result['title']}",
         "",
-        f"Budget `{result['budget']}`: {result.get('budget_note', '')}. Measured {result.get('date', '')} on "
+        f"Budget `{result['budget']}`: {result.get('budget_note', '')}. Table built {result.get('date', '')} on "
         f"{machine.get('device_name', 'this machine')} ({machine.get('torch_threads', '?')} threads, "
-        f"torch {machine.get('torch', '?')}); ± is the 95% CI over test tasks (one seed) or the standard deviation over "
+        f"torch {machine.get('torch', '?')}; a row reuses an earlier evaluation only of the same checkpoint and "
+        f"options); ± is the 95% CI over test tasks (one seed) or the standard deviation over "
         f"seeds (several, as the paper's tables)"
         f"{'; speedups are ratios of step medians, agree = at least the paper' if any(r['unit'] == 'x' for r in result['rows']) else ''}. "
         f"Paper: {result.get('source', '')} (± as published; ≥ / ≤: a bound stated in the paper's text).",
