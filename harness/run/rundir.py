@@ -15,7 +15,6 @@ Their files are written atomically (``harness.run.files``).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.run.files import load_torch
+from harness.run.files import load_torch, read_json
 
 #: Open lock files of the run directories this process trains in (released when the process exits).
 _LOCKS: dict[Path, Any] = {}
@@ -141,7 +140,7 @@ def run_state(path: Path) -> str | None:
 
 def _iterations(config: Path) -> int | None:
     try:
-        total = json.loads(config.read_text()).get("iterations")
-    except (OSError, ValueError, AttributeError):
+        total = read_json(config).get("iterations")
+    except (HarnessError, OSError, AttributeError):
         return None
     return total if isinstance(total, int) else None
