@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import HANG_SECONDS, run_cli
 
-from harness.run.rundir import held_by, lock_holder, prepare_run_dir
+from harness.run.rundir import held_by, lock_holder, prepare_run_dir, run_state
 from harness.run.stopping import SIMULATED_SECONDS
 
 FLAGS = [
@@ -168,6 +169,30 @@ def test_resume_refuses_a_finished_run_and_one_whose_checkpoints_are_gone(finish
         f"move them away first, or start a new run\n",
     )
     assert _files(run) == before
+
+
+@pytest.mark.parametrize(
+    "checkpoint, config, state",
+    [
+        ({"step": 5}, '{"iterations": 10}', "started (step 5 of 10)"),
+        ({"step": 12345}, "{not json", "started (step 12,345)"),  # the step is still worth showing
+        ({"step": 5}, '["a list"]', "started (step 5)"),
+        ({"step": 5}, None, "started (step 5)"),
+        ({"weights": torch.zeros(2)}, '{"iterations": 10}', "started"),  # another program's file: no step
+        (b"not a checkpoint", '{"iterations": 10}', "started"),
+        (None, '{"iterations": 10}', None),  # a config alone holds no run: nothing to continue
+    ],
+)
+def test_run_state_names_the_step_a_continued_run_starts_from(tmp_path, checkpoint, config, state):
+    if isinstance(checkpoint, bytes):
+        (tmp_path / "checkpoint.pt").write_bytes(checkpoint)
+    elif checkpoint is not None:
+        torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    if config is not None:
+        (tmp_path / "config.json").write_text(config)
+    assert run_state(tmp_path) == state
+    (tmp_path / "summary.json").write_text("{}")
+    assert run_state(tmp_path) == "finished"
 
 
 def test_a_held_run_directory_names_the_process_and_command_that_hold_it(tmp_path):

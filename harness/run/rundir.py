@@ -130,7 +130,7 @@ def run_state(path: Path) -> str | None:
         return "finished"
     if (path / "checkpoint.pt").exists():
         try:
-            step = load_torch(path / "checkpoint.pt")["step"]
+            step = load_torch(path / "checkpoint.pt", needs=("step",))["step"]
         except HarnessError:
             return "started"
         total = _iterations(path / "config.json")
