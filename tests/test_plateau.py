@@ -10,8 +10,7 @@ import pytest
 from conftest import run_cli
 
 from harness.errors import HarnessError
-from harness.evaluation.plateau import T_95, plateau_gain, t_critical_95
-from harness_plugins.evaluators.plateau import validation_curve
+from harness.evaluation.plateau import T_95, plateau_gain, t_critical_95, validation_curve
 
 STEPS = list(range(100, 1300, 100))  # 12 validations: windows (600, 900] and (900, 1200] at fraction 0.25
 

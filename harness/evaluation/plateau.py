@@ -12,8 +12,10 @@ than its own validation noise.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from harness.errors import HarnessError
 
@@ -76,3 +78,17 @@ def plateau_gain(steps: Sequence[int], accuracies: Sequence[float], fraction: fl
         "validations": [len(before), len(last)],
         "plateau": gain - ci95 <= 0,
     }
+
+
+def validation_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    """The ``(steps, accuracies)`` of a run's validations, in training order (a resumed run's repeats dropped)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        raise HarnessError(f"{run_dir} has no metrics.jsonl: nothing to read a validation curve from")
+    curve: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("split") == "val":
+            curve[int(record["step"])] = float(record["accuracy"])
+    steps = sorted(curve)
+    return steps, [curve[s] for s in steps]

@@ -47,6 +47,9 @@ class ImageAlgorithm:
     #: False when the run's ``--inner-lr`` is a step on something other than weights (CAVIA's context):
     #: ``-o adapt_as=NAME`` on its runs then needs ``-o adapt_lr=X`` instead of reusing it.
     inner_lr_transfers = True
+    #: True when ``progress`` depends on the run's total iterations (MAML++'s cosine annealing): lengthening a
+    #: finished run would start the annealing over mid-run, so a budget's ``until_plateau`` never extends it.
+    progress_spans_run = False
 
     def prepare_model(self, model):
         """The model this algorithm trains, from the backbone's (add a context, wrap layers): applied wherever a
@@ -100,6 +103,7 @@ OPTIONAL_MEMBERS = (
     "adapts",
     "inner_lr",
     "inner_lr_transfers",
+    "progress_spans_run",
     "prepare_model",
     "head_outputs",
     "for_run",

@@ -102,6 +102,9 @@ def register_algorithms(registry) -> None:
       depends on training progress there (MAML++'s loss weights and derivative
       order) and returns the factor applied to ``--outer-lr`` for this step
       (1.0 keeps it). A pure function of ``step``, so ``--resume`` is exact;
+    - ``progress_spans_run = True``: ``progress`` depends on ``iterations``
+      (MAML++'s cosine annealing), so a finished run is not lengthened by a
+      reproduce budget's ``until_plateau`` (its annealing would start over);
     - ``batch_kind = "classification"``: ``train_step`` receives
       ``(images [batch, C, H, W], labels [batch])`` over all training classes
       instead of episodes (pretraining regimes);

@@ -30,6 +30,7 @@ class Algorithm(Protocol):
     adapts: Callable[[str], bool] | None
     owns_parameters: bool
     inner_lr_transfers: bool
+    progress_spans_run: bool
 
     def prepare_model(self, model) -> Any: ...
 

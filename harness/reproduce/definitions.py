@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.reproduce.until_plateau import check_until_plateau
 
 
 def _experiments_folder() -> Path:
@@ -51,6 +52,8 @@ def check_definition(definition: dict, path: Path) -> None:
         raise HarnessError(f"{path}: 'budgets' must be tables ([budgets.cpu], [budgets.paper]), got {budgets!r}")
     for name, budget in budgets.items():
         for kind, overrides in budget.items():
+            if kind == "until_plateau":
+                check_until_plateau(overrides, f"{path}: budgets.{name}.until_plateau")
             if kind in ("image", "rl") and not isinstance(overrides, dict):
                 raise HarnessError(
                     f"{path}: budgets.{name}.{kind} must be a table of harness run flags, got {overrides!r}"

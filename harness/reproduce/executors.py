@@ -30,6 +30,9 @@ class PlannedRun(Protocol):
     @property
     def done(self) -> bool: ...
 
+    @property
+    def lengthen_to(self) -> int | None: ...
+
     def command(
         self, data_root: str | None, time_limit: float | None = None, run_flags: tuple[str, ...] = ()
     ) -> list[str]: ...
@@ -94,7 +97,8 @@ def run_all(
     own ``--time-limit``, runs not started when it is spent stay unstarted, and SIGTERM / SIGINT /
     SIGUSR1 are forwarded to the running ones (local executor), which checkpoint and exit with
     :data:`EXIT_STOPPED`; the next ``harness reproduce`` resumes them. ``run_flags`` go to every
-    ``harness run`` (``--report-to``).
+    ``harness run`` (``--report-to``). A finished run that its budget's ``until_plateau`` lengthens
+    (``harness.reproduce.until_plateau``) is run on until done (Ray: one step each ``harness reproduce``).
     """
     todo, seen = [], set()
     for run in runs:
@@ -109,11 +113,14 @@ def run_all(
     stop.listeners.append(lambda signum: [child.send_signal(signum) for child in list(children)])
 
     def launch(run: PlannedRun) -> int:
-        if stop.should_stop(1.0):
-            return EXIT_STOPPED  # not started: nothing to checkpoint
-        code = execute(
-            run.command(data_root, stop.remaining(), run_flags), str(run.run_dir) + ".log", threads, children
-        )
+        code, targets = 0, set()  # targets: lengthened to each at most once (until_plateau)
+        while code == 0 and not run.done and run.lengthen_to not in targets:
+            if stop.should_stop(1.0):
+                return EXIT_STOPPED  # not started (or not lengthened): nothing to checkpoint
+            targets.add(run.lengthen_to)
+            code = execute(
+                run.command(data_root, stop.remaining(), run_flags), str(run.run_dir) + ".log", threads, children
+            )
         if code == EXIT_STOPPED:
             stop.time_is_up()  # it stopped because one more iteration would not fit: nor would another run
         return code

@@ -17,6 +17,9 @@ prints no interval; ``compare = "at_least"`` / ``"at_most"`` where the paper
 states a bound, e.g. Figure 2's "> 0.9"). A row the smaller budget cannot
 afford names why in ``skip = { cpu = "reason" }``: it is planned and reported
 as "not run" with that reason, and runs unchanged under the other budgets.
+A budget may train its image runs until their validation stops rising, ``until_plateau = { every = N,
+max_iterations = M }`` (``harness.reproduce.until_plateau``): a finished run still rising is lengthened in
+its own directory.
 
 A definition with ``kind = "speed"`` (Table 6) trains nothing: its rows name a
 benchmark ``config``, ``phase`` and ``algorithm``, and the measured value is that
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.reproduce.until_plateau import lengthen_to
 from harness.run.rundir import held_by, run_state
 
 #: Config fields that change where or how fast a run goes, not its result; ``sources`` is prose about
@@ -65,10 +69,17 @@ class PlannedRun:
     skipped: str | None = None  # why this budget does not run the row (``skip`` in the definition)
     needs: list = field(default_factory=list)  # runs named by "@LABEL" options: evaluated only once they are done
     eval_data: str | None = None  # evaluated on this task spec's test classes (harness eval --data), not the run's
+    until_plateau: dict | None = None  # the budget's: lengthened while its validation still rises
+    progress_spans_run: bool = False  # the algorithm's: never lengthened (harness.reproduce.until_plateau)
+
+    @property
+    def lengthen_to(self) -> int | None:
+        """The iterations this finished run is still to be trained to (``harness.reproduce.until_plateau``)."""
+        return lengthen_to(self.run_dir, self.until_plateau, self.progress_spans_run)
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "summary.json").exists()
+        return (self.run_dir / "summary.json").exists() and self.lengthen_to is None
 
     @property
     def state(self) -> str:
@@ -78,6 +89,8 @@ class PlannedRun:
             return "done"
         holder = held_by(self.run_dir) if self.run_dir.exists() else None
         in_use = f"; in use by {holder}" if holder else ""
+        if (self.run_dir / "summary.json").exists():
+            return f"finished, validation still rising: trained on to {self.lengthen_to:,} iterations{in_use}"
         return f"{run_state(self.run_dir) or 'to run'}{in_use}"
 
     def command(
@@ -92,6 +105,9 @@ class PlannedRun:
     def _run_args(self, data_root: str | None) -> list[str]:
         if (self.run_dir / "checkpoint.pt").exists() and (self.run_dir / "config.json").exists():
             args = ["run", "--resume", str(self.run_dir)]
+            longer = self.lengthen_to
+            if longer is not None:
+                args += ["--iterations", str(longer)]
         else:
             flag = "--env" if self.kind == "rl" else "--data"
             args = ["run", "--algo", self.algo, flag, self.task, "--seed", str(self.seed), "--out", str(self.run_dir)]
@@ -173,9 +189,16 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
                     unit,
                     skipped=row.get("skip", {}).get(budget),
                     eval_data=row.get("eval_data"),
+                    until_plateau=definition["budgets"][budget].get("until_plateau") if kind == "image" else None,
+                    progress_spans_run=kind == "image" and plugins.algorithms.get(row["algo"]).progress_spans_run,
                 )
             )
-    # "@LABEL" names that row's run with the same seed index (seed minus the row's seed_offset).
+    resolve_references(runs, definition)
+    return runs
+
+
+def resolve_references(runs: list[PlannedRun], definition: dict) -> None:
+    """An option ``"@LABEL"`` names that row's run with the same seed index (seed minus the row's seed_offset)."""
     offsets = {row["label"]: row.get("seed_offset", 0) for row in definition["rows"]}
     by_label = {(run.label, run.seed - offsets[run.label]): run for run in runs}
     for run in runs:
@@ -192,4 +215,3 @@ def plan(plugins, definition: dict, budget: str, seeds: int, root: Path) -> list
                 run.needs.append(other)
                 value = str(other.run_dir)
             run.resolved_options[name] = value
-    return runs

@@ -73,6 +73,7 @@ class MAMLPlusPlus(nn.Module, GradientMetaLearner):
         "MAML++ (Antoniou et al. 2019): per-step learned inner rates and BatchNorm, multi-step loss, annealings"
     )
     first_order = False
+    progress_spans_run = True  # CA's cosine runs over the run's iterations
 
     def __init__(
         self,

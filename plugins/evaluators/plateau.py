@@ -11,26 +11,9 @@ evidence that a budget trained every algorithm to its plateau.
 
 from __future__ import annotations
 
-import json
-
 import harness
-from harness.errors import HarnessError
 from harness.evaluation.options import Option
-from harness.evaluation.plateau import plateau_gain
-
-
-def validation_curve(run_dir) -> tuple[list[int], list[float]]:
-    """The ``(steps, accuracies)`` of a run's validations, in training order (a resumed run's repeats dropped)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        raise HarnessError(f"{run_dir} has no metrics.jsonl: nothing to read a validation curve from")
-    curve: dict[int, float] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("split") == "val":
-            curve[int(record["step"])] = float(record["accuracy"])
-    steps = sorted(curve)
-    return steps, [curve[s] for s in steps]
+from harness.evaluation.plateau import plateau_gain, validation_curve
 
 
 class Plateau:
