@@ -5,7 +5,7 @@ definition's budget may say::
 
     [budgets.converged]
     image = { iterations = 10000, val_every = 250 }
-    until_plateau = { every = 2500, max_iterations = 20000 }   # fraction = 0.25 by default
+    until_plateau = { every = 2500, max_iterations = 30000 }   # fraction = 0.25 by default
 
 Then a run that finished its iterations is tested with the plateau test
 (:func:`harness.evaluation.plateau.plateau_gain`: the last ``fraction`` of training against the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.evaluation.plateau import plateau_gain, validation_curve
-from harness.run.files import read_json
+from harness.run.rundir import recorded_iterations
 
 FRACTION = 0.25  # the scoreboard's plateau column compares quarters
 
@@ -45,15 +45,6 @@ def check_until_plateau(value: object, where: str) -> None:
         raise HarnessError(f"{where}.fraction must be in (0, 0.5], got {fraction!r}")
 
 
-def iterations_of(run_dir: Path, name: str) -> int | None:
-    """``iterations`` of the run's ``summary.json`` (trained and tested) or ``config.json`` (set), if readable."""
-    try:
-        value = read_json(run_dir / name).get("iterations")
-    except (HarnessError, OSError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
-
-
 def lengthen_to(run_dir: Path, until_plateau: dict | None, progress_spans_run: bool) -> int | None:
     """The iterations a finished run still has to train to, or None when it is done.
 
@@ -63,7 +54,7 @@ def lengthen_to(run_dir: Path, until_plateau: dict | None, progress_spans_run: b
     """
     if not (run_dir / "summary.json").exists():
         return None
-    tested, target = iterations_of(run_dir, "summary.json"), iterations_of(run_dir, "config.json")
+    tested, target = recorded_iterations(run_dir / "summary.json"), recorded_iterations(run_dir / "config.json")
     if tested is not None and target is not None and target > tested:
         return target
     if not until_plateau or progress_spans_run or tested is None or tested >= until_plateau["max_iterations"]:

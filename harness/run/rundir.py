@@ -133,14 +133,15 @@ def run_state(path: Path) -> str | None:
             step = load_torch(path / "checkpoint.pt", needs=("step",))["step"]
         except HarnessError:
             return "started"
-        total = _iterations(path / "config.json")
+        total = recorded_iterations(path / "config.json")
         return f"started (step {step:,})" if total is None else f"started (step {step:,} of {total:,})"
     return None
 
 
-def _iterations(config: Path) -> int | None:
+def recorded_iterations(record: Path) -> int | None:
+    """``iterations`` of a run's ``config.json`` (set) or ``summary.json`` (trained and tested), if readable."""
     try:
-        total = read_json(config).get("iterations")
+        total = read_json(record).get("iterations")
     except (HarnessError, OSError, AttributeError):
         return None
     return total if isinstance(total, int) else None
