@@ -99,7 +99,8 @@ def test_the_evaluator_reads_the_runs_own_curve_and_a_budget_that_validates_too_
     assert result.returncode == 0, result.stderr
     written = json.loads((out / "eval-plateau.json").read_text())
     expected = plateau_gain(*validation_curve(out), 0.25)
-    assert [row["key"] for row in written["rows"]] == ["gain", "last"]
+    assert [row["key"] for row in written["rows"]] == ["gain", "last", "iterations"]
+    assert written["rows"][2]["mean"] == 12 and written["rows"][2]["tasks"] == "12 validations"
     assert written["rows"][0]["mean"] == expected["gain"] and written["plateau"] == expected["plateau"]
     assert written["rows"][0]["name"] == "validation gain, steps 9-12 over the 3 validations before"
     sparse = run_cli("eval", out, "--evaluator", "plateau", "-o", "fraction=0.1", "--data-root", data_root)

@@ -577,12 +577,13 @@ def test_a_grid_definition_expands_to_one_row_per_cell_and_skips_inner_loop_colu
     for row in rows:
         by_group.setdefault(row["group"], []).append(row["column"])
     assert by_group["omniglot-20w1s, MAML"][:3] == ["accuracy", "body frozen", "NIL"]
-    assert len(by_group["omniglot-20w1s, MAML"]) == 11
+    assert len(by_group["omniglot-20w1s, MAML"]) == 12
     # No inner loop: no freezing, similarity or distance cells.
     assert by_group["omniglot-20w1s, Prototypical Networks"] == [
         "accuracy",
         "NIL",
         "s/iteration",
+        "iterations",
         "val gain, last quarter",
     ]
     boil_default = next(r for r in rows if r["group"] == "omniglot-20w1s, BOIL (PyTorch default head)")
@@ -608,6 +609,8 @@ def test_the_converged_budget_trains_omniglot_5w1s_only_and_the_quick_board_skip
     assert mini.skipped.startswith("MiniImageNet at the paper's budget")  # the data set's reason comes first
     ran = [run for run in quick if not run.skipped]
     assert {run.task for run in ran} == {"omniglot-20w1s"} and not any("val gain" in run.label for run in ran)
+    lengths = [run for run in converged if run.label == "omniglot-5w1s, FOMAML: iterations"]
+    assert [(run.evaluator, run.result, run.unit) for run in lengths] == [("plateau", "iterations", "iterations")]
 
 
 def test_a_malformed_grid_is_one_line_naming_what_is_wrong(tmp_path):
@@ -645,6 +648,7 @@ def test_report_lays_a_scoreboard_out_one_line_per_algorithm_and_places_each_on_
         _cell("o, MAML", "accuracy", 80.0),
         _cell("o, MAML", "body frozen", 60.0),
         _cell("o, MAML", "CCA body", 0.8, 0.02, "CCA"),
+        _cell("o, MAML", "iterations", 17500.0, 0.0, "iterations"),
         _cell("o, ProtoNets", "accuracy", 90.0),
         _cell("m, MAML", "accuracy", None),
         _cell("m, MAML", "body frozen", None),
@@ -664,9 +668,11 @@ def test_report_lays_a_scoreboard_out_one_line_per_algorithm_and_places_each_on_
     result = run_cli("report", "--results", tmp_path)
     assert result.returncode == 0, result.stderr
     markdown = (tmp_path / "reproduced" / "board.md").read_text()
-    assert "| algorithm    | accuracy (%)   | body frozen (%)   | CCA body      |" in markdown
-    assert "| o, MAML      | 80.0 ± 1.0     | 60.0 ± 1.0        | 0.800 ± 0.020 |" in markdown
-    assert "| o, ProtoNets | 90.0 ± 1.0     | —                 | —             |" in markdown
+    assert "| algorithm    | accuracy (%)   | body frozen (%)   | CCA body      | iterations   |" in markdown
+    assert "| o, MAML      | 80.0 ± 1.0     | 60.0 ± 1.0        | 0.800 ± 0.020 | 17,500       |" in markdown
+    assert "| o, ProtoNets | 90.0 ± 1.0     | —                 | —             | —            |" in markdown
+    long_row = next(line for line in markdown.splitlines() if line.startswith("| o, MAML: iterations "))
+    assert long_row.split("|")[2].strip() == "17,500 iterations"  # the long table, too
     assert "| m, MAML" not in markdown  # nothing of it was run: named once under "Not run"
     assert "val gain (%)" not in markdown  # nor a column no algorithm has
     assert markdown.count("- m, MAML: too slow here") == 1

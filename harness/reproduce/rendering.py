@@ -14,6 +14,8 @@ from harness.reproduce.tables import COMPARISONS, agrees
 def format_value(mean: float, ci: float, unit: str) -> str:
     if unit == "x":  # a speedup: a ratio of medians, no interval
         return f"{mean:.2f}x"
+    if unit == "iterations":  # a count: how long a run trained
+        return f"{mean:,.0f} iterations"
     if unit in ("%", "return"):
         return f"{mean:.2f} ± {ci:.2f}{' %' if unit == '%' else ''}"
     return f"{mean:.3f} ± {ci:.3f} ({unit})"  # similarities and distances

@@ -30,6 +30,8 @@ def _cell(row: dict | None) -> str:
         return f"{row['mean']:.1f} ± {row['ci95']:.1f}"
     if row["unit"] == "s":
         return f"{row['mean']:.2f}"
+    if row["unit"] == "iterations":
+        return f"{row['mean']:,.0f}"
     return f"{row['mean']:.3f} ± {row['ci95']:.3f}"
 
 
@@ -52,7 +54,8 @@ def render_scoreboard(result: dict) -> str:
     # a column this budget skips everywhere (listed under "Not run" with its reason) is left out
     columns = [c for c in columns if any(cells.get((g, c), {}).get("mean") is not None for g in groups)]
     units = {column: next(cells[g, column]["unit"] for g in groups if (g, column) in cells) for column in columns}
-    headers = ["algorithm"] + [f"{c} ({units[c]})" if units[c] not in ("CCA", "CKA") else c for c in columns]
+    bare = ("CCA", "CKA", "iterations")  # units the column's name already says
+    headers = ["algorithm"] + [f"{c} ({units[c]})" if units[c] not in bare else c for c in columns]
     lines = []
     for group in groups:
         if all(cells.get((group, c), {}).get("mean") is None for c in columns):

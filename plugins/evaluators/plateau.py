@@ -2,7 +2,8 @@
 
 Reads the validations in the run's ``metrics.jsonl`` and compares the last ``fraction`` of training with
 the ``fraction`` before it (``harness.evaluation.plateau``): the gain in validation accuracy with its
-95% interval, and the verdict ``plateau`` (not significantly rising). Nothing is recomputed and no data
+95% interval, the verdict ``plateau`` (not significantly rising) and the iterations the curve reaches (a
+budget that lengthens a run while it rises trains each run to its own length). Nothing is recomputed and no data
 are read, so it costs nothing; the feature-reuse scoreboard shows it beside each algorithm, as the
 evidence that a budget trained every algorithm to its plateau.
 
@@ -44,6 +45,13 @@ class Plateau:
                 "mean": result["last"],
                 "ci95": result["last_ci95"],
                 "tasks": run.config.val_tasks,
+            },
+            {
+                "key": "iterations",
+                "name": "iterations trained, to the last validation",
+                "mean": float(steps[-1]),
+                "ci95": 0.0,
+                "tasks": f"{len(steps)} validations",
             },
         ]
         return {"rows": rows, "plateau": result["plateau"], "windows": result["windows"], "steps": steps[-1]}
