@@ -576,8 +576,8 @@ def test_a_grid_definition_expands_to_one_row_per_cell_and_skips_inner_loop_colu
     by_group = {}
     for row in rows:
         by_group.setdefault(row["group"], []).append(row["column"])
-    assert by_group["omniglot-20w1s, MAML"][:3] == ["accuracy", "body frozen", "NIL"]
-    assert len(by_group["omniglot-20w1s, MAML"]) == 12
+    assert by_group["omniglot-20w1s, MAML"][:4] == ["accuracy", "body frozen", "layers 1-3 frozen", "NIL"]
+    assert len(by_group["omniglot-20w1s, MAML"]) == 13
     # No inner loop: no freezing, similarity or distance cells.
     assert by_group["omniglot-20w1s, Prototypical Networks"] == [
         "accuracy",
