@@ -545,7 +545,7 @@ def test_every_result_key_in_the_definitions_is_one_the_evaluators_give():
         "run-similarity": {f"{layer} {w}" for layer in layers for w in ("pre", "post")}
         | {"body mean pre", "body 1-3 mean pre"},
         "seed-similarity": {"pre,post", "post,pre", "post,post"},
-        "plateau": {"gain", "last"},
+        "plateau": {"gain", "last", "iterations"},
     }
     used = 0
     for path in EXPERIMENTS.glob("*.toml"):
