@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from harness.commands.report import learning_curves, plot_curves
+from harness.commands.report import learning_curves, plateau_windows, plot_curves
 from harness.plugin.manager import get_plugins
 from harness.reproduce.definitions import load_definition
 from harness.reproduce.planning import plan
@@ -844,3 +844,25 @@ def test_learning_curves_one_per_run_with_labels_a_reader_can_tell_apart(tmp_pat
     assert plot_curves({"title": "t", "rows": rows[:3]}, tmp_path / "few-shot.png").stat().st_size > 10_000
     assert plot_curves({"title": "t", "rows": rows[3:4]}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_curves_gain_a_plateau_panel_with_the_plateau_tests_windows_once_a_run_is_long_enough(tmp_path):
+    import matplotlib.image
+
+    # validations every step to 12: the last quarter is steps 10-12, the quarter before 7-9
+    accuracies = {7: 0.60, 8: 0.61, 9: 0.62, 10: 0.70, 11: 0.71, 12: 0.72}
+    long_run = [{"split": "val", "step": step, "accuracy": accuracies.get(step, 0.5)} for step in range(1, 13)]
+    short_run = long_run[:4]
+    rows = [
+        {"label": "long", "runs": [write_metrics(tmp_path / "maml-long", long_run)]},
+        {"label": "short", "runs": [write_metrics(tmp_path / "maml-short", short_run)]},
+    ]
+    long_curve, short_curve = learning_curves({"title": "t", "rows": rows})
+    windows = plateau_windows(long_curve)
+    assert windows is not None and plateau_windows(short_curve) is None
+    assert windows["windows"] == {"before": [6.0, 9.0], "last": [9.0, 12.0]}
+    assert windows["last"] == pytest.approx(71.0) and windows["last"] - windows["gain"] == pytest.approx(61.0)
+    one_panel = plot_curves({"title": "t", "rows": rows[1:]}, tmp_path / "short.png")
+    two_panels = plot_curves({"title": "t", "rows": rows}, tmp_path / "long.png")
+    width = {name: matplotlib.image.imread(path).shape[1] for name, path in (("one", one_panel), ("two", two_panels))}
+    assert width["two"] > 1.8 * width["one"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
+from harness.evaluation.plateau import DEFAULT_FRACTION, plateau_gain
 from harness.reproduce.figures import new_figure, save_figure
 from harness.reproduce.rendering import checked_rows, render_table
 from harness.reproduce.scoreboard import is_scoreboard, plot_scoreboard
@@ -60,22 +61,62 @@ def learning_curves(result: dict) -> list[Curve]:
     return [curve for curve in curves if curve.points]
 
 
-def plot_curves(result: dict, out: Path) -> Path | None:
-    """Learning curves, one line per run, on a panel per kind present (few-shot, meta-RL); None without any."""
-    curves = learning_curves(result)
-    kinds = [rl for rl in (False, True) if any(curve.rl == rl for curve in curves)]
-    if not kinds:
+def plateau_windows(curve: Curve) -> dict | None:
+    """The plateau test (:func:`harness.evaluation.plateau.plateau_gain`, quarters) on a few-shot curve, in
+    percentage points; None where a window holds too few validations (short runs)."""
+    steps, accuracies = zip(*curve.points)
+    try:
+        return plateau_gain(steps, accuracies, DEFAULT_FRACTION)
+    except HarnessError:
         return None
-    figure, axes = new_figure(1, len(kinds), figsize=(8 * len(kinds), 4.5), squeeze=False)
-    for axis, rl in zip(axes[0], kinds):
-        for curve in (c for c in curves if c.rl == rl):
+
+
+def draw_plateau_windows(axis, curves: list[Curve]) -> None:
+    """Each run's validations over the plateau test's two windows, on a zoomed scale, with each window's mean
+    as a bar (dotted: the quarter before, solid: the last quarter): the evidence the plateau column summarises."""
+    for curve in curves:
+        test = plateau_windows(curve)
+        if test is None:
+            continue
+        start = test["windows"]["before"][0]
+        late = [(step, accuracy) for step, accuracy in curve.points if step > start]
+        (line,) = axis.plot(*zip(*late), marker=".", markersize=3, linewidth=0.7, label=curve.label)
+        means = {"before": test["last"] - test["gain"], "last": test["last"]}
+        for window, style in (("before", ":"), ("last", "-")):
+            axis.hlines(means[window], *test["windows"][window], colors=line.get_color(), linestyles=style, linewidth=2)
+    axis.set(
+        title="plateau test: validation over the last two quarters, window means as bars",
+        xlabel="iteration",
+        ylabel="%",
+    )
+
+
+def plot_curves(result: dict, out: Path) -> Path | None:
+    """Learning curves, one line per run, on a panel per kind present (few-shot, meta-RL), and a zoomed panel of
+    the plateau test's windows where a few-shot run has enough validations; None without any curve."""
+    curves = learning_curves(result)
+    few_shot = [curve for curve in curves if not curve.rl]
+    panels = ["few-shot"] if few_shot else []
+    panels += ["plateau"] if any(plateau_windows(curve) for curve in few_shot) else []
+    panels += ["meta-RL"] if len(few_shot) < len(curves) else []
+    if not panels:
+        return None
+    figure, axes = new_figure(1, len(panels), figsize=(8 * len(panels), 4.5), squeeze=False)
+    for axis, panel in zip(axes[0], panels):
+        if panel == "plateau":
+            draw_plateau_windows(axis, few_shot)
+            continue
+        for curve in (c for c in curves if c.rl == (panel == "meta-RL")):
             (line,) = axis.plot(*zip(*curve.points), label=curve.label)
             if curve.training:
                 axis.plot(*zip(*curve.training), linestyle="--", linewidth=0.8, color=line.get_color())
-        if rl:
+        if panel == "meta-RL":
             axis.set(title="meta-RL: return after adaptation (training tasks)", xlabel="iteration", ylabel="return")
         else:
             axis.set(title="few-shot: validation (solid), training (dashed) accuracy", xlabel="iteration", ylabel="%")
+    for axis, panel in zip(axes[0], panels):
+        if panel == "few-shot" and "plateau" in panels:
+            continue  # the plateau panel beside it names the same runs
         axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     figure.suptitle(result["title"])
     return save_figure(figure, out, dpi=110)

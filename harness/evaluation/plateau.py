@@ -29,6 +29,7 @@ T_95 = (
     2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
 )  # fmt: skip
 MIN_PER_WINDOW = 3  # fewer validations than this give a sample variance too rough to test
+DEFAULT_FRACTION = 0.25  # quarters: the plateau evaluator's, ``until_plateau``'s and the report's default
 
 
 def t_critical_95(df: float) -> float:

@@ -23,10 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.evaluation.plateau import plateau_gain, validation_curve
+from harness.evaluation.plateau import DEFAULT_FRACTION, plateau_gain, validation_curve
 from harness.run.rundir import recorded_iterations
-
-FRACTION = 0.25  # the scoreboard's plateau column compares quarters
 
 
 def check_until_plateau(value: object, where: str) -> None:
@@ -40,7 +38,7 @@ def check_until_plateau(value: object, where: str) -> None:
         number = value.get(key)
         if not isinstance(number, int) or isinstance(number, bool) or number < 1:
             raise HarnessError(f"{where}.{key} must be a whole number of iterations >= 1, got {number!r}")
-    fraction = value.get("fraction", FRACTION)
+    fraction = value.get("fraction", DEFAULT_FRACTION)
     if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 0.5:
         raise HarnessError(f"{where}.fraction must be in (0, 0.5], got {fraction!r}")
 
@@ -60,7 +58,7 @@ def lengthen_to(run_dir: Path, until_plateau: dict | None, progress_spans_run: b
     if not until_plateau or progress_spans_run or tested is None or tested >= until_plateau["max_iterations"]:
         return None
     try:
-        gain = plateau_gain(*validation_curve(run_dir), until_plateau.get("fraction", FRACTION))
+        gain = plateau_gain(*validation_curve(run_dir), until_plateau.get("fraction", DEFAULT_FRACTION))
     except HarnessError as exc:
         raise HarnessError(f"{run_dir}: until_plateau cannot test it: {exc}") from None
     if gain["plateau"]:

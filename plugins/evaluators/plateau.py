@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import harness
 from harness.evaluation.options import Option
-from harness.evaluation.plateau import plateau_gain, validation_curve
+from harness.evaluation.plateau import DEFAULT_FRACTION, plateau_gain, validation_curve
 
 
 class Plateau:
@@ -22,7 +22,10 @@ class Plateau:
     description = "validation gain over the last part of training with its 95% CI: on its plateau or still rising"
     options = (
         Option(
-            "fraction", "compare the last FRACTION of training with the FRACTION before", kind="float", default=0.25
+            "fraction",
+            "compare the last FRACTION of training with the FRACTION before",
+            kind="float",
+            default=DEFAULT_FRACTION,
         ),
     )
 
