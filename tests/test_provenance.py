@@ -115,6 +115,24 @@ def test_reproduce_uses_an_evaluation_only_when_its_provenance_matches(data_root
     unchanged = (run / "eval-nil.json").read_bytes()
     assert run_cli(*args, "--no-train").returncode == 0
     assert (run / "eval-nil.json").read_bytes() == unchanged  # a matching evaluation is reused as it is
+    for checkpoint in ("best.pt", "checkpoint.pt"):  # committed without its checkpoints: summary.json vouches
+        (run / checkpoint).rename(tmp_path / checkpoint)
+    assert run_cli(*args, "--no-train").returncode == 0
+    assert (run / "eval-nil.json").read_bytes() == unchanged
+    assert json.loads(table.read_text())["rows"][0]["mean"] == measured
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["tested_checkpoint"]["sha256"]  # as summaries written before it was recorded
+    (run / "summary.json").write_text(json.dumps(summary))
+    refused = run_cli(*args, "--no-train")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        f"harness: error: {table} has 1 measured row(s) that --root {tmp_path / 'root'} cannot measure again "
+        f"(first: 'Omniglot 5w1s, NIL': evaluation failed: {run} has no checkpoint (best.pt, checkpoint.pt) and its "
+        "summary.json records none: its evaluations cannot be checked or run again; train the run again (harness "
+        "reproduce without --no-train after moving the directory aside)); not rewritten: point --root at the runs, "
+        "or move nil-cpu.json away\n",
+    )
+    assert json.loads(table.read_text())["rows"][0]["mean"] == measured
 
 
 @pytest.mark.realdata

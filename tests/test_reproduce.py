@@ -789,11 +789,13 @@ def test_no_train_never_turns_a_measured_table_into_not_run(tmp_path):
     result = run_cli(
         "reproduce", definition, "--no-train", "--root", tmp_path / "empty", "--results", tmp_path / "results"
     )
-    assert (result.returncode, result.stderr) == (
-        2,
-        f"harness: error: {out} has 1 measured row(s) for which --root {tmp_path / 'empty'} holds no finished run "
-        f"(first: '2D-Navigation, MAML'); not rewritten: point --root at the runs, or move tiny-cpu.json away\n",
-    )
+    assert result.returncode == 2
+    assert re.fullmatch(
+        re.escape(f"harness: error: {out} has 1 measured row(s) that --root {tmp_path / 'empty'} cannot measure again ")
+        + r"\(first: '2D-Navigation, MAML': maml-rl-2d-navigation-seed0-[0-9a-f]{12}: to run\); "
+        + re.escape("not rewritten: point --root at the runs, or move tiny-cpu.json away\n"),
+        result.stderr,
+    ), result.stderr
     assert json.loads(out.read_text()) == measured
 
 

@@ -178,11 +178,12 @@ def refuse_unmeasuring(out: Path, result: dict, root: str) -> None:
     from harness.run.files import read_json
 
     measured = {row["label"] for row in read_json(out).get("rows", []) if row.get("mean") is not None}
-    lost = [row["label"] for row in result["rows"] if row["label"] in measured and row.get("mean") is None]
+    lost = [row for row in result["rows"] if row["label"] in measured and row.get("mean") is None]
     if lost:
         raise HarnessError(
-            f"{out} has {len(lost)} measured row(s) for which --root {root} holds no finished run "
-            f"(first: {lost[0]!r}); not rewritten: point --root at the runs, or move {out.name} away"
+            f"{out} has {len(lost)} measured row(s) that --root {root} cannot measure again (first: "
+            f"{lost[0]['label']!r}: {lost[0].get('not_run', 'not run')}); not rewritten: point --root at the runs, "
+            f"or move {out.name} away"
         )
 
 

@@ -21,18 +21,34 @@ from harness.run.files import read_json
 from harness.run.provenance import file_sha256, given_suffix, option_text, same_source
 
 
+def tested_checkpoint_sha256(run_dir: Path) -> str:
+    """sha256 of the checkpoint a finished run's evaluations measure: its ``best.pt`` (else ``checkpoint.pt``)
+    where the file is here, else the one ``summary.json`` recorded when the run tested it, so a run directory
+    committed without its checkpoints still has its evaluations checked."""
+    for name in ("best.pt", "checkpoint.pt"):
+        if (run_dir / name).exists():
+            return file_sha256(run_dir / name)
+    summary = run_dir / "summary.json"
+    recorded = (read_json(summary).get("tested_checkpoint") or {}).get("sha256") if summary.exists() else None
+    if not recorded:
+        raise HarnessError(
+            f"{run_dir} has no checkpoint (best.pt, checkpoint.pt) and its summary.json records none: its "
+            "evaluations cannot be checked or run again; train the run again (harness reproduce without --no-train "
+            "after moving the directory aside)"
+        )
+    return recorded
+
+
 def _evaluated_here(out: Path, run: PlannedRun) -> bool:
     """Whether ``out`` is this row's evaluation of the run's tested checkpoint: same evaluator, same options
     given, same checkpoint sha256 (an evaluation written while the run was still training is not)."""
     if not out.exists():
         return False
-    checkpoint = run.run_dir / "best.pt"
-    checkpoint = checkpoint if checkpoint.exists() else run.run_dir / "checkpoint.pt"
     recorded = read_json(out).get("provenance")
     expected = {
         "evaluator": run.evaluator,
         "given": {k: option_text(v) for k, v in sorted(run.resolved_options.items())},
-        "checkpoint": {"sha256": file_sha256(checkpoint)},
+        "checkpoint": {"sha256": tested_checkpoint_sha256(run.run_dir)},
     }
     return same_source(recorded, expected)
 
