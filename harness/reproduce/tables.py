@@ -18,6 +18,7 @@ from harness.errors import HarnessError
 from harness.reproduce.executors import execute
 from harness.reproduce.planning import PlannedRun
 from harness.run.files import read_json
+from harness.run.integrity import recorded_sha256
 from harness.run.provenance import file_sha256, given_suffix, option_text, same_source
 
 
@@ -28,15 +29,14 @@ def tested_checkpoint_sha256(run_dir: Path) -> str:
     for name in ("best.pt", "checkpoint.pt"):
         if (run_dir / name).exists():
             return file_sha256(run_dir / name)
-    summary = run_dir / "summary.json"
-    recorded = (read_json(summary).get("tested_checkpoint") or {}).get("sha256") if summary.exists() else None
-    if not recorded:
+    recorded = recorded_sha256(run_dir / "best.pt")  # summary.json's tested_checkpoint, or SHA256SUMS
+    if recorded is None:
         raise HarnessError(
             f"{run_dir} has no checkpoint (best.pt, checkpoint.pt) and its summary.json records none: its "
             "evaluations cannot be checked or run again; train the run again (harness reproduce without --no-train "
             "after moving the directory aside)"
         )
-    return recorded
+    return recorded[0]
 
 
 def _evaluated_here(out: Path, run: PlannedRun) -> bool:
