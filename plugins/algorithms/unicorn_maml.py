@@ -9,6 +9,9 @@ respect to ``w`` is the sum of the gradients of its copies, which autograd gives
 ``expand``. The model's own head is never used, and any number of ways can be asked of a trained
 network. Ye & Chao also report that MAML needs more inner steps than usually used; the steps here
 are the run's ``--inner-steps`` / ``--test-inner-steps``, so that finding can be measured with them.
+They matter more here than for MAML: from equal rows the loss's gradient with respect to the
+features, ``sum_c (p_c - y_c) w``, is zero, so the first inner step adapts only the head; with one
+training step UNICORN-MAML trains as ANIL with a tied head, and only later steps move the body.
 
 ``w`` and ``b`` are parameters this algorithm owns (``for_run``): learned with the model, saved
 in every checkpoint, restored on ``--resume``, loaded by ``harness eval``. They start at zero, as
